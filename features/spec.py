@@ -1,0 +1,397 @@
+"""Dataset specs: which columns a dataset has, their types, domains and limits.
+
+A spec is the single description that drives type coercion, the Great Expectations
+suite and the feature transformer. It can be written by hand as YAML, inferred from
+a first accepted snapshot, or a mix (YAML overrides what inference would pick).
+
+YAML format (every key but ``target`` and ``positive_label`` is optional)::
+
+    name: my-loans
+    target: Status
+    positive_label: bad
+    id_column: loan_id           # kept out of the features
+    drop: [branch_code]          # ignored columns
+    positive_rate: [0.05, 0.40]  # allowed band for the share of positive labels
+    min_rows: 200
+    columns:
+      Income: {type: numeric, min: 0, max: 1000, max_null_fraction: 0.05, monotone: decreasing}
+      Home:   {type: categorical, values: [rent, owner, parents, other]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from ledgerline.errors import DataError, SpecError
+
+ColumnKind = Literal["numeric", "categorical"]
+Monotone = Literal["increasing", "decreasing"]
+
+# A column whose non-null values parse as numbers at least this often is numeric
+# data with junk in it, not a categorical column.
+NUMERIC_JUNK_THRESHOLD = 0.9
+MAX_CATEGORIES = 50
+LABEL_COLUMN = "__label__"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: ColumnKind
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = None
+    max_null_fraction: float = 0.0
+    monotone: Monotone | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("numeric", "categorical"):
+            raise SpecError(f"column '{self.name}': type must be 'numeric' or 'categorical', not {self.kind!r}")
+        if self.monotone not in (None, "increasing", "decreasing"):
+            raise SpecError(f"column '{self.name}': monotone must be 'increasing' or 'decreasing'")
+        if not 0.0 <= self.max_null_fraction <= 1.0:
+            raise SpecError(f"column '{self.name}': max_null_fraction must be between 0 and 1")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise SpecError(f"column '{self.name}': min {self.min} is above max {self.max}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    target: str
+    positive_label: str
+    columns: tuple[ColumnSpec, ...]
+    id_column: str | None = None
+    drop: tuple[str, ...] = ()
+    positive_rate: tuple[float, float] | None = None
+    min_rows: int = 100
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "categorical"]
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    # --- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        cols: dict[str, Any] = {}
+        for c in self.columns:
+            d = {k: v for k, v in asdict(c).items() if k != "name" and v is not None}
+            d["type"] = d.pop("kind")
+            if "values" in d:
+                d["values"] = list(d["values"])
+            cols[c.name] = d
+        out: dict[str, Any] = {
+            "name": self.name,
+            "target": self.target,
+            "positive_label": self.positive_label,
+            "id_column": self.id_column,
+            "drop": list(self.drop),
+            "positive_rate": list(self.positive_rate) if self.positive_rate else None,
+            "min_rows": self.min_rows,
+            "columns": cols,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> DatasetSpec:
+        partial = PartialSpec.from_dict(raw, source=source)
+        missing = [c for c, _ in partial.columns.items() if "type" not in _]
+        if partial.target is None or partial.positive_label is None:
+            raise SpecError(f"{source}: 'target' and 'positive_label' are required")
+        if missing:
+            raise SpecError(f"{source}: columns {missing} have no 'type' (numeric or categorical)")
+        return DatasetSpec(
+            name=partial.name or "dataset",
+            target=partial.target,
+            positive_label=partial.positive_label,
+            columns=tuple(_column_from_dict(n, d, source) for n, d in partial.columns.items()),
+            id_column=partial.id_column,
+            drop=tuple(partial.drop),
+            positive_rate=partial.positive_rate,
+            min_rows=partial.min_rows if partial.min_rows is not None else 100,
+        )
+
+
+def _column_from_dict(name: str, d: Mapping[str, Any], source: str) -> ColumnSpec:
+    known = {"type", "min", "max", "values", "max_null_fraction", "monotone"}
+    unknown = set(d) - known
+    if unknown:
+        raise SpecError(f"{source}: column '{name}' has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    values = d.get("values")
+    return ColumnSpec(
+        name=name,
+        kind=d["type"],
+        min=None if d.get("min") is None else float(d["min"]),
+        max=None if d.get("max") is None else float(d["max"]),
+        values=None if values is None else tuple(str(v) for v in values),
+        max_null_fraction=float(d.get("max_null_fraction", 0.0)),
+        monotone=d.get("monotone"),
+    )
+
+
+@dataclass
+class PartialSpec:
+    """What a user's YAML says; inference fills in the rest."""
+
+    name: str | None = None
+    target: str | None = None
+    positive_label: str | None = None
+    id_column: str | None = None
+    drop: list[str] = field(default_factory=list)
+    positive_rate: tuple[float, float] | None = None
+    min_rows: int | None = None
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{source}: expected a mapping at the top level")
+        known = {"name", "target", "positive_label", "id_column", "drop", "positive_rate", "min_rows", "columns"}
+        unknown = set(raw) - known
+        if unknown:
+            raise SpecError(f"{source}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        cols = raw.get("columns") or {}
+        if not isinstance(cols, Mapping) or not all(isinstance(v, Mapping) for v in cols.values()):
+            raise SpecError(f"{source}: 'columns' must map column names to {{type: ..., ...}}")
+        band = raw.get("positive_rate")
+        if band is not None and (len(band) != 2 or not 0 <= float(band[0]) <= float(band[1]) <= 1):
+            raise SpecError(f"{source}: positive_rate must be [low, high] with 0 <= low <= high <= 1")
+        return cls(
+            name=raw.get("name"),
+            target=raw.get("target"),
+            positive_label=None if raw.get("positive_label") is None else str(raw["positive_label"]),
+            id_column=raw.get("id_column"),
+            drop=[str(c) for c in raw.get("drop") or []],
+            positive_rate=None if band is None else (float(band[0]), float(band[1])),
+            min_rows=raw.get("min_rows"),
+            columns={str(k): dict(v) for k, v in cols.items()},
+        )
+
+
+def load_partial_spec(path: Path) -> PartialSpec:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec file {path} does not exist; check the --spec path") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file {path} is not valid YAML: {exc}") from exc
+    return PartialSpec.from_dict(raw or {}, source=str(path))
+
+
+# --- inference ---------------------------------------------------------------
+
+
+def _is_numeric_dtype(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def junk_values(series: pd.Series, limit: int = 3) -> list[str]:
+    """Non-null values of ``series`` that do not parse as numbers."""
+    non_null = series.dropna()
+    parsed = pd.to_numeric(non_null, errors="coerce")
+    bad = non_null[parsed.isna()]
+    return [str(v) for v in pd.unique(bad)[:limit]]
+
+
+def looks_numeric_with_junk(series: pd.Series) -> bool:
+    non_null = series.dropna()
+    if non_null.empty or _is_numeric_dtype(series):
+        return False
+    parsed = pd.to_numeric(non_null, errors="coerce")
+    share = float(parsed.notna().mean())
+    return NUMERIC_JUNK_THRESHOLD <= share < 1.0
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    """Ranges seen at the first snapshot, widened so next week's data is not rejected for noise."""
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    new_lo = lo - 0.25 * span
+    new_hi = hi + 0.25 * span
+    if lo >= 0 > new_lo:  # a non-negative column stays non-negative
+        new_lo = 0.0
+    return float(new_lo), float(new_hi)
+
+
+def infer_spec(
+    df: pd.DataFrame,
+    *,
+    target: str | None = None,
+    positive_label: str | None = None,
+    partial: PartialSpec | None = None,
+    name: str = "dataset",
+) -> DatasetSpec:
+    """Infer a full spec from a first snapshot; anything in ``partial`` wins over inference."""
+    partial = partial or PartialSpec()
+    target = target or partial.target
+    positive_label = positive_label if positive_label is not None else partial.positive_label
+    if target is None:
+        raise DataError("no target column given; pass --target COLUMN (or 'target:' in the spec)")
+    check_target(df, target, positive_label)
+    assert positive_label is not None
+    skip = {target, *(partial.drop or [])}
+    if partial.id_column:
+        skip.add(partial.id_column)
+    unknown_cols = [c for c in partial.columns if c not in df.columns]
+    if unknown_cols:
+        raise SpecError(f"spec names columns {unknown_cols} that are not in the data; columns are {list(df.columns)}")
+
+    columns: list[ColumnSpec] = []
+    for col in df.columns:
+        if col in skip:
+            continue
+        s = df[col]
+        override = partial.columns.get(col, {})
+        kind = override.get("type")
+        if kind is None:
+            if _is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+                kind = "numeric"
+            elif looks_numeric_with_junk(s):
+                raise DataError(
+                    f"column '{col}' is numeric but has non-numeric values {junk_values(s)}; "
+                    f"clean them, or declare '{col}' as categorical in a --spec file"
+                )
+            else:
+                kind = "categorical"
+        null_frac = float(s.isna().mean())
+        allowed_nulls = min(1.0, round(max(null_frac * 2, null_frac + 0.05), 4)) if null_frac > 0 else 0.0
+        if kind == "numeric":
+            num = coerce_numeric(s, col)
+            lo, hi = (float(num.min()), float(num.max())) if num.notna().any() else (0.0, 0.0)
+            wlo, whi = _widen(lo, hi)
+            columns.append(
+                ColumnSpec(
+                    name=col,
+                    kind="numeric",
+                    min=override.get("min", wlo),
+                    max=override.get("max", whi),
+                    max_null_fraction=float(override.get("max_null_fraction", allowed_nulls)),
+                    monotone=override.get("monotone"),
+                )
+            )
+        else:
+            observed = sorted({str(v) for v in s.dropna().unique()})
+            if len(observed) > MAX_CATEGORIES and "values" not in override:
+                raise DataError(
+                    f"column '{col}' has {len(observed)} distinct text values (limit {MAX_CATEGORIES}); "
+                    f"drop it (drop: [{col}] in a --spec file) or mark it as id_column"
+                )
+            values = override.get("values", observed)
+            columns.append(
+                ColumnSpec(
+                    name=col,
+                    kind="categorical",
+                    values=tuple(str(v) for v in values),
+                    max_null_fraction=float(override.get("max_null_fraction", allowed_nulls)),
+                )
+            )
+    if not columns:
+        raise DataError("the data has no feature columns besides the target; check the file and --target")
+
+    rate = float((df[target].astype(str) == str(positive_label)).mean())
+    band = partial.positive_rate or (max(0.0, rate * 0.5 - 0.01), min(1.0, rate * 1.5 + 0.01))
+    return DatasetSpec(
+        name=partial.name or name,
+        target=target,
+        positive_label=str(positive_label),
+        columns=tuple(columns),
+        id_column=partial.id_column,
+        drop=tuple(partial.drop or []),
+        positive_rate=(round(band[0], 4), round(band[1], 4)),
+        min_rows=partial.min_rows if partial.min_rows is not None else min(100, len(df)),
+    )
+
+
+def check_target(df: pd.DataFrame, target: str, positive_label: str | None) -> None:
+    """The target exists, has exactly two classes, and the positive label is one of them."""
+    if target not in df.columns:
+        raise DataError(f"target column '{target}' is not in the data; columns are {list(df.columns)}")
+    classes = sorted({str(v) for v in df[target].dropna().unique()})
+    if len(classes) < 2:
+        raise DataError(
+            f"target column '{target}' has only one class ({classes}); a classifier needs both outcomes in the data"
+        )
+    if len(classes) > 2:
+        raise DataError(
+            f"target column '{target}' has {len(classes)} classes ({classes[:5]}...); credit-risk needs a binary target"
+        )
+    if positive_label is None:
+        raise DataError(f"no positive label given; pass --positive-label with one of {classes}")
+    if str(positive_label) not in classes:
+        raise DataError(
+            f"positive label '{positive_label}' is not a value of '{target}'; use one of {classes}"
+        )
+    if df[target].isna().any():
+        n = int(df[target].isna().sum())
+        raise DataError(f"target column '{target}' has {n} missing values; drop those rows or fill them")
+
+
+def coerce_numeric(series: pd.Series, name: str) -> pd.Series:
+    """Numbers as float64; junk raises a DataError naming the column and examples."""
+    if _is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        out = series.astype("float64")
+    else:
+        out = pd.to_numeric(series, errors="coerce")
+        bad_mask = out.isna() & series.notna()
+        if bad_mask.any():
+            raise DataError(
+                f"column '{name}' is numeric but has non-numeric values {junk_values(series)}; "
+                f"clean them, or declare '{name}' as categorical in a --spec file"
+            )
+        out = out.astype("float64")
+    if not out.dropna().map(math.isfinite).all():
+        raise DataError(f"column '{name}' has infinite values; replace them with a number or leave them empty")
+    return out
+
+
+def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The data in the spec's shape: feature columns coerced, label mapped to 0/1 in LABEL_COLUMN.
+
+    Raises DataError for missing columns or junk, before anything is validated or trained.
+    """
+    check_target(df, spec.target, spec.positive_label)
+    missing = [c for c in spec.feature_names if c not in df.columns]
+    if missing:
+        raise DataError(f"the data lacks columns {missing} that the spec requires; columns are {list(df.columns)}")
+    out = pd.DataFrame(index=df.index)
+    if spec.id_column and spec.id_column in df.columns:
+        out[spec.id_column] = df[spec.id_column]
+    for col in spec.columns:
+        s = df[col.name]
+        if col.kind == "numeric":
+            out[col.name] = coerce_numeric(s, col.name)
+        else:
+            out[col.name] = s.map(lambda v: None if pd.isna(v) else str(v)).astype("object")
+    out[spec.target] = df[spec.target].astype(str)
+    out[LABEL_COLUMN] = (out[spec.target] == spec.positive_label).astype("int64")
+    return out.reset_index(drop=True)
+
+
+def with_name(spec: DatasetSpec, name: str) -> DatasetSpec:
+    return replace(spec, name=name)

@@ -1,0 +1,31 @@
+"""Domain exceptions. The CLI and the API turn these into one-line messages / 4xx."""
+
+from __future__ import annotations
+
+
+class LedgerlineError(Exception):
+    """Base class: the message says what is wrong and how to fix it."""
+
+
+class DataError(LedgerlineError):
+    """The input data cannot be used as given (missing file, bad column, junk values)."""
+
+
+class SpecError(LedgerlineError):
+    """A dataset spec (YAML) is malformed or contradicts the data."""
+
+
+class ValidationFailed(LedgerlineError):
+    """The data failed its Great Expectations suite; nothing was trained."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class SnapshotConflict(LedgerlineError):
+    """A snapshot for this logical date already exists with different content."""
+
+
+class RegistryError(LedgerlineError):
+    """The model registry is not in the state an operation needs (no champion, no previous version)."""
