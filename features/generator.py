@@ -60,11 +60,11 @@ def generate_loan_applications(
 
     logit = (
         -2.95
-        + 0.045 * (dti - 18)
-        + 1.55 * (np.minimum(util, 1.2) - 0.4)
-        + 0.45 * delinq
+        + 0.06 * (dti - 18)
+        + 2.1 * (np.minimum(util, 1.2) - 0.4)
+        + 0.55 * delinq
         + 0.16 * inquiries
-        - 0.55 * np.log(income / 62_000)
+        - 0.75 * np.log(income / 62_000)
         + 1.1 * (loan / income)
         - 0.035 * emp
         + 0.45 * (term == 60)

@@ -1,0 +1,51 @@
+# Ledgerline: `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+UV_VERSION := 0.13.9
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo down test test-unit lint lock clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing the locked stack (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(BIN)/python -m uv pip install -q -p $(BIN)/python -r requirements.lock
+	@$(BIN)/python -m uv pip install -q -p $(BIN)/python --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the locked dependencies and the ledgerline CLI
+
+demo: $(STAMP) ## MLflow UI on :5000, then generate, ingest, validate, train, register and promote the credit model
+	@$(BIN)/ledgerline demo
+
+down: ## stop what `make demo` started
+	@test -x $(BIN)/ledgerline && $(BIN)/ledgerline down || echo "nothing to stop"
+
+test: $(STAMP) ## run every test tier against real Postgres, mlflow server and S3 API (moto)
+	@$(BIN)/python -m pytest -q --timeout=900
+
+test-unit: $(STAMP) ## the fast tiers only (no services)
+	@$(BIN)/python -m pytest -q -m "not integration"
+
+lint: $(STAMP) ## ruff and mypy on the package code
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	@$(BIN)/python -m uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
+
+clean: down ## remove the demo's state (.ledgerline/)
+	rm -rf .ledgerline

@@ -1,0 +1,149 @@
+"""Reading raw data and writing immutable snapshots keyed by logical date.
+
+A snapshot lives at ``<data_dir>/snapshots/<dataset>/<logical_date>/`` with
+``data.parquet`` and ``manifest.json`` (row count, columns, SHA-256 of the content).
+It is written to a temporary folder and renamed into place, so a crash leaves
+nothing half-written. Ingesting the same content for the same date again returns
+the existing snapshot; different content for an existing date is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ledgerline.errors import DataError, SnapshotConflict
+
+logger = logging.getLogger(__name__)
+
+READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame, with one-line errors for the usual mistakes."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} does not exist; check the path passed to --data")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; pass a .csv or .parquet file to --data")
+    kind = READERS.get(p.suffix.lower())
+    if kind is None:
+        raise DataError(f"cannot read {p}: unsupported file type '{p.suffix}'; use .csv or .parquet")
+    try:
+        df = pd.read_csv(p, low_memory=False) if kind == "csv" else pd.read_parquet(p)
+    except PermissionError as exc:
+        raise DataError(f"cannot read {p}: permission denied") from exc
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {p} as {kind}: {first}") from exc
+    if df.empty:
+        raise DataError(f"{p} has no rows")
+    return df
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    """A content hash independent of how the frame was produced (columns, dtypes, values)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    dataset: str
+    logical_date: str
+    path: Path
+    digest: str
+    rows: int
+    created: bool  # False when an identical snapshot already existed
+
+    @property
+    def uri(self) -> str:
+        return str(self.path / "data.parquet")
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self.uri)
+
+
+def _date_key(logical_date: str | date | datetime | None) -> str:
+    if logical_date is None:
+        return datetime.now(UTC).date().isoformat()
+    if isinstance(logical_date, datetime):
+        return logical_date.date().isoformat()
+    if isinstance(logical_date, date):
+        return logical_date.isoformat()
+    try:
+        return date.fromisoformat(str(logical_date)[:10]).isoformat()
+    except ValueError as exc:
+        raise DataError(f"logical date '{logical_date}' is not a date; use YYYY-MM-DD") from exc
+
+
+def ingest(
+    df: pd.DataFrame,
+    *,
+    dataset: str,
+    data_dir: Path,
+    logical_date: str | date | datetime | None = None,
+    source: str = "",
+) -> Snapshot:
+    """Write ``df`` as the immutable snapshot of ``dataset`` for ``logical_date`` (idempotent)."""
+    key = _date_key(logical_date)
+    target = Path(data_dir) / "snapshots" / dataset / key
+    frame = df.reset_index(drop=True)
+    digest = frame_digest(frame)
+    if target.exists():
+        manifest = json.loads((target / "manifest.json").read_text())
+        if manifest["digest"] != digest:
+            raise SnapshotConflict(
+                f"snapshot {dataset}@{key} already exists with different content ({manifest['rows']} rows); "
+                f"snapshots are immutable: use another --logical-date, or delete {target} deliberately"
+            )
+        logger.info("snapshot %s@%s exists with the same content; reusing it", dataset, key)
+        return Snapshot(dataset, key, target, digest, int(manifest["rows"]), created=False)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        frame.to_parquet(tmp / "data.parquet", index=False)
+        manifest = {
+            "dataset": dataset,
+            "logical_date": key,
+            "rows": len(frame),
+            "columns": [str(c) for c in frame.columns],
+            "digest": digest,
+            "source": source,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another writer won the race: the existing snapshot must hold the same content.
+            if target.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return ingest(df, dataset=dataset, data_dir=data_dir, logical_date=key, source=source)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote snapshot %s@%s (%d rows)", dataset, key, len(frame))
+    return Snapshot(dataset, key, target, digest, len(frame), created=True)
+
+
+def load_snapshot(uri: str | Path) -> pd.DataFrame:
+    p = Path(uri)
+    if p.is_dir():
+        p = p / "data.parquet"
+    if not p.exists():
+        raise DataError(f"snapshot {p} does not exist")
+    return pd.read_parquet(p)

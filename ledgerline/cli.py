@@ -1,0 +1,166 @@
+"""The ``ledgerline`` command. Logging is configured here, once; errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from ledgerline.errors import LedgerlineError, ValidationFailed
+
+EXIT_BAD_INPUT = 2
+EXIT_VALIDATION = 3
+
+
+def _progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _settings():  # noqa: ANN202 - imported lazily to keep --help fast
+    from ledgerline.settings import Settings
+
+    return Settings()
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast, before anything is written, when the tracking server is not there."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+            if resp.status == 200:
+                return
+    except (urllib.error.URLError, OSError):
+        pass
+    raise LedgerlineError(
+        f"cannot reach the MLflow tracking server at {uri}; start it (make demo) or set MLFLOW_TRACKING_URI"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import TrainRequest, run_training
+
+    settings = _settings()
+    if args.data is None and (args.target or args.positive_label):
+        raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
+    if args.data is not None and not args.spec and (args.target is None or args.positive_label is None):
+        raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
+    check_tracking_server(settings.tracking_uri)
+    req = TrainRequest(
+        family=args.family,
+        model_name=args.model_name,
+        data=Path(args.data) if args.data else None,
+        spec_path=Path(args.spec) if args.spec else None,
+        target=args.target,
+        positive_label=args.positive_label,
+        logical_date=args.logical_date,
+        trigger=args.trigger,
+        rows=args.rows,
+    )
+    result = run_training(settings, req, _progress)
+    print(f"model {result.model_name} v{result.version}: "
+          f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; champion is v{result.champion}")
+    print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from training.pipeline import rollback
+
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    rollback(settings, args.name, progress=_progress)
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from ledgerline import db
+
+    rows = db.ledger(_settings().resolved_app_db_url(), args.name)
+    if not rows:
+        print(f"no ledger entries for {args.name}")
+    for r in rows:
+        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  v{r['version']:<4} {r['action']:<8} trigger={r['trigger']:<11} "
+              f"champion {r['previous_champion'] or '-'} -> {r['champion_after'] or '-'}  {'; '.join(r['reasons'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ledgerline.demo import run_demo
+
+    return run_demo(_settings(), rows=args.rows, progress=_progress)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ledgerline.demo import stop_all
+
+    stop_all(_settings(), progress=_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ledgerline", description="Ledgerline: train, register, promote and serve financial ML models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="ingest, validate, train, register and gate a model")
+    t.add_argument("family", help="model family, e.g. credit-risk")
+    t.add_argument("--data", help="CSV or Parquet file; default: the family's seeded generator")
+    t.add_argument("--target", help="label column of --data")
+    t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
+    t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
+    t.add_argument("--model-name", help="registered model name (default: the family name)")
+    t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
+    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
+    t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("rollback", help="move @champion back to the previous champion")
+    r.add_argument("name", help="registered model name, e.g. credit-risk")
+    r.set_defaults(func=cmd_rollback)
+
+    lg = sub.add_parser("ledger", help="print the promotion ledger of a model")
+    lg.add_argument("name")
+    lg.set_defaults(func=cmd_ledger)
+
+    d = sub.add_parser("demo", help="start the MLflow UI and run the whole loop on generated data")
+    d.add_argument("--rows", type=int, default=20_000)
+    d.set_defaults(func=cmd_demo)
+
+    dn = sub.add_parser("down", help="stop what the demo started")
+    dn.set_defaults(func=cmd_down)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # no phoning home: the platform runs in closed networks
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_VALIDATION
+    except LedgerlineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The app database: promotion ledger (and, as other parts arrive, prediction log,
+feedback and monitoring results). SQLAlchemy Core, so the same code runs on
+Postgres (tests, compose) and SQLite (demo)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+promotion_ledger = sa.Table(
+    "promotion_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # promote | reject | rollback | manual-promote
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("previous_champion", sa.String(32), nullable=True),
+    sa.Column("champion_after", sa.String(32), nullable=True),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("challenger_metrics", sa.JSON, nullable=True),
+    sa.Column("champion_metrics", sa.JSON, nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process; tables are created on first use."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        from pathlib import Path
+
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    engine = sa.create_engine(url, **kwargs)
+    metadata.create_all(engine)
+    return engine
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str)) if value is not None else None
+
+
+def record_decision(
+    url: str,
+    *,
+    model_name: str,
+    version: str,
+    action: str,
+    passed: bool,
+    reasons: list[str],
+    trigger: str,
+    previous_champion: str | None = None,
+    champion_after: str | None = None,
+    challenger_metrics: Mapping[str, float] | None = None,
+    champion_metrics: Mapping[str, float] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    row = {
+        "model_name": model_name,
+        "version": str(version),
+        "action": action,
+        "passed": passed,
+        "previous_champion": previous_champion,
+        "champion_after": champion_after,
+        "reasons": list(reasons),
+        "challenger_metrics": _jsonable(dict(challenger_metrics) if challenger_metrics else None),
+        "champion_metrics": _jsonable(dict(champion_metrics) if champion_metrics else None),
+        "trigger": trigger,
+        "run_id": run_id,
+        "decided_at": datetime.now(UTC),
+    }
+    with engine_for(url).begin() as conn:
+        result = conn.execute(promotion_ledger.insert().values(**row))
+        row["id"] = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    return row
+
+
+def ledger(url: str, model_name: str | None = None) -> list[dict[str, Any]]:
+    """Ledger rows, oldest first."""
+    q = sa.select(promotion_ledger).order_by(promotion_ledger.c.id)
+    if model_name:
+        q = q.where(promotion_ledger.c.model_name == model_name)
+    with engine_for(url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]

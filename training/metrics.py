@@ -1,0 +1,47 @@
+"""Binary-classifier metrics used by the credit gate and by monitoring."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+
+def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
+    """Kolmogorov-Smirnov: the largest gap between the score CDFs of positives and negatives."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    if y.all() or (~y).all():
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ys = y[order]
+    cdf_pos = np.cumsum(ys) / ys.sum()
+    cdf_neg = np.cumsum(~ys) / (~ys).sum()
+    return float(np.max(np.abs(cdf_pos - cdf_neg)))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean score| over equal-width bins, weighted by bin size."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(y[m].mean() - p[m].mean())
+    return float(total / max(len(y), 1))
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "ks": ks_statistic(y, p),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "calibration_error": expected_calibration_error(y, p),
+        "positive_rate": float(y.mean()),
+        "n": float(len(y)),
+    }
