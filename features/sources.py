@@ -140,6 +140,17 @@ def ingest(
     return Snapshot(dataset, key, target, digest, len(frame), created=True)
 
 
+def snapshot_from_uri(uri: str | Path) -> Snapshot:
+    """The Snapshot behind a ``.../<date>/data.parquet`` URI (or its folder), from its manifest."""
+    p = Path(uri)
+    folder = p if p.is_dir() else p.parent
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{uri} is not a Ledgerline snapshot (no manifest.json beside it)") from exc
+    return Snapshot(manifest["dataset"], manifest["logical_date"], folder, manifest["digest"], int(manifest["rows"]), False)
+
+
 def load_snapshot(uri: str | Path) -> pd.DataFrame:
     p = Path(uri)
     if p.is_dir():

@@ -256,8 +256,11 @@ def infer_spec(
     check_target(df, target, positive_label)
     assert positive_label is not None
     skip = {target, *(partial.drop or [])}
-    if partial.id_column:
-        skip.add(partial.id_column)
+    id_column = partial.id_column
+    if id_column is None:  # a row number or key column is not a feature
+        id_column = next((c for c in df.columns if c not in skip and c not in partial.columns and _looks_like_id(df[c], str(c))), None)
+    if id_column:
+        skip.add(id_column)
     unknown_cols = [c for c in partial.columns if c not in df.columns]
     if unknown_cols:
         raise SpecError(f"spec names columns {unknown_cols} that are not in the data; columns are {list(df.columns)}")
@@ -321,11 +324,21 @@ def infer_spec(
         target=target,
         positive_label=str(positive_label),
         columns=tuple(columns),
-        id_column=partial.id_column,
+        id_column=id_column,
         drop=tuple(partial.drop or []),
         positive_rate=(round(band[0], 4), round(band[1], 4)),
         min_rows=partial.min_rows if partial.min_rows is not None else min(100, len(df)),
     )
+
+
+ID_NAMES = {"id", "rownames", "index", "row", "row_id", "unnamed: 0"}
+
+
+def _looks_like_id(s: pd.Series, name: str) -> bool:
+    """A key column: named like one and unique on every row."""
+    lowered = name.lower()
+    named = lowered in ID_NAMES or lowered.endswith("_id")
+    return named and s.notna().all() and s.is_unique
 
 
 def check_target(df: pd.DataFrame, target: str, positive_label: str | None) -> None:
@@ -380,7 +393,9 @@ def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     if missing:
         raise DataError(f"the data lacks columns {missing} that the spec requires; columns are {list(df.columns)}")
     out = pd.DataFrame(index=df.index)
-    if spec.id_column and spec.id_column in df.columns:
+    if spec.id_column:
+        if spec.id_column not in df.columns:
+            raise DataError(f"id column '{spec.id_column}' is not in the data; columns are {list(df.columns)}")
         out[spec.id_column] = df[spec.id_column]
     for col in spec.columns:
         s = df[col.name]

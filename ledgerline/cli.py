@@ -11,6 +11,9 @@ from pathlib import Path
 
 from ledgerline.errors import LedgerlineError, ValidationFailed
 
+# Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
+PLUGIN_COMMANDS: tuple[str, ...] = ()
+
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3
 
@@ -135,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dn = sub.add_parser("down", help="stop what the demo started")
     dn.set_defaults(func=cmd_down)
+
+    import importlib
+
+    for module in PLUGIN_COMMANDS:  # each adds its subcommands; keep their top-level imports light
+        importlib.import_module(module).register(sub)
     return p
 
 

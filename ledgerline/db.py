@@ -11,9 +11,11 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 promotion_ledger = sa.Table(
     "promotion_ledger",
@@ -31,6 +33,33 @@ promotion_ledger = sa.Table(
     sa.Column("trigger", sa.String(32), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# One row per served prediction, written by serving's batching writer; read by monitoring.
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("inputs", JSONType, nullable=False),  # the raw record as received (feature name -> value)
+    sa.Column("outputs", JSONType, nullable=False),  # the family's answer (probability, decision, reasons, ...)
+    sa.Column("score", sa.Float, nullable=True),  # the main score (credit: probability of default)
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Index("ix_predictions_model_time", "model_name", "created_at"),
+)
+
+# Actual outcomes, one per prediction (idempotent on prediction_id); labels may arrive days later.
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),  # as the application sent it (e.g. "1"/"0")
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_feedback_model_time", "model_name", "received_at"),
 )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.sources import Snapshot, ingest, load_snapshot, read_table
+from features.sources import Snapshot, ingest, load_snapshot, read_table, snapshot_from_uri
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec, load_partial_spec
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
@@ -165,6 +165,13 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
     conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
+    return Prepared(snap, spec, frozen)
+
+
+def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) -> Prepared:
+    """Re-open a snapshot written by ``prepare`` (an Airflow task hands over only its URI)."""
+    snap = snapshot_from_uri(snapshot_uri)
+    spec, frozen = resolve_spec(settings, req, snap.load())
     return Prepared(snap, spec, frozen)
 
 
@@ -497,6 +504,7 @@ __all__ = [
     "TrainingResult",
     "gate_and_promote",
     "prepare",
+    "prepared_from_uri",
     "rollback",
     "run_training",
     "train_and_register",
