@@ -54,22 +54,28 @@ def train(X: pd.DataFrame, y: np.ndarray, spec: DatasetSpec, params: CreditParam
     )
     features = TabularFeatures(numeric=spec.numeric, categorical=spec.categorical).fit(X_fit)
     constraints = _monotone_constraints(spec, features) if params.monotone else None
-    model = XGBClassifier(
-        n_estimators=params.n_estimators,
+    common = dict(
         learning_rate=params.learning_rate,
         max_depth=params.max_depth,
         min_child_weight=params.min_child_weight,
         subsample=params.subsample,
         colsample_bytree=params.colsample_bytree,
         reg_lambda=params.reg_lambda,
-        early_stopping_rounds=params.early_stopping_rounds,
         eval_metric="auc",
         tree_method="hist",
         monotone_constraints=constraints if constraints and any(constraints) else None,
         random_state=params.seed,
         n_jobs=params.n_jobs,
     )
-    model.fit(features.transform(X_fit), y_fit, eval_set=[(features.transform(X_val), y_val)], verbose=False)
+    X_fit_t, X_val_t = features.transform(X_fit), features.transform(X_val)
+    probe = XGBClassifier(n_estimators=params.n_estimators, early_stopping_rounds=params.early_stopping_rounds, **common)
+    probe.fit(X_fit_t, y_fit, eval_set=[(X_val_t, y_val)], verbose=False)
+    # Refit with exactly the best number of trees: the saved booster then holds no trees past
+    # early stopping, so raw-booster consumers (serving's inplace_predict, pred_contribs reason
+    # codes) give the same probabilities as predict_proba.
+    best = int(probe.best_iteration) + 1
+    model = XGBClassifier(n_estimators=best, **common)
+    model.fit(X_fit_t, y_fit, eval_set=[(X_val_t, y_val)], verbose=False)
     return Pipeline([("features", features), ("model", model)])
 
 
@@ -80,10 +86,7 @@ def predict_proba(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
 def evaluate(model: Pipeline, X: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     """ROC-AUC, PR-AUC, KS, Brier, log loss and calibration error on (X, y)."""
     metrics = binary_metrics(np.asarray(y).astype(int), predict_proba(model, X))
-    booster_model: XGBClassifier = model.named_steps["model"]
-    best = getattr(booster_model, "best_iteration", None)
-    if best is not None:
-        metrics["best_iteration"] = float(best)
+    metrics["n_trees"] = float(model.named_steps["model"].get_booster().num_boosted_rounds())
     return metrics
 
 

@@ -13,10 +13,12 @@ def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
     if y.all() or (~y).all():
         return float("nan")
     order = np.argsort(p, kind="mergesort")
-    ys = y[order]
+    ps, ys = p[order], y[order]
     cdf_pos = np.cumsum(ys) / ys.sum()
     cdf_neg = np.cumsum(~ys) / (~ys).sum()
-    return float(np.max(np.abs(cdf_pos - cdf_neg)))
+    # evaluate only at distinct thresholds: the last position of every run of tied scores
+    last_of_tie = np.r_[ps[1:] != ps[:-1], True]
+    return float(np.max(np.abs(cdf_pos[last_of_tie] - cdf_neg[last_of_tie])))
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

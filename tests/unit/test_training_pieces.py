@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from features.generator import credit_spec, generate_loan_applications
+from features.spec import conform
+from features.transform import TabularFeatures
+from ledgerline.settings import GateThresholds, Settings
+from training.gate import decide
+from training.metrics import binary_metrics, ks_statistic
+
+
+def test_record_and_frame_transforms_agree_including_unknowns_and_missing():
+    spec = credit_spec()
+    df = conform(generate_loan_applications(400, seed=5), spec)
+    tf = TabularFeatures(spec.numeric, spec.categorical).fit(df)
+    records = df.head(30).to_dict("records")
+    records[0]["purpose"] = "crypto"  # unknown category -> all zeros
+    records[1]["annual_income"] = None
+    frame = df.head(30).copy()
+    frame.loc[0, "purpose"] = "crypto"
+    frame.loc[1, "annual_income"] = np.nan
+    a, b = tf.transform(frame), tf.transform_records(records)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(b))
+    purpose_cols = [i for i, n in enumerate(tf.feature_names_out_) if n.startswith("purpose=")]
+    assert a[0, purpose_cols].sum() == 0
+
+
+def test_contributions_fold_back_onto_input_features():
+    spec = credit_spec()
+    df = conform(generate_loan_applications(200, seed=5), spec)
+    tf = TabularFeatures(spec.numeric, spec.categorical).fit(df)
+    contribs = np.random.default_rng(0).normal(size=(4, len(tf.feature_names_out_) + 1))
+    folded = tf.aggregate_contributions(contribs)
+    assert folded.shape == (4, len(spec.feature_names))
+    np.testing.assert_allclose(folded.sum(axis=1), contribs[:, :-1].sum(axis=1))
+
+
+def test_ks_of_perfect_and_useless_scores():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert ks_statistic(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == pytest.approx(1.0)
+    assert ks_statistic(y, np.full(6, 0.5)) <= 0.5
+    m = binary_metrics(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]))
+    assert m["roc_auc"] == 1.0 and m["brier"] < 0.1
+
+
+def _metrics(auc: float) -> dict[str, float]:
+    return {"roc_auc": auc, "pr_auc": 0.3, "brier": 0.09}
+
+
+def test_gate_passes_a_good_first_model_and_refuses_one_below_the_floor():
+    t = GateThresholds(min_roc_auc=0.7, tolerance=0.01)
+    assert decide(_metrics(0.78), t).passed
+    low = decide(_metrics(0.65), t)
+    assert not low.passed and low.reasons == ["roc_auc 0.6500 < floor 0.7000"]
+
+
+def test_gate_refuses_a_challenger_worse_than_the_champion_beyond_tolerance():
+    t = GateThresholds(min_roc_auc=0.5, tolerance=0.01)
+    worse = decide(_metrics(0.74), t, champion=_metrics(0.78), champion_version="3")
+    assert not worse.passed and "worse than tolerance 0.0100 of champion v3" in worse.reasons[0]
+    close = decide(_metrics(0.775), t, champion=_metrics(0.78), champion_version="3")
+    assert close.passed
+
+
+def test_settings_honour_mlflow_tracking_uri_and_prefer_our_own(monkeypatch):
+    monkeypatch.delenv("LEDGERLINE_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert Settings().tracking_uri == "http://mlflow.example:5000"
+    monkeypatch.setenv("LEDGERLINE_TRACKING_URI", "http://ours:5000")
+    assert Settings().tracking_uri == "http://ours:5000"
+    monkeypatch.setenv("LEDGERLINE_CREDIT_GATE__MIN_ROC_AUC", "0.81")
+    assert Settings().credit_gate.min_roc_auc == 0.81
