@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path | None = Field(None, description="where immutable snapshots are written; default: home/data")
 
-    credit_gate: GateThresholds = Field(default_factory=GateThresholds)
+    credit_gate: GateThresholds = Field(default_factory=lambda: GateThresholds())
     seed: int = 42
 
     # --- derived locations -------------------------------------------------

@@ -1,0 +1,382 @@
+"""Real-services test harness: Postgres databases, a moto S3 server and an ``mlflow server``.
+
+Nothing here is autouse: a test starts services only by requesting a fixture.
+
+Session fixtures
+    pg_admin_url      maintenance URL of the local Postgres (env ``LEDGERLINE_TEST_PG_URL``)
+    make_database     factory ``make_database(purpose) -> SQLAlchemy URL`` of a new, empty database;
+                      every database it made is dropped at session end (``make_database.drop(url)``
+                      drops one earlier)
+    s3_server         moto in server mode, a separate process, with one bucket -> :class:`S3Server`
+    mlflow_server     ``mlflow server`` on Postgres + ``s3://<bucket>/mlartifacts`` -> :class:`MlflowServer`
+    app_db_url        one app database for the session
+Function fixtures
+    fresh_app_db_url  an app database of its own, dropped after the test
+    settings          ``ledgerline.settings.Settings`` pointing at all of the above, with
+                      ``MLFLOW_TRACKING_URI`` set to the test server and mlflow's globals reset afterwards
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+from ledgerline.mlflow_server import (
+    ServerStartError,
+    log_tail,
+    s3_env,
+    start_process,
+    start_server,
+    stop_server,
+    wait_for_http,
+    wait_ready,
+)
+
+if TYPE_CHECKING:
+    from ledgerline.settings import Settings
+
+logger = logging.getLogger("ledgerline.tests.harness")
+
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_DB_PREFIX = "ll_test_"
+S3_BUCKET = "ledgerline-artifacts"
+# Generous: a fresh Postgres database means MLflow runs all its migrations, and the
+# CI machine has two cores shared with other test processes.
+MLFLOW_START_TIMEOUT = float(os.environ.get("LEDGERLINE_TEST_MLFLOW_START_TIMEOUT", "300"))
+MOTO_START_TIMEOUT = 60.0
+PORT_ATTEMPTS = 3
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (bind to port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_clash(log_path: Path) -> bool:
+    return "address already in use" in log_tail(log_path, lines=200).lower()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running moto S3 API with one bucket; the credentials are dummies moto accepts."""
+
+    endpoint_url: str
+    bucket: str
+    log_path: Path
+    access_key_id: str = "testing"
+    secret_access_key: str = "testing"
+    region: str = "us-east-1"
+    startup_seconds: float = 0.0
+
+    def env(self) -> dict[str, str]:
+        """What an ``mlflow server`` with an ``s3://`` artifacts destination needs."""
+        return s3_env(
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+        )
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+        )
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running ``mlflow server``."""
+
+    tracking_uri: str
+    backend_store_uri: str
+    artifacts_destination: str
+    log_path: Path
+    argv: list[str] = field(default_factory=list)
+    startup_seconds: float = 0.0
+
+
+class DatabaseFactory:
+    """Creates uniquely named Postgres databases and drops them again."""
+
+    def __init__(self, admin_url: str) -> None:
+        self._admin: URL = make_url(admin_url)
+        self.created: list[str] = []
+
+    def _connect(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=self._admin.host or "127.0.0.1",
+            port=self._admin.port or 5432,
+            user=self._admin.username or "postgres",
+            password=self._admin.password,
+            dbname=self._admin.database or "postgres",
+            connect_timeout=10,
+        )
+        conn.autocommit = True
+        return conn
+
+    def url_for(self, name: str) -> str:
+        url = self._admin.set(drivername="postgresql+psycopg2", database=name)
+        return url.render_as_string(hide_password=False)
+
+    def check(self) -> None:
+        conn = self._connect()
+        conn.close()
+
+    def __call__(self, purpose: str = "db") -> str:
+        """Create ``ll_test_<purpose>_<random>`` and return its SQLAlchemy URL."""
+        slug = re.sub(r"[^a-z0-9_]+", "_", purpose.lower()).strip("_")[:30] or "db"
+        name = f"{TEST_DB_PREFIX}{slug}_{secrets.token_hex(4)}"
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        self.created.append(name)
+        return self.url_for(name)
+
+    def drop(self, url_or_name: str) -> None:
+        """Terminate the database's connections and drop it."""
+        name = make_url(url_or_name).database if "://" in url_or_name else url_or_name
+        if not name or not name.startswith(TEST_DB_PREFIX):
+            raise ValueError(f"refusing to drop {name!r}: not a test database")
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            conn.close()
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> list[str]:
+        """Drop every database still on the list; return the names that could not be dropped."""
+        failed = []
+        for name in list(self.created):
+            try:
+                self.drop(name)
+            except Exception:  # keep dropping the others
+                logger.exception("could not drop test database %s", name)
+                failed.append(name)
+        return failed
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """URL of the maintenance database of the test Postgres server."""
+    return os.environ.get("LEDGERLINE_TEST_PG_URL", DEFAULT_PG_ADMIN_URL)
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_admin_url: str) -> Iterator[DatabaseFactory]:
+    """Factory: ``make_database("purpose")`` -> URL of a new database, all dropped at session end."""
+    factory = DatabaseFactory(pg_admin_url)
+    try:
+        factory.check()
+    except Exception as exc:
+        pytest.fail(f"cannot connect to Postgres at {pg_admin_url} (set LEDGERLINE_TEST_PG_URL): {exc}")
+    yield factory
+    failed = factory.drop_all()
+    if failed:
+        pytest.fail(f"test databases left behind: {', '.join(failed)}")
+
+
+@pytest.fixture(scope="session")
+def app_db_url(make_database: DatabaseFactory) -> str:
+    """SQLAlchemy URL of an empty app database shared by the session."""
+    return make_database("app")
+
+
+@pytest.fixture
+def fresh_app_db_url(make_database: DatabaseFactory) -> Iterator[str]:
+    """SQLAlchemy URL of an empty app database for one test, dropped afterwards."""
+    url = make_database("app")
+    yield url
+    make_database.drop(url)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto in server mode, as a separate process on a free loopback port, with one bucket."""
+    log_dir = tmp_path_factory.mktemp("moto")
+    proc: subprocess.Popen[bytes] | None = None
+    server: S3Server | None = None
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        log_path = log_dir / f"moto-{port}.log"
+        started = time.monotonic()
+        proc = start_process(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            log_path=log_path,
+        )
+        try:
+            wait_for_http(
+                f"http://127.0.0.1:{port}/moto-api/",
+                timeout=MOTO_START_TIMEOUT,
+                proc=proc,
+                log_path=log_path,
+                name="moto server",
+            )
+        except ServerStartError:
+            stop_server(proc)
+            if attempt < PORT_ATTEMPTS and _port_clash(log_path):
+                continue
+            raise
+        server = S3Server(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            bucket=S3_BUCKET,
+            log_path=log_path,
+            startup_seconds=time.monotonic() - started,
+        )
+        break
+    assert proc is not None and server is not None
+    logger.info("moto server %s ready after %.1fs", server.endpoint_url, server.startup_seconds)
+    try:
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        stop_server(proc)
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    make_database: DatabaseFactory, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    """A real ``mlflow server``: fresh Postgres backend, artifacts proxied to the moto bucket."""
+    backend_store_uri = make_database("mlflow")
+    artifacts_destination = f"s3://{s3_server.bucket}/mlartifacts"
+    log_dir = tmp_path_factory.mktemp("mlflow-server")
+    env = {
+        **s3_server.env(),
+        # The job runner (7 huey consumers) serves MLflow's GenAI jobs, which Ledgerline does
+        # not use; compose turns it off too.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        log_path = log_dir / f"mlflow-{port}.log"
+        tracking_uri = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        proc = start_server(
+            backend_store_uri=backend_store_uri,
+            artifacts_destination=artifacts_destination,
+            port=port,
+            env=env,
+            log_path=log_path,
+        )
+        try:
+            wait_ready(tracking_uri, timeout=MLFLOW_START_TIMEOUT, proc=proc, log_path=log_path)
+        except ServerStartError:
+            stop_server(proc)
+            if attempt < PORT_ATTEMPTS and _port_clash(log_path):
+                continue
+            raise
+        break
+    server = MlflowServer(
+        tracking_uri=tracking_uri,
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        log_path=log_path,
+        argv=list(proc.args),  # type: ignore[arg-type]
+        startup_seconds=time.monotonic() - started,
+    )
+    logger.info("mlflow server %s ready after %.1fs", tracking_uri, server.startup_seconds)
+    try:
+        yield server
+    finally:
+        stop_server(proc)
+
+
+# --------------------------------------------------------------------------- Settings
+
+
+@pytest.fixture
+def settings(
+    mlflow_server: MlflowServer,
+    s3_server: S3Server,
+    app_db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Settings]:
+    """Settings for the running services, built from explicit values (no ambient LEDGERLINE_* env)."""
+    from ledgerline.settings import Settings
+
+    for name in list(os.environ):
+        if name.startswith("LEDGERLINE_") and name != "LEDGERLINE_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    for name in (
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_RUN_ID",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    # Dummy credentials: nothing in a test can reach real AWS with someone's real keys.
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    env_before = {name for name in os.environ if name.startswith("MLFLOW_")}
+
+    yield Settings(  # type: ignore[call-arg]  # pydantic fields with defaults; no mypy plugin
+        tracking_uri=mlflow_server.tracking_uri,
+        backend_store_uri=mlflow_server.backend_store_uri,
+        artifacts_destination=mlflow_server.artifacts_destination,
+        s3_endpoint_url=s3_server.endpoint_url,
+        app_db_url=app_db_url,
+        data_dir=tmp_path / "data",
+        home=tmp_path / "home",
+    )
+
+    # mlflow keeps the tracking/registry URI and the active run in module globals and
+    # writes MLFLOW_* env vars directly (not through monkeypatch): reset both.
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    for name in [n for n in os.environ if n.startswith("MLFLOW_") and n not in env_before]:
+        os.environ.pop(name, None)
