@@ -62,12 +62,14 @@ class TabularFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         for i, c in enumerate(self.numeric):
             out[:, i] = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         rows = np.arange(n)
+        start = len(self.numeric)
         for c in self.categorical:
-            offsets = self._offsets_[c]
-            col = X[c].astype(object).where(X[c].notna(), None).map(lambda v: None if v is None else str(v))
-            idx = col.map(lambda v: offsets.get(v, -1) if v is not None else -1).to_numpy(dtype=np.int64)
-            hit = idx >= 0
-            out[rows[hit], idx[hit]] = 1.0
+            cats = self.categories_[c]
+            values = X[c].astype(object).where(X[c].notna(), None).map(lambda v: None if v is None else str(v))
+            codes = pd.Categorical(values, categories=cats).codes.astype(np.int64)  # -1: unknown or missing
+            hit = codes >= 0
+            out[rows[hit], start + codes[hit]] = 1.0
+            start += len(cats)
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:

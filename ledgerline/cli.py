@@ -12,7 +12,7 @@ from pathlib import Path
 from ledgerline.errors import LedgerlineError, ValidationFailed
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
-PLUGIN_COMMANDS: tuple[str, ...] = ()
+PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3
@@ -65,12 +65,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         logical_date=args.logical_date,
         trigger=args.trigger,
         rows=args.rows,
+        params=_parse_params(args.param),
     )
     result = run_training(settings, req, _progress)
     print(f"model {result.model_name} v{result.version}: "
           f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; champion is v{result.champion}")
     print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
+
+
+def _parse_params(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LedgerlineError(f"--param {item!r} is not KEY=VALUE (e.g. --param max_depth=3)")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -122,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
     t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
     t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
+    t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("rollback", help="move @champion back to the previous champion")

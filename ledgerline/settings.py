@@ -21,7 +21,7 @@ class GateThresholds(BaseModel):
     min_pr_auc: float = Field(0.0, ge=0.0, le=1.0, description="absolute floor for PR-AUC on the holdout")
     max_brier: float = Field(0.25, ge=0.0, le=1.0, description="absolute ceiling for the Brier score")
     tolerance: float = Field(
-        0.005, ge=0.0, le=1.0, description="how much worse than the champion's ROC-AUC a challenger may be"
+        0.01, ge=0.0, le=1.0, description="how much worse than the champion's ROC-AUC a challenger may be"
     )
 
 

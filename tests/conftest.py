@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -380,3 +380,91 @@ def settings(
         mlflow.set_registry_uri(None)  # type: ignore[arg-type]
     for name in [n for n in os.environ if n.startswith("MLFLOW_") and n not in env_before]:
         os.environ.pop(name, None)
+
+
+# --------------------------------------------------------------------------- Trained models
+
+
+@dataclass
+class TrainedModel:
+    settings: Settings
+    model_name: str
+    version: str
+    run_id: str
+    snapshot_uri: str
+    champion: str | None
+    decision_passed: bool
+
+
+@pytest.fixture(scope="session")
+def session_settings(
+    mlflow_server: MlflowServer,
+    s3_server: S3Server,
+    make_database: DatabaseFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Settings]:
+    """Session-wide Settings on the test services (own app database, data and home folders)."""
+    from ledgerline.settings import GateThresholds, Settings
+
+    root = tmp_path_factory.mktemp("session-ledgerline")
+    mp = pytest.MonkeyPatch()
+    for name in list(os.environ):
+        if name.startswith("LEDGERLINE_") and name != "LEDGERLINE_TEST_PG_URL":
+            mp.delenv(name)
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    for name, value in s3_server.env().items():
+        mp.setenv(name, value)
+    try:
+        yield Settings(  # type: ignore[call-arg]
+            tracking_uri=mlflow_server.tracking_uri,
+            backend_store_uri=mlflow_server.backend_store_uri,
+            artifacts_destination=mlflow_server.artifacts_destination,
+            s3_endpoint_url=s3_server.endpoint_url,
+            app_db_url=make_database("session_app"),
+            data_dir=root / "data",
+            home=root / "home",
+            # 6,000-row test models have holdout AUC noise of about +-0.02: a retrain on the
+            # same distribution must not be refused by chance (the gate tests set their own).
+            credit_gate=GateThresholds(min_roc_auc=0.65, tolerance=0.05),
+        )
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
+    """Train, register and gate a credit model through the real pipeline; results are cached.
+
+    ``train_credit("name")`` promotes v1 to @champion on first use; another seed or
+    logical date registers the next version and gates it against the champion.
+    """
+    cache: dict[tuple[object, ...], TrainedModel] = {}
+
+    def train(
+        model_name: str,
+        *,
+        rows: int = 6000,
+        seed: int = 42,
+        logical_date: str = "2026-01-05",
+        trigger: str = "manual",
+    ) -> TrainedModel:
+        key = (model_name, rows, seed, logical_date, trigger)
+        if key not in cache:
+            from training.pipeline import TrainRequest, run_training
+
+            req = TrainRequest(
+                model_name=model_name, rows=rows, seed=seed, logical_date=logical_date, trigger=trigger
+            )
+            result = run_training(session_settings, req)
+            cache[key] = TrainedModel(
+                settings=session_settings,
+                model_name=model_name,
+                version=result.version,
+                run_id=result.run_id,
+                snapshot_uri=result.snapshot_uri,
+                champion=result.champion,
+                decision_passed=result.decision.passed,
+            )
+        return cache[key]
+
+    return train

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +59,7 @@ class TrainRequest:
     trigger: str = "manual"
     rows: int = 20_000
     seed: int | None = None
+    params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
 
     @property
     def name(self) -> str:
@@ -155,6 +156,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         raise LedgerlineError(f"unknown trigger '{req.trigger}'; use one of {list(TRIGGERS)}")
     family = get_family(req.family)
     seed = settings.seed if req.seed is None else req.seed
+    _params(family, seed, req.params)  # bad overrides fail before anything is written
     if req.data is None:
         raw = family.generate(req.rows, seed)
         source = f"generator:{family.name}?rows={req.rows}&seed={seed}"
@@ -184,11 +186,17 @@ def _experiment_id(settings: Settings, model_name: str) -> str:
 
 
 def validate(
-    settings: Settings, req: TrainRequest, prepared: Prepared, progress: Progress = _log_progress
+    settings: Settings,
+    req: TrainRequest,
+    prepared: Prepared,
+    progress: Progress = _log_progress,
+    *,
+    extra_tags: dict[str, str] | None = None,
 ) -> str:
     """Open the MLflow run, log lineage and the GX validation result; raise ValidationFailed on bad data.
 
-    Returns the run id; the run stays open (RUNNING) for the train step.
+    Returns the run id; the run stays open (RUNNING) for the train step. ``extra_tags`` are
+    set when the run is created (the Airflow DAG tags its run id, so a retried task finds the run).
     """
     import mlflow
 
@@ -209,6 +217,7 @@ def validate(
             "ledgerline.snapshot_uri": snap.uri,
             "ledgerline.snapshot_digest": snap.digest,
             "ledgerline.stage": "validate",
+            **(extra_tags or {}),
         },
     )
     run_id = run.info.run_id
@@ -263,6 +272,30 @@ def split(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train_df, test_df
 
 
+def _params(family: Family, seed: int, overrides: Mapping[str, Any] | None) -> Any:
+    """The family's default hyper-parameters with the request's overrides, type-checked."""
+    import dataclasses
+
+    params = family.params(seed)
+    if not overrides:
+        return params
+    fields = {f.name: f for f in dataclasses.fields(params)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise LedgerlineError(f"unknown parameter(s) {unknown} for {family.name}; known: {sorted(fields)}")
+    typed: dict[str, Any] = {}
+    for key, value in overrides.items():
+        current = getattr(params, key)
+        try:
+            if isinstance(current, bool):
+                typed[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            else:
+                typed[key] = type(current)(value)
+        except (TypeError, ValueError) as exc:
+            raise LedgerlineError(f"parameter {key}={value!r} is not a {type(current).__name__}") from exc
+    return dataclasses.replace(params, **typed)
+
+
 def _pip_requirements() -> list[str]:
     pkgs = ["mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"]
     return [f"{p}=={pkg_version(p)}" for p in pkgs]
@@ -283,7 +316,7 @@ def train_and_register(
     spec = prepared.spec
     frame = conform(prepared.snapshot.load(), spec)
     train_df, test_df = split(frame, seed)
-    params = family.params(seed)
+    params = _params(family, seed, req.params)
     features = spec.feature_names
     c = mlflow.MlflowClient()
     try:
@@ -367,20 +400,10 @@ def _holdout_for_version(settings: Settings, name: str, version: str) -> tuple[p
     return test_df[spec.feature_names], test_df[LABEL_COLUMN].to_numpy(), spec
 
 
-def gate_and_promote(
-    settings: Settings,
-    name: str,
-    version: str,
-    *,
-    family_name: str = "credit-risk",
-    trigger: str = "manual",
-    run_id: str | None = None,
-    progress: Progress = _log_progress,
-) -> tuple[GateDecision, str | None]:
-    """Compare ``version`` with the current champion on the same holdout; promote if it passes.
+def evaluate_gate(settings: Settings, name: str, version: str, *, family_name: str = "credit-risk") -> GateDecision:
+    """Score ``version`` and the current champion on the version's holdout and decide; writes nothing.
 
-    The decision goes to the ledger and to registry tags whatever it is. Returns the
-    decision and the champion version after it.
+    The decision's ``champion_version`` is the champion it was compared with (None: there was none).
     """
     import mlflow
 
@@ -405,6 +428,26 @@ def gate_and_promote(
     if notes:
         decision = GateDecision(False, [*decision.reasons, *notes] if not decision.passed else notes,
                                 decision.challenger, None, champion_version, notes)
+    return decision
+
+
+def record_gate(
+    settings: Settings,
+    name: str,
+    version: str,
+    decision: GateDecision,
+    *,
+    trigger: str = "manual",
+    run_id: str | None = None,
+    progress: Progress = _log_progress,
+) -> str | None:
+    """Act on a gate decision: move ``@champion`` on a pass, tag the version, write the ledger row.
+
+    Returns the champion version after it.
+    """
+    _configure_mlflow(settings)
+    c = client(settings)
+    champion_version = decision.champion_version
     now = datetime.now(UTC).isoformat()
     champion_after = str(version) if decision.passed else champion_version
     if decision.passed:
@@ -431,12 +474,33 @@ def gate_and_promote(
         trigger=trigger,
         previous_champion=champion_version,
         champion_after=champion_after,
-        challenger_metrics=challenger_metrics,
-        champion_metrics=champion_metrics,
+        challenger_metrics=decision.challenger,
+        champion_metrics=decision.champion,
         run_id=run_id,
     )
     verdict = "PROMOTED to @champion" if decision.passed else f"REJECTED (champion stays v{champion_version})"
     progress(f"gate: v{version} {verdict}: " + "; ".join(decision.reasons))
+    return champion_after
+
+
+def gate_and_promote(
+    settings: Settings,
+    name: str,
+    version: str,
+    *,
+    family_name: str = "credit-risk",
+    trigger: str = "manual",
+    run_id: str | None = None,
+    progress: Progress = _log_progress,
+) -> tuple[GateDecision, str | None]:
+    """Compare ``version`` with the current champion on the same holdout; promote if it passes.
+
+    The decision goes to the ledger and to registry tags whatever it is. Returns the
+    decision and the champion version after it. (``evaluate_gate`` + ``record_gate``;
+    the Airflow DAG runs them as two tasks.)
+    """
+    decision = evaluate_gate(settings, name, version, family_name=family_name)
+    champion_after = record_gate(settings, name, version, decision, trigger=trigger, run_id=run_id, progress=progress)
     return decision, champion_after
 
 
@@ -502,9 +566,11 @@ __all__ = [
     "Prepared",
     "TrainRequest",
     "TrainingResult",
+    "evaluate_gate",
     "gate_and_promote",
     "prepare",
     "prepared_from_uri",
+    "record_gate",
     "rollback",
     "run_training",
     "train_and_register",
