@@ -62,6 +62,40 @@ feedback = sa.Table(
     sa.Index("ix_feedback_model_time", "model_name", "received_at"),
 )
 
+# One row per monitoring job run (drift, performance), written by monitoring.
+monitoring_results = sa.Table(
+    "monitoring_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("job", sa.String(32), nullable=False),  # drift | performance
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # ok | drift | degraded | insufficient_data
+    sa.Column("summary", JSONType, nullable=False),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_monitoring_results_model_time", "model_name", "created_at"),
+)
+
+# One row per monitoring decision; the retrain DAG acts on rows with retrain and no acted_at, exactly once.
+retrain_decisions = sa.Table(
+    "retrain_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("retrain", sa.Boolean, nullable=False),  # True only when not suppressed
+    sa.Column("reason", sa.String(32), nullable=True),  # drift | performance | schedule | NULL
+    sa.Column("suppressed", sa.Boolean, nullable=False),  # a reason existed but the cooldown held it back
+    sa.Column("evidence", JSONType, nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("dag_run_id", sa.String(250), nullable=True),
+    sa.Index("ix_retrain_decisions_model_time", "model_name", "decided_at"),
+)
+
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:

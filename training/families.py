@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from features.spec import DatasetSpec
 from ledgerline.errors import LedgerlineError
 from ledgerline.settings import GateThresholds, Settings
+
+if TYPE_CHECKING:  # Airflow DAG files import FAMILIES at parse time: keep pandas out of it
+    import pandas as pd
+
+    from features.spec import DatasetSpec
 
 
 @dataclass(frozen=True)
