@@ -199,6 +199,7 @@ def validate(
     set when the run is created (the Airflow DAG tags its run id, so a retried task finds the run).
     """
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
     from expectations import validate as gx_validate
 
@@ -225,7 +226,7 @@ def validate(
         with mlflow.start_run(run_id=run_id):
             with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local file
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
+                dataset = from_pandas(
                     frame.drop(columns=[LABEL_COLUMN]),
                     source=snap.uri,
                     targets=spec.target,
@@ -388,6 +389,8 @@ def _holdout_for_version(settings: Settings, name: str, version: str) -> tuple[p
     c = client(settings)
     mv = c.get_model_version(name, version)
     run_id = mv.run_id or mv.tags.get("ledgerline.run_id")
+    if not run_id:
+        raise RegistryError(f"{name} v{version} has no source run, so its holdout cannot be re-created")
     run = c.get_run(run_id)
     snapshot_uri = run.data.tags["ledgerline.snapshot_uri"]
     seed = int(run.data.params.get("split_seed", settings.seed))
