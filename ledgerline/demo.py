@@ -95,6 +95,9 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         "",
         "The MLflow server keeps running; `make down` stops it.",
     ]
+    from ledgerline.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
+
+    lines[-2:-2] = ensure_airflow(settings)
     for line in lines:
         print(line)
     return 0
