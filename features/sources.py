@@ -75,7 +75,7 @@ class Snapshot:
         return pd.read_parquet(self.uri)
 
 
-def _date_key(logical_date: str | date | datetime | None) -> str:
+def date_key(logical_date: str | date | datetime | None) -> str:
     if logical_date is None:
         return datetime.now(UTC).date().isoformat()
     if isinstance(logical_date, datetime):
@@ -97,7 +97,7 @@ def ingest(
     source: str = "",
 ) -> Snapshot:
     """Write ``df`` as the immutable snapshot of ``dataset`` for ``logical_date`` (idempotent)."""
-    key = _date_key(logical_date)
+    key = date_key(logical_date)
     target = Path(data_dir) / "snapshots" / dataset / key
     frame = df.reset_index(drop=True)
     digest = frame_digest(frame)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.sources import Snapshot, ingest, load_snapshot, read_table, snapshot_from_uri
+from features.sources import Snapshot, date_key, ingest, load_snapshot, read_table, snapshot_from_uri
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec, load_partial_spec
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
@@ -158,8 +158,9 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
     seed = settings.seed if req.seed is None else req.seed
     _params(family, seed, req.params)  # bad overrides fail before anything is written
     if req.data is None:
-        raw = family.generate(req.rows, seed)
-        source = f"generator:{family.name}?rows={req.rows}&seed={seed}"
+        data_seed = seed if req.seed is not None else _date_seed(settings.seed, req.logical_date)
+        raw = family.generate(req.rows, data_seed)
+        source = f"generator:{family.name}?rows={req.rows}&seed={data_seed}"
     else:
         raw = read_table(req.data)
         source = str(Path(req.data).resolve())
@@ -168,6 +169,14 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)
+
+
+def _date_seed(base: int, logical_date: str | None) -> int:
+    """Generated data differs per logical date (weekly retrains see a new week) and not within one."""
+    import zlib
+
+    day = date_key(logical_date)
+    return (base * 1_000_003 + zlib.crc32(day.encode())) % 2**31
 
 
 def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) -> Prepared:
