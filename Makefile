@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean
+.PHONY: help install demo down test test-unit lint lock clean bench-drift
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the locked dependencies and the ledgerline CLI
 
-demo: $(STAMP) ## MLflow UI on :5000, then generate, ingest, validate, train, register and promote the credit model
+demo: $(STAMP) ## MLflow UI on :5000, then generate, ingest, validate, train, register and promote the credit model; Airflow on :8080
 	@$(BIN)/ledgerline demo
 
 down: ## stop what `make demo` started
@@ -43,6 +43,9 @@ test-unit: $(STAMP) ## the fast tiers only (no services)
 lint: $(STAMP) ## ruff and mypy on the package code
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
+
+bench-drift: $(STAMP) ## drift job (Postgres load + PSI + Evidently) vs direct Evidently DataDriftPreset; ROWS=1000000 to scale
+	@$(BIN)/python benchmarks/bench_drift.py --rows $(or $(ROWS),100000)
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	@$(BIN)/python -m uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock

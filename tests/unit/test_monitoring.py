@@ -1,0 +1,296 @@
+"""Monitoring pieces without services: PSI, bands, the decision rules, the label window, settings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from monitoring import psi
+from monitoring.data import label_to_int, parse_dataset_source, snapshot_source
+from monitoring.decision import Decision, choose_reason, in_cooldown
+from monitoring.drift import compute_drift
+from monitoring.performance import evaluate_performance, label_window, label_window_closed
+from monitoring.settings import MonitoringSettings
+from monitoring.store import jsonable
+
+NOW = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+# --- PSI ------------------------------------------------------------------------------
+
+
+def _binned_normal_psi(shift: float, bins: int = 10) -> float:
+    """PSI of N(shift, 1) against N(0, 1) over the reference's decile bins, exactly."""
+    edges = norm.ppf(np.linspace(0, 1, bins + 1)[1:-1])
+    current = np.diff(np.concatenate([[0.0], norm.cdf(edges - shift), [1.0]]))
+    return float(np.sum((current - 1 / bins) * np.log(current * bins)))
+
+
+def test_psi_of_identical_samples_is_zero() -> None:
+    x = np.random.default_rng(0).normal(size=10_000)
+    assert psi.psi_numeric(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shift", [0.1, 0.5, 1.0])
+def test_psi_of_a_shifted_normal_matches_the_exact_binned_value(shift: float) -> None:
+    rng = np.random.default_rng(1)
+    ref, cur = rng.normal(0, 1, 400_000), rng.normal(shift, 1, 400_000)
+    assert psi.psi_numeric(ref, cur) == pytest.approx(_binned_normal_psi(shift), rel=0.05, abs=2e-3)
+
+
+def test_psi_from_counts_matches_the_formula_and_floors_empty_bins() -> None:
+    assert psi.psi_from_counts([50, 50], [80, 20]) == pytest.approx(0.3 * np.log(0.8 / 0.5) - 0.3 * np.log(0.2 / 0.5))
+    assert np.isfinite(psi.psi_from_counts([100, 0], [50, 50]))  # an empty reference bin does not blow up
+    assert np.isnan(psi.psi_from_counts([0, 0], [1, 1]))
+
+
+def test_missing_values_are_a_bin_of_their_own() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=20_000)
+    cur = rng.normal(size=20_000)
+    cur[:6_000] = np.nan  # 30% missing, the rest unchanged
+    assert psi.psi_numeric(ref, cur) > 0.25
+
+
+def test_a_count_column_gets_one_bin_per_value() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.poisson(0.3, 50_000).astype(float)
+    fitted = psi.NumericBins.fit(ref)
+    assert fitted.discrete and fitted.n_bins == len(np.unique(ref)) + 1  # values + missing
+    # moving mass from 0 to 1 is visible even though both fall in one decile
+    cur = rng.poisson(0.6, 50_000).astype(float)
+    assert psi.psi_numeric(ref, cur) > 0.10
+
+
+def test_current_values_outside_the_reference_range_land_in_the_open_end_bins() -> None:
+    ref = np.linspace(0, 1, 1000)
+    counts = psi.NumericBins.fit(ref).counts(np.array([-5.0, 0.5, 7.0, np.nan]))
+    assert counts[0] == 1 and counts[-2] == 1 and counts[-1] == 1 and counts.sum() == 4
+
+
+def test_categorical_psi_counts_new_and_missing_categories() -> None:
+    ref = pd.Series(["rent"] * 500 + ["own"] * 500)
+    assert psi.psi_categorical(ref, ref.copy()) == pytest.approx(0.0)
+    cur = pd.Series(["rent"] * 400 + ["own"] * 300 + ["other"] * 200 + [None] * 100)
+    assert psi.psi_categorical(ref, cur) > 0.25
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.0, "stable"), (0.0999, "stable"), (0.10, "moderate"), (0.2499, "moderate"), (0.25, "significant"), (3.0, "significant"), (float("nan"), "stable")],
+)
+def test_bands_use_the_conventional_cutoffs(value: float, expected: str) -> None:
+    assert psi.band(value) == expected
+
+
+def test_bands_are_configurable() -> None:
+    assert psi.band(0.07, moderate=0.05, significant=0.2) == "moderate"
+    assert psi.at_least("significant", "moderate") and not psi.at_least("moderate", "significant")
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_settings_read_the_monitoring_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERLINE_MONITORING_COOLDOWN_DAYS", "1.5")
+    monkeypatch.setenv("LEDGERLINE_MONITORING_PSI_DRIFT_BAND", "moderate")
+    mon = MonitoringSettings()
+    assert mon.cooldown_days == 1.5 and mon.psi_drift_band == "moderate"
+    assert mon.window_days == 7 and mon.resolved_performance_window_days == 7
+
+
+def test_settings_refuse_bands_in_the_wrong_order() -> None:
+    with pytest.raises(ValueError, match="psi_moderate"):
+        MonitoringSettings(psi_moderate=0.3, psi_significant=0.2)
+
+
+# --- drift without enough data -------------------------------------------------------
+
+
+def test_too_few_current_rows_give_not_enough_data_instead_of_a_verdict() -> None:
+    ref = pd.DataFrame({"x": np.arange(1000.0), "c": ["a"] * 1000})
+    cur = pd.DataFrame({"x": np.arange(50.0) + 1e6, "c": ["z"] * 50})  # wildly different, but only 50 rows
+    result = compute_drift(ref, cur, numeric=["x"], categorical=["c"], mon=MonitoringSettings(min_current_rows=100))
+    assert result.status == "insufficient_data"
+    assert "not enough data" in result.message and "50" in result.message
+    assert result.drifted_features == [] and result.evidently is None
+    assert result.summary()["status"] == "insufficient_data"
+
+
+# --- performance and the label window --------------------------------------------------------
+
+
+def test_the_label_window_ends_label_window_days_before_now() -> None:
+    mon = MonitoringSettings(label_window_days=30, window_days=7)
+    start, end = label_window(NOW, mon)
+    assert end == NOW - timedelta(days=30) and start == end - timedelta(days=7)
+    assert MonitoringSettings(label_window_days=30, performance_window_days=14).resolved_performance_window_days == 14
+
+
+def test_a_prediction_counts_only_once_its_label_window_has_closed() -> None:
+    mon = MonitoringSettings(label_window_days=30)
+    assert label_window_closed(NOW - timedelta(days=30), NOW, mon)
+    assert not label_window_closed(NOW - timedelta(days=29, hours=23), NOW, mon)
+
+
+def _scored(n: int, seed: int, *, inverted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.01, 0.6, n)
+    y = (rng.random(n) < p).astype(int)
+    return (1 - y if inverted else y), p
+
+
+def test_labels_consistent_with_the_model_are_within_tolerance() -> None:
+    y, p = _scored(5000, 4)
+    from training.metrics import binary_metrics
+
+    baseline = {k: binary_metrics(y, p)[k] for k in ("roc_auc", "pr_auc", "calibration_error")}
+    result = evaluate_performance(y, p, baseline, MonitoringSettings())
+    assert result.status == "ok" and result.degraded == ()
+    assert result.deltas["roc_auc"] == pytest.approx(0.0)
+
+
+def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
+    y, p = _scored(5000, 5, inverted=True)
+    result = evaluate_performance(y, p, {"roc_auc": 0.80, "pr_auc": 0.40, "calibration_error": 0.02}, MonitoringSettings())
+    assert result.status == "degraded" and "roc_auc" in result.degraded and "calibration_error" in result.degraded
+    assert result.metrics["roc_auc"] < 0.5
+
+
+def test_a_disabled_tolerance_is_reported_but_not_judged() -> None:
+    y, p = _scored(5000, 6, inverted=True)
+    mon = MonitoringSettings(roc_auc_tolerance=None, pr_auc_tolerance=None, calibration_tolerance=None)
+    result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon)
+    assert result.status == "ok" and result.deltas["roc_auc"] < -0.2
+
+
+def test_too_few_labels_or_one_class_give_not_enough_data() -> None:
+    y, p = _scored(100, 7)
+    assert evaluate_performance(y, p, {}, MonitoringSettings(min_labelled_rows=200)).status == "insufficient_data"
+    ones = np.ones(500, dtype=int)
+    result = evaluate_performance(ones, np.full(500, 0.3), {}, MonitoringSettings())
+    assert result.status == "insufficient_data" and "both outcomes" in result.message
+
+
+@pytest.mark.parametrize(
+    ("label", "positive", "expected"),
+    [("1", "1", 1), ("0", "1", 0), ("1.0", "1", 1), ("true", "1", 1), (" default ", "default", 1), ("repaid", "default", 0), ("", "1", None), (None, "1", None)],
+)
+def test_labels_map_to_the_positive_class(label: str | None, positive: str, expected: int | None) -> None:
+    assert label_to_int(label, positive) == expected
+
+
+# --- the decision ----------------------------------------------------------------------------
+
+
+def test_performance_outranks_drift_which_outranks_schedule() -> None:
+    assert choose_reason("drift", "degraded", champion_age_days=100, max_age_days=30) == "performance"
+    assert choose_reason("drift", "ok", champion_age_days=100, max_age_days=30) == "drift"
+    assert choose_reason("ok", "insufficient_data", champion_age_days=100, max_age_days=30) == "schedule"
+    assert choose_reason("ok", "ok", champion_age_days=100, max_age_days=None) is None
+    assert choose_reason("insufficient_data", "insufficient_data", champion_age_days=1, max_age_days=30) is None
+
+
+def test_the_cooldown_holds_back_retrains_for_its_length_only() -> None:
+    last = NOW - timedelta(days=1)
+    assert in_cooldown(last, NOW, 3)
+    assert not in_cooldown(NOW - timedelta(days=3), NOW, 3)
+    assert not in_cooldown(None, NOW, 3)
+    assert not in_cooldown(last, NOW, 0)  # 0 turns it off
+
+
+def test_a_decision_summary_is_one_line() -> None:
+    evidence = {
+        "drift": {"status": "drift", "drifted_features": ["annual_income"], "psi": {"annual_income": 0.61}},
+        "performance": {"status": "insufficient_data"},
+        "cooldown": {"last_retrain_decision_id": 3, "last_retrain_at": "2026-03-01T06:00:00+00:00", "cooldown_days": 3},
+    }
+    suppressed = Decision(7, "credit-risk", "2", False, "drift", True, evidence, NOW)
+    retrain = Decision(8, "credit-risk", "2", True, "drift", False, evidence, NOW)
+    nothing = Decision(9, "credit-risk", "2", False, None, False, {"drift": {"status": "ok"}}, NOW)
+    for d in (suppressed, retrain, nothing):
+        assert "\n" not in d.summary() and f"#{d.decision_id}" in d.summary()
+    assert "suppressed by cooldown" in suppressed.summary() and "#3" in suppressed.summary()
+    assert "RETRAIN (drift: annual_income PSI 0.61)" in retrain.summary()
+    assert "no retrain (drift: ok" in nothing.summary()
+
+
+def test_evidence_is_made_json_safe() -> None:
+    clean = jsonable({"psi": np.float64(0.3), "nan": float("nan"), "when": NOW, "n": np.int64(3), "t": (1, 2)})
+    assert clean == {"psi": 0.3, "nan": None, "when": NOW.isoformat(), "n": 3, "t": [1, 2]}
+    json.dumps(clean, allow_nan=False)
+
+
+# --- the reference lineage -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('{"uri": "/data/snapshots/x/2026-01-05/data.parquet"}', "/data/snapshots/x/2026-01-05/data.parquet"),
+        ('{"path": "file:///data/x.parquet"}', "/data/x.parquet"),
+        ("/data/plain.parquet", "/data/plain.parquet"),
+        ('"/data/quoted.parquet"', "/data/quoted.parquet"),
+        ('{"uri": ""}', None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_snapshot_path_is_parsed_from_any_dataset_source(source: str | None, expected: str | None) -> None:
+    assert parse_dataset_source(source) == expected
+
+
+def test_the_training_dataset_input_wins_over_other_inputs() -> None:
+    def di(source: str, context: str) -> SimpleNamespace:
+        tag = SimpleNamespace(key="mlflow.data.context", value=context)
+        return SimpleNamespace(dataset=SimpleNamespace(source=source), tags=[tag])
+
+    run = SimpleNamespace(inputs=SimpleNamespace(dataset_inputs=[di('{"uri": "/eval.parquet"}', "evaluation"),
+                                                                  di('{"uri": "/train.parquet"}', "training")]))
+    assert snapshot_source(run) == "/train.parquet"
+    assert snapshot_source(SimpleNamespace(inputs=SimpleNamespace(dataset_inputs=[]))) is None
+
+
+# --- the demo's SQLite app database ----------------------------------------------------------
+
+
+def test_the_window_and_the_decision_rows_work_on_sqlite(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ledgerline import db
+    from monitoring import store
+    from monitoring.data import SCORE_COLUMN, load_labelled_window, load_prediction_window
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    rows = [
+        {"prediction_id": f"p{i}", "model_name": "m", "model_version": "2" if i < 8 else "1",
+         "created_at": NOW - timedelta(days=i), "inputs": {"x": i * 1.5, "c": "a" if i % 2 else None, "extra": 1},
+         "outputs": {}, "score": 0.1 * i}
+        for i in range(10)
+    ]
+    rows[3]["inputs"]["x"] = "n/a"  # junk in a numeric input
+    with db.engine_for(url).begin() as conn:
+        conn.execute(sa.insert(db.predictions), rows)
+        conn.execute(sa.insert(db.feedback), [{"prediction_id": "p1", "model_name": "m", "label": "1", "received_at": NOW}])
+
+    window = load_prediction_window(url, "m", "2", NOW - timedelta(days=7), NOW, numeric=["x"], categorical=["c"])
+    assert len(window) == 7  # days 1..7 of version 2 ([start, end) excludes day 0 at NOW)
+    assert window["x"].dtype == "float64" and window["x"].isna().sum() == 1 and window.attrs["junk"] == {"x": 1}
+    assert set(window["c"].dropna()) == {"a"} and window[SCORE_COLUMN].notna().all()
+    labelled = load_labelled_window(url, "m", "2", NOW - timedelta(days=7), NOW, labels_until=NOW, positive_label="1")
+    assert labelled.labelled == 1 and labelled.predictions == 7 and labelled.y.tolist() == [1]
+
+    with store.decision_lock(url, "m") as conn:
+        d = store.insert_decision(conn, model_name="m", model_version="2", retrain=True, reason="drift",
+                                  suppressed=False, evidence={"psi": float("nan")}, decided_at=NOW)
+        assert store.last_retrain(conn, "m", NOW + timedelta(hours=1)) == (d.decision_id, NOW)
+    assert [p.decision_id for p in store.pending(url, "m")] == [d.decision_id]
+    assert store.pending(url, "m")[0].decided_at == NOW and store.pending(url, "m")[0].evidence == {"psi": None}
+    assert store.mark_acted(url, d.decision_id, "run-1") and store.mark_acted(url, d.decision_id, "run-1")
+    assert not store.mark_acted(url, d.decision_id, "run-2") and store.pending(url, "m") == []
