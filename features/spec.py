@@ -20,12 +20,12 @@ YAML format (every key but ``target`` and ``positive_label`` is optional)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from ledgerline.errors import DataError, SpecError
@@ -378,7 +378,7 @@ def coerce_numeric(series: pd.Series, name: str) -> pd.Series:
                 f"clean them, or declare '{name}' as categorical in a --spec file"
             )
         out = out.astype("float64")
-    if not out.dropna().map(math.isfinite).all():
+    if np.isinf(out.to_numpy()).any():
         raise DataError(f"column '{name}' has infinite values; replace them with a number or leave them empty")
     return out
 
@@ -402,7 +402,7 @@ def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         if col.kind == "numeric":
             out[col.name] = coerce_numeric(s, col.name)
         else:
-            out[col.name] = s.map(lambda v: None if pd.isna(v) else str(v)).astype("object")
+            out[col.name] = s.astype(str).astype("object").where(s.notna(), None)
     out[spec.target] = df[spec.target].astype(str)
     out[LABEL_COLUMN] = (out[spec.target] == spec.positive_label).astype("int64")
     return out.reset_index(drop=True)
