@@ -93,11 +93,14 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         f"  promotion ledger     ledgerline ledger {result.model_name}   (app db: {settings.resolved_app_db_url()})",
         f"  snapshot             {result.snapshot_uri}",
         "",
-        "The MLflow server keeps running; `make down` stops it.",
+        "The MLflow server, the serving API and Airflow keep running; `make down` stops them.",
     ]
     from ledgerline.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
 
     lines[-2:-2] = ensure_airflow(settings)
+    from serving.demo import start_serving  # the prediction API on :8000 with the promoted model
+
+    lines[-2:-2] = start_serving(settings, result.model_name, progress)
     for line in lines:
         print(line)
     return 0

@@ -1,0 +1,394 @@
+"""Serving benchmark: ``mlflow models serve`` vs Ledgerline's router on the same registered model.
+
+Sets up everything itself in a temporary folder: an ``mlflow server`` (SQLite backend,
+local artifacts), a credit model trained, registered and promoted through the real
+pipeline, and an app database for the prediction log (a fresh Postgres database when
+one answers on 127.0.0.1:5432, as in production; SQLite otherwise). Then, one server at a
+time and with the same number of workers, it drives
+
+* single-record requests at 8 concurrent connections (requests/s, p50, p99), and
+* 1,000-record requests (records/s),
+
+with ``wrk`` (installed with apt-get when missing), sampling the peak RSS of each
+server's whole process tree. Ours runs as in production: prediction log on, reason
+codes on. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
+over MLflow's for the ratios; p99 is ours, single record, 8 connections).
+
+    python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL = "bench-credit"
+CONNECTIONS = 8
+BATCH = 1000
+PG_ADMIN = os.environ.get("LEDGERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+%(headers)s
+local f = assert(io.open("%(body)s", "rb"))
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT {\"requests\": %%d, \"duration_us\": %%d, \"status_errors\": %%d, \"socket_errors\": %%d, " ..
+    "\"p50_us\": %%d, \"p99_us\": %%d, \"mean_us\": %%f}\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    status_errors: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        """Successful (2xx) requests per second."""
+        return (self.requests - self.status_errors) / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ServerResult:
+    name: str
+    single: LoadResult
+    batch: LoadResult
+    peak_rss_mb: float
+    rows_answered: int  # records in completed 2xx answers, warm-ups included
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    log("wrk not found; installing it with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("wrk could not be installed; install it (apt-get install wrk) and run again")
+    return path
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}) before {url} answered; log: {log_path}\n"
+                             + log_path.read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(url, timeout=3) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s; log: {log_path}\n" + log_path.read_text()[-3000:])
+
+
+def group_rss_mb(pgid: int) -> float:
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[2] != str(pgid):
+                continue
+            status = (stat.parent / "status").read_text()
+        except (OSError, IndexError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+@contextmanager
+def rss_sampler(pgid: int) -> Iterator[list[float]]:
+    peak = [0.0]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], group_rss_mb(pgid))
+            stop.wait(0.25)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join()
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # uvicorn workers may outlive the supervisor by a moment
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+
+
+def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: int, tmp: Path, threads: int = 2) -> LoadResult:
+    lua = tmp / f"wrk-{body.stem}-{secrets.token_hex(3)}.lua"
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    lua.write_text(WRK_LUA % {"headers": header_lines, "body": str(body)})
+    cmd = [wrk, f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    r = json.loads(line[len("RESULT "):])
+    return LoadResult(
+        requests=r["requests"],
+        seconds=r["duration_us"] / 1e6,
+        status_errors=r["status_errors"],
+        socket_errors=r["socket_errors"],
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+    )
+
+
+def drive(name: str, wrk: str, url: str, single: Path, batch: Path, headers: dict[str, str], pgid: int,
+          duration: int, tmp: Path) -> ServerResult:
+    with rss_sampler(pgid) as peak:
+        w1 = run_wrk(wrk, url, single, headers, 3, tmp)  # warm-up
+        s = run_wrk(wrk, url, single, headers, duration, tmp)
+        log(f"{name}: single {s.rps:,.0f} req/s, p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
+            f"{s.status_errors} non-2xx, {s.socket_errors} socket errors")
+        w2 = run_wrk(wrk, url, batch, headers, 3, tmp)
+        b = run_wrk(wrk, url, batch, headers, duration, tmp)
+        log(f"{name}: batch {b.rps * BATCH:,.0f} rows/s ({b.rps:.1f} req/s, p99 {b.p99_ms:.0f} ms), "
+            f"{b.status_errors} non-2xx, {b.socket_errors} socket errors")
+    answered = sum(r.requests - r.status_errors for r in (w1, s)) + BATCH * sum(r.requests - r.status_errors for r in (w2, b))
+    return ServerResult(name, s, b, peak[0], answered)
+
+
+def make_app_db(tmp: Path) -> tuple[str, str | None]:
+    """A fresh Postgres database when one answers (production-like), else SQLite."""
+    try:
+        import psycopg2
+        from sqlalchemy.engine import make_url
+
+        admin = make_url(PG_ADMIN)
+        conn = psycopg2.connect(host=admin.host or "127.0.0.1", port=admin.port or 5432, user=admin.username or "postgres",
+                                password=admin.password, dbname=admin.database or "postgres", connect_timeout=3)
+        conn.autocommit = True
+        name = f"ll_bench_{secrets.token_hex(4)}"
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        url = admin.set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+        return url, name
+    except Exception as exc:
+        log(f"Postgres not available ({exc}); the prediction log goes to SQLite")
+        return f"sqlite:///{tmp / 'app.db'}", None
+
+
+def drop_app_db(name: str | None) -> None:
+    if name is None:
+        return
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(PG_ADMIN)
+    conn = psycopg2.connect(host=admin.host or "127.0.0.1", port=admin.port or 5432, user=admin.username or "postgres",
+                            password=admin.password, dbname=admin.database or "postgres", connect_timeout=3)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    conn.close()
+
+
+def count_rows(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            return int(c.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=int, default=2, help="workers of each server (default 2)")
+    ap.add_argument("--duration", type=int, default=20, help="seconds per measurement (default 20)")
+    ap.add_argument("--rows", type=int, default=20_000, help="training rows (default 20000)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="ledgerline-bench-"))
+    log(f"working folder {tmp}")
+    from ledgerline.mlflow_server import start_server, stop_server, wait_ready
+    from ledgerline.settings import Settings
+
+    mlflow_port = free_port()
+    tracking = f"http://127.0.0.1:{mlflow_port}"
+    tracking_proc = start_server(
+        backend_store_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+        artifacts_destination=str(tmp / "artifacts"),
+        port=mlflow_port,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        log_path=tmp / "mlflow-server.log",
+    )
+    app_db_url, pg_name = make_app_db(tmp)
+    results: list[ServerResult] = []
+    try:
+        wait_ready(tracking, timeout=240, proc=tracking_proc, log_path=tmp / "mlflow-server.log")
+        os.environ["MLFLOW_TRACKING_URI"] = tracking
+        settings = Settings(tracking_uri=tracking, home=tmp / "home", data_dir=tmp / "data", app_db_url=app_db_url)  # type: ignore[call-arg]
+        from training.pipeline import TrainRequest, run_training
+
+        log(f"training {MODEL} on {args.rows} generated rows through the pipeline")
+        result = run_training(settings, TrainRequest(model_name=MODEL, rows=args.rows, seed=7), lambda m: None)
+        log(f"{MODEL} v{result.version} is @champion={result.champion}")
+
+        from features.generator import credit_spec, generate_loan_applications
+        from features.spec import conform
+
+        spec = credit_spec()
+        frame = conform(generate_loan_applications(BATCH, 11), spec)[spec.feature_names]
+        records = json.loads(frame.to_json(orient="records"))
+        (tmp / "ours-1.json").write_text(json.dumps(records[0]))
+        (tmp / "ours-1000.json").write_text(json.dumps(records))
+        (tmp / "mlflow-1.json").write_text(json.dumps({"dataframe_records": records[:1]}))
+        (tmp / "mlflow-1000.json").write_text(json.dumps({"dataframe_records": records}))
+
+        # --- MLflow's scoring server
+        port = free_port()
+        bindir = str(Path(sys.executable).parent)  # mlflow's scoring server runs `uvicorn` from PATH
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1",
+               "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        mlog = tmp / "mlflow-serve.log"
+        with mlog.open("ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
+                 "--env-manager", "local", "-w", str(args.workers), "-h", "127.0.0.1", "-p", str(port)],
+                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+            )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, mlog)
+            log(f"mlflow models serve ready on :{port} ({args.workers} workers)")
+            results.append(drive("mlflow models serve", wrk, f"http://127.0.0.1:{port}/invocations",
+                                 tmp / "mlflow-1.json", tmp / "mlflow-1000.json", {}, proc.pid, args.duration, tmp))
+        finally:
+            stop_group(proc)
+
+        # --- ours
+        port = free_port()
+        key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        env = {
+            **os.environ,
+            "LEDGERLINE_TRACKING_URI": tracking,
+            "LEDGERLINE_HOME": str(tmp / "home"),
+            "LEDGERLINE_APP_DB_URL": app_db_url,
+            "LEDGERLINE_SERVING_MODELS": MODEL,
+            "LEDGERLINE_SERVING_API_KEYS": key,
+            "LEDGERLINE_SERVING_ADMIN_KEY": admin,
+            "PYTHONUNBUFFERED": "1",
+        }
+        olog = tmp / "ledgerline-serve.log"
+        with olog.open("ab") as fh:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+            )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
+            time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
+            log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
+                f"{'Postgres' if pg_name else 'SQLite'}, reason codes on)")
+            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
+            ours = drive("ledgerline serve", wrk, url, tmp / "ours-1.json", tmp / "ours-1000.json",
+                         {"X-API-Key": key}, proc.pid, args.duration, tmp)
+            results.append(ours)
+        finally:
+            stop_group(proc)
+        logged = count_rows(app_db_url)
+        log(f"prediction log after shutdown: {logged:,} rows for {ours.rows_answered:,} records in completed answers "
+            f"(more is fine: wrk stops counting while the last requests are in flight)")
+    finally:
+        stop_server(tracking_proc)
+        drop_app_db(pg_name)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    ml, us = results
+    print()
+    print(f"{'server':<22}{'1-row req/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
+    for r in results:
+        print(f"{r.name:<22}{r.single.rps:>13,.0f}{r.single.p50_ms:>9.1f}{r.single.p99_ms:>9.1f}"
+              f"{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
+    errors = sum(r.single.status_errors + r.batch.status_errors + r.single.socket_errors + r.batch.socket_errors for r in results)
+    print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
+          f"{errors} failed requests; ours logs every prediction and returns reason codes)")
+    throughput = us.single.rps / ml.single.rps if ml.single.rps else float("inf")
+    batch = us.batch.rps / ml.batch.rps if ml.batch.rps else float("inf")
+    print(f"throughput_ratio={throughput:.2f} batch_ratio={batch:.2f} p99_ms={us.single.p99_ms:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Find a model's ``@champion`` in the registry and load it for serving.
+
+All MLflow I/O of serving lives here. The tracking server is probed with a short
+timeout first (MLflow's own client retries for minutes), so an unreachable server is
+noticed within seconds and the models already loaded keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ledgerline.registry import CHAMPION
+from ledgerline.settings import Settings
+from serving.errors import ModelLoadError, RegistryUnavailable
+from serving.model import ServedModel, build_predictor, predict
+from serving.schema import RecordSchema, columns_from
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FAMILY = "credit-risk"
+WARMUP_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    name: str
+    version: str
+    run_id: str | None
+    family: str
+
+
+def probe_tracking_server(uri: str, timeout: float) -> None:
+    """Raise RegistryUnavailable unless an http(s) tracking server answers ``/health`` in time."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    from serving.watcher import _without_password
+
+    raise RegistryUnavailable(
+        f"the tracking server {_without_password(uri)} is unreachable ({problem}); serving the loaded versions"
+    )
+
+
+def mlflow_client(platform: Settings) -> Any:
+    from ledgerline.registry import client
+
+    return client(platform)
+
+
+def champion_ref(client: Any, name: str) -> ChampionRef | None:
+    """The version behind ``name@champion``; None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryUnavailable(f"the registry could not resolve {name}@{CHAMPION}: {exc.message}") from exc
+    except OSError as exc:
+        raise RegistryUnavailable(f"the registry could not resolve {name}@{CHAMPION}: {exc}") from exc
+    tags = dict(mv.tags or {})
+    run_id = mv.run_id or tags.get("ledgerline.run_id")
+    return ChampionRef(name, str(mv.version), run_id, tags.get("ledgerline.family", DEFAULT_FAMILY))
+
+
+def _load_spec(client: Any, run_id: str | None, dst: Path) -> Any:
+    """The run's ``data/spec.yaml`` as a DatasetSpec, or None when the run has none."""
+    if not run_id:
+        return None
+    import yaml
+
+    from features.spec import DatasetSpec
+
+    try:
+        local = client.download_artifacts(run_id, "data/spec.yaml", str(dst))
+    except Exception as exc:  # an older run without a spec: the signature alone still validates types
+        logger.warning("run %s has no data/spec.yaml (%s); requests are validated by type only", run_id, exc)
+        return None
+    return DatasetSpec.from_dict(yaml.safe_load(Path(local).read_text()), source=f"run {run_id} data/spec.yaml")
+
+
+def _example(local: Path, schema: RecordSchema) -> dict[str, Any] | None:
+    """The first row of the logged input example, if it passes the schema."""
+    import json
+
+    path = local / "input_example.json"
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        row = dict(zip(raw["columns"], raw["data"][0], strict=True))
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        return schema.validate_python(row)
+    except Exception as exc:
+        logger.info("input example of %s not usable as a request example: %s", schema.model_name, exc)
+        return None
+
+
+def _synthetic_example(schema: RecordSchema) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for c in schema.columns:
+        if c.kind == "numeric":
+            lo, hi = c.min if c.min is not None else 0.0, c.max if c.max is not None else 0.0
+            row[c.name] = (lo + hi) / 2
+        elif c.kind == "boolean":
+            row[c.name] = False
+        else:
+            row[c.name] = c.values[0] if c.values else "x"
+    return row
+
+
+def _load_sklearn(local: Path) -> Any:
+    """mlflow.sklearn.load_model without leaving the model's code folder on sys.path."""
+    import mlflow.sklearn
+
+    import features.transform  # noqa: F401  - ours first: the model's copy of `features` is not imported
+
+    saved = list(sys.path)
+    try:
+        return mlflow.sklearn.load_model(str(local))
+    finally:
+        sys.path[:] = saved
+
+
+def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef, client: Any | None = None) -> ServedModel:
+    """Download, build, check and warm one registered version. Raises ModelLoadError."""
+    import mlflow
+    from mlflow.models import Model
+
+    client = client or mlflow_client(platform)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ledgerline-serving-") as tmp:
+        try:
+            uri = client.get_model_version_download_uri(ref.name, ref.version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(Path(tmp) / "model"), tracking_uri=platform.tracking_uri
+                )
+            )
+            meta = Model.load(str(local / "MLmodel"))
+            if meta.signature is None:
+                raise ModelLoadError(f"{ref.name} v{ref.version} was logged without a signature; log it with one")
+            signature_inputs = meta.signature.inputs.to_dict()
+            spec = _load_spec(client, ref.run_id, Path(tmp) / "spec")
+            pipeline = _load_sklearn(local)
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {ref.name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
+        try:
+            schema = RecordSchema(ref.name, columns_from(signature_inputs, spec), settings.max_batch_rows)
+            predictor, details = build_predictor(ref.family, pipeline, ref.name, settings, schema)
+        except ValueError as exc:
+            raise ModelLoadError(f"{ref.name} v{ref.version} cannot be served: {exc}") from exc
+        schema.example = _example(local, schema) or _synthetic_example(schema)
+    model = ServedModel(
+        name=ref.name,
+        version=ref.version,
+        family=ref.family,
+        schema=schema,
+        predictor=predictor,
+        loaded_at=datetime.now(UTC),
+        run_id=ref.run_id,
+        source=f"models:/{ref.name}/{ref.version}",
+        details=details,
+    )
+    warm_up(model)
+    logger.info("loaded %s v%s (%s) in %.1fs", ref.name, ref.version, ref.family, time.perf_counter() - t0)
+    return model
+
+
+def warm_up(model: ServedModel) -> None:
+    """Run the example through the model (single row and a batch) before it takes traffic."""
+    example = model.schema.example or _synthetic_example(model.schema)
+    for _ in range(WARMUP_ROUNDS):
+        answers, scores = predict([example], model)
+        predict([example] * 64, model)
+    if len(answers) != 1 or not all(math.isfinite(float(s)) for s in scores):
+        raise ModelLoadError(f"{model.name} v{model.version} gave a non-finite score on its example; not serving it")

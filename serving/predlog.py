@@ -1,0 +1,477 @@
+"""The prediction log writer: a bounded in-memory buffer drained by one background thread.
+
+Requests only append an entry (one per request, O(1)); the thread writes up to
+``batch_rows`` rows per transaction whenever that many are waiting or the oldest entry
+has waited ``flush_interval`` seconds. Entries leave the buffer only after their
+transaction committed, so while the database is away they stay, and are written, in
+order, when it returns (the insert is idempotent, so a retried batch is never doubled).
+
+The buffer holds at most ``buffer_rows`` rows. When a request would overflow it, the
+writer either refuses it (``overflow="reject"``: the API answers 503 and nothing that was
+answered is ever missing from the log) or lets it through and counts the dropped rows
+(``overflow="drop"``). Either way ``/metrics`` shows the buffer as full and the log says so.
+
+``close()`` drains the buffer; what cannot be written before the timeout is spilled to a
+JSON-lines file under ``spill_dir`` (read back on the next start) instead of being lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.engine import Engine
+
+from serving.errors import LogBufferFull
+from serving.store import LogEntry, TableGuard, is_unavailable, write_predictions
+
+logger = logging.getLogger(__name__)
+
+
+class LogObserver(Protocol):
+    def log_written(self, rows: int) -> None: ...
+    def log_write_failed(self) -> None: ...
+    def log_refused(self, rows: int, dropped: bool) -> None: ...
+    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None: ...
+
+
+class _NullObserver:
+    def log_written(self, rows: int) -> None:
+        pass
+
+    def log_write_failed(self) -> None:
+        pass
+
+    def log_refused(self, rows: int, dropped: bool) -> None:
+        pass
+
+    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None:
+        pass
+
+
+class _SafeObserver:
+    """Metrics must never stop the writer: an observer error is logged once and ignored."""
+
+    def __init__(self, inner: LogObserver) -> None:
+        self.inner = inner
+        self.warned = False
+
+    def _call(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.inner, name)(*args)
+        except Exception:
+            if not self.warned:
+                self.warned = True
+                logger.exception("prediction log: metrics observer %s failed (ignored from now on)", name)
+
+    def log_written(self, rows: int) -> None:
+        self._call("log_written", rows)
+
+    def log_write_failed(self) -> None:
+        self._call("log_write_failed")
+
+    def log_refused(self, rows: int, dropped: bool) -> None:
+        self._call("log_refused", rows, dropped)
+
+    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None:
+        self._call("log_state", pending_rows, capacity, full, db_up)
+
+
+class _RateLimited:
+    """Log a recurring condition at most once per ``every`` seconds, with a count."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last = 0.0
+        self.suppressed = 0
+
+    def due(self) -> int | None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            n, self.suppressed, self.last = self.suppressed, 0, now
+            return n
+        self.suppressed += 1
+        return None
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_rows: int = 2000,
+        flush_interval: float = 0.25,
+        buffer_rows: int = 200_000,
+        overflow: Literal["reject", "drop"] = "reject",
+        retry_max: float = 5.0,
+        spill_dir: Path | None = None,
+        observer: LogObserver | None = None,
+    ) -> None:
+        self.engine = engine
+        self.batch_rows = batch_rows
+        self.flush_interval = flush_interval
+        self.capacity = buffer_rows
+        self.overflow = overflow
+        self.retry_max = retry_max
+        self.spill_dir = spill_dir
+        self.observer: LogObserver = _SafeObserver(observer or _NullObserver())
+        self.tables = TableGuard(engine)
+        self._queue: deque[tuple[LogEntry, float]] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._submitted = 0  # entries ever accepted
+        self._written = 0  # entries ever written (or spilled)
+        self._closing = False
+        self._deadline: float | None = None
+        self._flush_now = False
+        self._retry_now = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._full = False
+        self._db_up = True
+        self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._loaded_spills: list[tuple[Path, int]] = []
+        self._full_log = _RateLimited()
+        self._down_log = _RateLimited(30.0)
+        self.dropped_rows = 0
+        self.rejected_rows = 0
+        self.rejected_by_db_rows = 0
+        self.written_rows = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    @property
+    def full(self) -> bool:
+        return self._full
+
+    @property
+    def db_available(self) -> bool:
+        return self._db_up
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "database_available": self._db_up,
+            "pending_rows": self._pending,
+            "buffer_rows": self.capacity,
+            "buffer_full": self._full,
+            "overflow": self.overflow,
+            "written_rows": self.written_rows,
+            "dropped_rows": self.dropped_rows,
+            "rejected_rows": self.rejected_rows,
+            "refused_by_database_rows": self.rejected_by_db_rows,
+            "last_error": self._last_error,
+        }
+
+    def contains(self, prediction_id: str) -> bool:
+        """Whether a prediction is still waiting in this process's buffer (rare path: a scan)."""
+        with self._cond:
+            entries = [e for e, _ in self._queue]
+        return any(prediction_id in e.ids for e in entries)
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._reload_spills()
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: LogEntry) -> bool:
+        """Queue one request's records. False when dropped (overflow="drop"); raises LogBufferFull ("reject")."""
+        n = entry.rows
+        with self._cond:
+            if self._pending + n > self.capacity:
+                self._refuse(n)
+                if self.overflow == "reject":
+                    raise LogBufferFull(
+                        f"the prediction log buffer is full ({self._pending} of {self.capacity} rows waiting: "
+                        "the app database is unavailable); retry shortly"
+                    )
+                return False
+            was_empty = not self._queue
+            self._queue.append((entry, time.monotonic()))
+            self._pending += n
+            self._submitted += 1
+            if was_empty or self._pending >= self.batch_rows:
+                self._cond.notify()
+        return True
+
+    def _refuse(self, n: int) -> None:
+        if self.overflow == "reject":
+            self.rejected_rows += n
+        else:
+            self.dropped_rows += n
+        if not self._full:
+            self._full = True
+            self.observer.log_state(self._pending, self.capacity, True, self._db_up)
+        self.observer.log_refused(n, self.overflow == "drop")
+        suppressed = self._full_log.due()
+        if suppressed is not None:
+            logger.error(
+                "prediction log buffer full (%d rows waiting, capacity %d, database %s): %s %d rows%s",
+                self._pending,
+                self.capacity,
+                "up" if self._db_up else "unreachable",
+                "rejecting requests of" if self.overflow == "reject" else "DROPPING log records of",
+                n,
+                f" (+{suppressed} similar events)" if suppressed else "",
+            )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._submitted
+            self._flush_now = True
+            self._cond.notify_all()
+            while self._written < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Stop accepting, write what is buffered; returns rows left unwritten (spilled if possible)."""
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._retry_now.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 10)
+        left = self._pending
+        if left:
+            self._spill()
+        return left
+
+    # ------------------------------------------------------------------ writer
+    def _take(self) -> list[LogEntry] | None:
+        """Under the lock: the next batch to write, or None to stop."""
+        while not self._queue:
+            if self._closing:
+                return None
+            self._cond.wait()
+        first_at = self._queue[0][1]
+        while self._pending < self.batch_rows and not self._closing and not self._flush_now:
+            remaining = first_at + self.flush_interval - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        self._flush_now = False
+        batch: list[LogEntry] = []
+        rows = 0
+        for entry, _ in self._queue:
+            if batch and rows + entry.rows > self.batch_rows:
+                break
+            batch.append(entry)
+            rows += entry.rows
+        return batch
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                batch = self._take()
+            if batch is None:
+                return
+            rows = sum(e.rows for e in batch)
+            try:
+                self.tables.ensure()
+                write_predictions(self.engine, batch)
+            except Exception as exc:
+                if not is_unavailable(exc) and self._isolate(batch, exc):
+                    backoff = 0.1
+                    continue
+                self._failed(exc, rows)
+                if self._closing and self._deadline is not None:
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    time.sleep(min(backoff, remaining))
+                else:
+                    self._retry_now.wait(backoff)  # not woken by submissions: no retry storm
+                    self._retry_now.clear()
+                backoff = min(backoff * 2, self.retry_max)
+                continue
+            backoff = 0.1
+            self._succeeded(batch, rows)
+
+    def _failed(self, exc: Exception, rows: int) -> None:
+        self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        self.observer.log_write_failed()
+        if self._db_up:
+            self._db_up = False
+            self._failing_since = time.monotonic()
+            logger.warning(
+                "prediction log: cannot write %d rows (%s); keeping them buffered (%d rows waiting) and retrying",
+                rows,
+                self._last_error,
+                self._pending,
+            )
+        else:
+            suppressed = self._down_log.due()
+            if suppressed is not None:
+                logger.warning(
+                    "prediction log: database still unavailable (%s); %d rows buffered of %d",
+                    self._last_error,
+                    self._pending,
+                    self.capacity,
+                )
+        self.observer.log_state(self._pending, self.capacity, self._full, False)
+
+    def _succeeded(self, batch: list[LogEntry], rows: int) -> None:
+        """``batch`` (the oldest entries) is done; ``rows`` of its rows reached the database."""
+        with self._cond:
+            for _ in batch:
+                self._queue.popleft()
+            self._pending -= sum(e.rows for e in batch)
+            self._written += len(batch)
+            self.written_rows += rows
+            if self._full and self._pending < self.capacity:
+                self._full = False
+            self._cond.notify_all()
+        if not self._db_up:
+            down_for = time.monotonic() - (self._failing_since or time.monotonic())
+            logger.warning("prediction log: database back after %.1fs; writing the buffered rows", down_for)
+            self._db_up = True
+            self._last_error = None
+        self.observer.log_written(rows)
+        self.observer.log_state(self._pending, self.capacity, self._full, True)
+        self._forget_written_spills()
+
+    def _isolate(self, batch: list[LogEntry], exc: Exception) -> bool:
+        """A batch the database refuses for its content: write its entries one by one and set aside
+        (log, count, dead-letter file) the ones that still fail, so one bad row cannot block the log.
+
+        Returns False when the database turned out to be unreachable meanwhile (retry the batch later).
+        """
+        logger.error("prediction log: the database refused a batch (%s); writing its requests one by one", exc)
+        done: list[LogEntry] = []
+        written = 0
+        for entry in batch:
+            try:
+                write_predictions(self.engine, [entry])
+                written += entry.rows
+            except Exception as one:
+                if is_unavailable(one):
+                    if done:
+                        self._succeeded(done, written)
+                    return False
+                self.rejected_by_db_rows += entry.rows
+                logger.error(
+                    "prediction log: %d rows of %s v%s refused by the database (%s); kept in %s",
+                    entry.rows, entry.model_name, entry.model_version, str(one).splitlines()[0][:200],
+                    self._dead_letter([entry]),
+                )
+            done.append(entry)
+        self._succeeded(done, written)
+        return True
+
+    # ------------------------------------------------------------------- spill
+    def _dead_letter(self, entries: list[LogEntry]) -> Path | None:
+        if self.spill_dir is None:
+            return None
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"refused-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
+            with path.open("a") as fh:
+                _write_jsonl(fh, entries)
+            return path
+        except OSError:
+            logger.exception("prediction log: cannot write the refused rows to %s", self.spill_dir)
+            return None
+
+    def _spill(self) -> None:
+        with self._cond:
+            entries = [e for e, _ in self._queue]
+            self._queue.clear()
+            rows, self._pending = self._pending, 0
+        if not entries:
+            return
+        if self.spill_dir is None:
+            logger.error("prediction log: %d rows could not be written before shutdown and are lost", rows)
+            return
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"unwritten-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
+            with path.open("w") as fh:
+                _write_jsonl(fh, entries)
+        except OSError:
+            logger.exception("prediction log: %d rows could not be written nor spilled to %s", rows, self.spill_dir)
+            return
+        logger.error(
+            "prediction log: database unavailable at shutdown; %d rows spilled to %s (written on the next start)",
+            rows,
+            path,
+        )
+
+    def _reload_spills(self) -> None:
+        if self.spill_dir is None or not self.spill_dir.is_dir():
+            return
+        for path in sorted(self.spill_dir.glob("unwritten-*.jsonl")):
+            claimed = path.with_suffix(f".loading-{os.getpid()}")
+            try:
+                path.rename(claimed)  # one worker claims each file
+            except OSError:
+                continue
+            entries = []
+            for line in claimed.read_text().splitlines():
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                entries.append(
+                    LogEntry(
+                        r["model_name"],
+                        r["model_version"],
+                        datetime.fromisoformat(r["created_at"]),
+                        [r["prediction_id"]],
+                        [r["inputs"]],
+                        [r["outputs"]],
+                        [r["score"]],
+                        r["latency_ms"],
+                    )
+                )
+            with self._cond:
+                for e in entries:
+                    self._queue.append((e, time.monotonic()))
+                    self._pending += e.rows
+                    self._submitted += 1
+                self._loaded_spills.append((claimed, self._submitted))
+            logger.warning("prediction log: re-queued %d rows spilled at an earlier shutdown (%s)", len(entries), path)
+
+    def _forget_written_spills(self) -> None:
+        if not self._loaded_spills:
+            return
+        keep = []
+        for path, seq in self._loaded_spills:
+            if self._written >= seq:
+                path.unlink(missing_ok=True)
+            else:
+                keep.append((path, seq))
+        self._loaded_spills = keep
+
+
+def _write_jsonl(fh: Any, entries: Sequence[LogEntry]) -> None:
+    for e in entries:
+        for pid, inp, out, s in zip(e.ids, e.inputs, e.outputs, e.scores, strict=True):
+            row = {
+                "prediction_id": pid,
+                "model_name": e.model_name,
+                "model_version": e.model_version,
+                "created_at": e.created_at.isoformat(),
+                "inputs": inp,
+                "outputs": out,
+                "score": s,
+                "latency_ms": e.latency_ms,
+            }
+            fh.write(json.dumps(row, default=str) + "\n")

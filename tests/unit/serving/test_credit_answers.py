@@ -1,0 +1,130 @@
+"""The pure credit-risk answer path on a tiny model trained in the test: scores, decisions,
+reason codes, and the TreeSHAP table against XGBoost's own pred_contribs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from features.generator import credit_spec, generate_loan_applications
+from features.spec import LABEL_COLUMN, conform
+from serving import credit
+from serving.treeshap import TreeShapTable
+from training.credit_risk import CreditParams, train
+
+SPEC = credit_spec()
+NULLABLE = frozenset(c.name for c in SPEC.columns if c.max_null_fraction > 0)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Any:
+    df = conform(generate_loan_applications(2500, seed=3), SPEC)
+    params = CreditParams(n_estimators=80, early_stopping_rounds=15, seed=3)
+    return train(df[SPEC.feature_names], df[LABEL_COLUMN].to_numpy(), SPEC, params)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict[str, Any]]:
+    df = conform(generate_loan_applications(300, seed=11), SPEC)[SPEC.feature_names]
+    out = []
+    for rec in df.to_dict("records"):
+        out.append({k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()})
+    return out
+
+
+def _pred_contribs(pipeline: Any, X: np.ndarray) -> np.ndarray:
+    booster = pipeline.named_steps["model"].get_booster()
+    raw = booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
+    return pipeline.named_steps["features"].aggregate_contributions(np.asarray(raw))
+
+
+def test_served_probabilities_equal_the_pipelines_predict_proba(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=NULLABLE)
+    assert scorer.shap_table is not None and scorer.shap_table.margins_ok
+    served = credit.score(records, scorer).probabilities
+    expected = pipeline.predict_proba(pd.DataFrame(records, columns=SPEC.feature_names))[:, 1]
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5)
+    plain = credit.scorer_from_pipeline(pipeline, threshold=0.5, shap_table=False)
+    np.testing.assert_allclose(credit.score(records, plain).probabilities, expected, rtol=0, atol=1e-6)
+
+
+def test_treeshap_table_matches_pred_contribs_at_thresholds_and_missing_values(pipeline: Any) -> None:
+    features = pipeline.named_steps["features"]
+    booster = pipeline.named_steps["model"].get_booster()
+    n_out = len(features.feature_names_out_)
+    nullable = [i < len(features.numeric) for i in range(n_out)]
+    table = TreeShapTable.build(booster, n_out, features.aggregate_contributions, nullable)
+    assert table is not None
+    rng = np.random.default_rng(0)
+    X = np.zeros((500, n_out), dtype=np.float32)
+    for f in range(n_out):
+        t = table.thresholds[f]
+        if len(t):  # exactly on, just below and just above every threshold, plus missing values
+            X[:, f] = rng.choice(np.concatenate([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)]), 500)
+        if nullable[f]:
+            X[rng.random(500) < 0.15, f] = np.nan
+    got, margins, unsupported = table.lookup(X)
+    assert unsupported is None
+    np.testing.assert_allclose(got, _pred_contribs(pipeline, X), atol=1e-4)
+    want_margin = booster.predict(xgb.DMatrix(X, missing=np.nan), output_margin=True)
+    np.testing.assert_allclose(margins, want_margin, atol=1e-4)
+
+
+def test_a_missing_value_the_table_has_no_cell_for_falls_back_to_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=frozenset())  # no missing cells at all
+    recs = [dict(r) for r in records[:20]]
+    recs[3]["annual_income"] = None
+    got = credit.score(recs, scorer)
+    X = scorer.features.transform_records(recs)
+    np.testing.assert_allclose(got.contributions, _pred_contribs(pipeline, X), atol=1e-4)
+    np.testing.assert_allclose(got.probabilities, scorer.booster.inplace_predict(X), atol=1e-5)
+
+
+def test_reason_codes_are_the_fields_that_pushed_the_risk_up_most(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, reason_codes=3, nullable=NULLABLE)
+    answers, scores = credit.predict(records, scorer)
+    contribs = _pred_contribs(pipeline, scorer.features.transform_records(records))
+    names = scorer.input_names
+    for rec, ans, row in zip(records, answers, contribs, strict=True):
+        got = [r["feature"] for r in ans["reason_codes"]]
+        top = np.sort(row)[::-1][:3]
+        assert len([v for v in top if v > 1e-4]) <= len(got) <= 3
+        # the same contributions XGBoost gives, in the same order (ties may swap names)
+        np.testing.assert_allclose([row[names.index(f)] for f in got], top[: len(got)], atol=1e-4)
+        for r in ans["reason_codes"]:
+            assert r["contribution"] >= 0
+            assert r["value"] == rec[r["feature"]]
+        contributions = [r["contribution"] for r in ans["reason_codes"]]
+        assert contributions == sorted(contributions, reverse=True)
+
+
+def test_decision_follows_the_threshold(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    low = credit.scorer_from_pipeline(pipeline, threshold=0.05, reason_codes=0, nullable=NULLABLE)
+    answers, scores = credit.predict(records, low)
+    for ans, p in zip(answers, scores, strict=True):
+        assert ans["decision"] == ("decline" if p >= 0.05 else "approve")
+        assert ans["threshold"] == 0.05
+        assert ans["reason_codes"] == []
+    assert {a["decision"] for a in answers} == {"approve", "decline"}
+
+
+def test_approximate_reason_codes_come_from_xgboosts_approx_contribs(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, approximate=True, nullable=NULLABLE)
+    assert scorer.shap_table is None
+    got = credit.score(records[:50], scorer).contributions
+    X = scorer.features.transform_records(records[:50])
+    raw = scorer.booster.predict(xgb.DMatrix(X), pred_contribs=True, approx_contribs=True)
+    np.testing.assert_allclose(got, scorer.features.aggregate_contributions(raw), atol=1e-6)
+
+
+def test_a_pipeline_without_the_expected_steps_is_refused() -> None:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    with pytest.raises(ValueError, match="features"):
+        credit.scorer_from_pipeline(Pipeline([("scale", StandardScaler())]), threshold=0.5)

@@ -1,0 +1,60 @@
+"""Small pure pieces of serving: settings, prediction ids, the bulk histogram update."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from pydantic import ValidationError
+
+from serving.app import new_prediction_ids
+from serving.metrics import observe_many
+from serving.settings import ServingSettings
+
+
+def test_settings_take_comma_separated_lists_and_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERLINE_SERVING_MODELS", "credit-risk, fraud")
+    monkeypatch.setenv("LEDGERLINE_SERVING_API_KEYS", "s3cret-one,s3cret-two")
+    monkeypatch.setenv("LEDGERLINE_SERVING_ADMIN_KEY", "s3cret-admin")
+    s = ServingSettings()
+    assert s.models == ["credit-risk", "fraud"]
+    assert [k.get_secret_value() for k in s.api_keys] == ["s3cret-one", "s3cret-two"]
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
+
+
+def test_settings_without_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LEDGERLINE_SERVING_API_KEYS", "LEDGERLINE_SERVING_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValidationError) as exc:
+        ServingSettings()
+    assert {e["loc"][0] for e in exc.value.errors()} == {"api_keys", "admin_key"}
+    with pytest.raises(ValidationError, match="non-empty"):
+        ServingSettings(api_keys=[""], admin_key="a")
+
+
+def test_prediction_ids_are_unique_time_ordered_uuid7s() -> None:
+    first = new_prediction_ids(1000)
+    second = new_prediction_ids(3)
+    ids = first + second
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert first == sorted(first)
+    assert max(first)[:13] <= min(second)[:13]  # millisecond prefix never goes back
+
+
+def test_bulk_histogram_update_matches_one_observe_per_value() -> None:
+    values = np.random.default_rng(1).random(1000)
+    values[:5] = [0.0, 0.05, 0.1, 1.0, 0.5]  # on bucket bounds
+    buckets = (0.05, 0.1, 0.5, 1.0)
+    a = Histogram("a", "a", buckets=buckets, registry=CollectorRegistry())
+    b = Histogram("b", "b", buckets=buckets, registry=CollectorRegistry())
+    observe_many(a, values)
+    for v in values:
+        b.observe(float(v))
+    sa, sb = a.collect()[0].samples, b.collect()[0].samples
+    assert [(s.labels, s.value) for s in sa if s.name.endswith("_bucket")] == [
+        (s.labels, s.value) for s in sb if s.name.endswith("_bucket")
+    ]
+    assert pytest.approx(a._sum.get()) == b._sum.get()
