@@ -193,10 +193,9 @@ def load_reference(
 def _build_reference(
     settings: Settings, champion: Champion, scorer: Callable[[pd.DataFrame], np.ndarray] | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    import mlflow
-
     from features.sources import load_snapshot
     from features.spec import conform
+    from ledgerline.registry import load_sklearn_model
 
     try:
         frame = conform(load_snapshot(champion.snapshot_uri), champion.spec)
@@ -208,7 +207,7 @@ def _build_reference(
     features = frame[champion.spec.feature_names]
     if scorer is None:
         configure_mlflow(settings)
-        model = mlflow.sklearn.load_model(f"models:/{champion.model_name}/{champion.version}")
+        model = load_sklearn_model(f"models:/{champion.model_name}/{champion.version}")
         scores = model.predict_proba(features)[:, 1]
     else:
         scores = scorer(features)

@@ -28,7 +28,7 @@ from features.sources import Snapshot, date_key, ingest, load_snapshot, read_tab
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec, load_partial_spec
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
-from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, set_version_tags
+from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, load_sklearn_model, set_version_tags
 from ledgerline.settings import Settings
 from training.families import Family, get_family
 from training.gate import GateDecision, decide
@@ -417,20 +417,19 @@ def evaluate_gate(settings: Settings, name: str, version: str, *, family_name: s
 
     The decision's ``champion_version`` is the champion it was compared with (None: there was none).
     """
-    import mlflow
 
     _configure_mlflow(settings)
     family = get_family(family_name)
     c = client(settings)
     X_test, y_test, _ = _holdout_for_version(settings, name, version)
-    challenger_model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    challenger_model = load_sklearn_model(f"models:/{name}/{version}")
     challenger_metrics = family.evaluate(challenger_model, X_test, y_test)
     champion_version = alias_version(c, name, CHAMPION)
     champion_metrics: dict[str, float] | None = None
     notes: list[str] = []
     if champion_version is not None and champion_version != str(version):
         try:
-            champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion_version}")
+            champion_model = load_sklearn_model(f"models:/{name}/{champion_version}")
             champion_metrics = family.evaluate(champion_model, X_test, y_test)
         except Exception as exc:  # a champion trained on another schema cannot be compared
             notes.append(f"champion v{champion_version} could not score this holdout: {str(exc).splitlines()[0]}")
