@@ -42,7 +42,9 @@ class ServingSettings(BaseSettings):
     admin_key: SecretStr = Field(description="key for POST /admin/reload")
     api_key_header: str = Field("X-API-Key", description="header that carries the key")
 
-    decision_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability of default at which to decline")
+    decision_threshold: float = Field(
+        0.20, gt=0.0, lt=1.0, description="probability of default at which to decline (a typical credit cut-off)"
+    )
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="per-model decision thresholds overriding decision_threshold"
     )
@@ -70,6 +72,12 @@ class ServingSettings(BaseSettings):
         "reject",
         description="when the buffer is full: reject new predictions with 503 (nothing accepted is lost) "
         "or serve and drop their log records (counted in /metrics and logged)",
+    )
+    log_full_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="how long a large request waits for room when the buffer is full while the database is up "
+        "(the writer is behind) before it is refused; 0 refuses at once",
     )
     log_retry_max_seconds: float = Field(5.0, gt=0, description="longest back-off between write attempts")
     shutdown_flush_timeout_seconds: float = Field(30.0, ge=0, description="how long shutdown waits for the log")
