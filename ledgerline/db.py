@@ -97,9 +97,8 @@ retrain_decisions = sa.Table(
 )
 
 
-@lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process; tables are created on first use."""
+def make_engine(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> Engine:
+    """An engine that notices dead connections and does not hang on an unreachable server."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         from pathlib import Path
@@ -108,7 +107,17 @@ def engine_for(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
-    engine = sa.create_engine(url, **kwargs)
+    elif url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 5}
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = max_overflow
+    return sa.create_engine(url, **kwargs)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process; tables are created on first use."""
+    engine = make_engine(url)
     metadata.create_all(engine)
     return engine
 

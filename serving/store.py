@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ledgerline import db
+from ledgerline.db import make_engine  # noqa: F401  (re-exported: serving builds its engine here)
 from serving.errors import FeedbackConflict, StoreUnavailable, UnknownPrediction
 
 logger = logging.getLogger(__name__)
@@ -35,23 +36,6 @@ def is_unavailable(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - psycopg2 is locked in
         return False
     return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine that notices dead connections and does not hang on an unreachable server."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        from pathlib import Path
-
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30}
-    elif url.startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 5}
-        kwargs["pool_size"] = 4
-        kwargs["max_overflow"] = 8
-    return sa.create_engine(url, **kwargs)
 
 
 class TableGuard:
