@@ -73,22 +73,26 @@ class TabularFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Fast path for JSON records (no pandas); same output as ``transform``."""
-        n_num = len(self.numeric)
-        out = np.zeros((len(records), len(self.feature_names_out_)), dtype=np.float32)
-        numeric = self.numeric
-        offsets = self._offsets_
-        for r, rec in enumerate(records):
-            row = out[r]
-            for i in range(n_num):
-                v = rec.get(numeric[i])
-                row[i] = np.nan if v is None else float(v)
-            for c, table in offsets.items():
-                v = rec.get(c)
-                if v is not None:
-                    j = table.get(str(v))
-                    if j is not None:
-                        row[j] = 1.0
+        """Fast path for JSON records (no pandas); same output as ``transform``.
+
+        Column by column: each numeric column is filled as one array, each categorical
+        column sets its one-hot cells with one fancy-indexed assignment.
+        """
+        n = len(records)
+        out = np.zeros((n, len(self.feature_names_out_)), dtype=np.float32)
+        if n == 0:
+            return out
+        nan = np.nan
+        for i, c in enumerate(self.numeric):
+            out[:, i] = [nan if (v := rec.get(c)) is None else float(v) for rec in records]
+        for c, table in self._offsets_.items():
+            hits = [
+                None if v is None else table.get(v if type(v) is str else str(v))
+                for v in [rec.get(c) for rec in records]
+            ]
+            j = np.array(hits, dtype=np.float64)  # None (missing or unknown) -> NaN
+            ok = ~np.isnan(j)
+            out[np.flatnonzero(ok), j[ok].astype(np.intp)] = 1.0
         return out
 
     def aggregate_contributions(self, contribs: np.ndarray) -> np.ndarray:

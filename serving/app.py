@@ -170,13 +170,41 @@ def _score(body: bytes, model: ServedModel, t0: float) -> tuple[LogEntry, np.nda
     answers, scores = predict(records, model)
     ids = new_prediction_ids(len(records))
     name, version = model.name, model.version
-    results = [{"prediction_id": pid, "model": name, "version": version, **a} for pid, a in zip(ids, answers, strict=True)]
-    payload = to_json({"predictions": results})
-    entry = LogEntry.encode(
-        name, version, datetime.now(UTC), ids, records, answers, scores.tolist(),
+    # each answer is encoded once: the same JSON goes into the response and into the log row
+    encoded = [to_json(a) for a in answers]
+    payload = _predictions_payload(ids, name, version, encoded)
+    entry = LogEntry(
+        name, version, datetime.now(UTC), ids,
+        [to_json(r).decode() for r in records], [a.decode() for a in encoded], scores.tolist(),
         round((time.perf_counter() - t0) * 1000.0, 3),
     )
     return entry, scores, payload
+
+
+def _score_and_submit(body: bytes, model: ServedModel, t0: float, state: ServingState) -> tuple[LogEntry, np.ndarray, bytes]:
+    entry, scores, payload = _score(body, model, t0)
+    state.log.submit(entry, wait=state.settings.log_full_wait_seconds)
+    return entry, scores, payload
+
+
+def _predictions_payload(ids: list[str], name: str, version: str, encoded: list[bytes]) -> bytes:
+    """``to_json({"predictions": [{"prediction_id", "model", "version", **answer}, ...]})``, byte for
+    byte, from the answers' JSON objects (each ``{...}`` and non-empty) without encoding them again."""
+    mid = b'","model":' + to_json(name) + b',"version":' + to_json(version) + b","
+    parts = [b'{"predictions":[']
+    for i, (pid, a) in enumerate(zip(ids, encoded, strict=True)):
+        if i:
+            parts.append(b',{"prediction_id":"')
+        else:
+            parts.append(b'{"prediction_id":"')
+        parts.append(pid.encode())
+        if a == b"{}":  # an empty answer: no comma after the version
+            parts.append(mid[:-1] + b"}")
+        else:
+            parts.append(mid)
+            parts.append(a[1:])
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -203,10 +231,11 @@ async def predict_endpoint(request: Request) -> Response:
         model = state.holder.get(name)
         body = await _read_body(request, state.settings.max_body_bytes)
         if len(body) > INLINE_BODY_BYTES:
-            entry, scores, payload = await anyio.to_thread.run_sync(_score, body, model, t0)
+            # in the worker thread, so a full buffer (the writer behind) can make it wait briefly instead of 503
+            entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state)
         else:
             entry, scores, payload = _score(body, model, t0)
-        state.log.submit(entry)
+            state.log.submit(entry)
         seconds = time.perf_counter() - t0
     except ServingError as exc:
         status = 401 if isinstance(exc, AuthError) and exc.missing else 403 if isinstance(exc, AuthError) else _status(exc)

@@ -133,19 +133,22 @@ def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: 
     k = min(scorer.reason_codes, C.shape[1])
     order = np.argsort(-C, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(C, order, axis=1)
-    positive = (top > 0).tolist()
+    # sorted largest first, so the positive contributions are a prefix of each row
+    n_pos = (top > 0).sum(axis=1).tolist()
     top_r = np.round(top, 4).tolist()
-    order_l = order.tolist()
     names = scorer.features.input_features_
+    feature_of = np.asarray(names, dtype=object)[order].tolist()
+    decisions = np.where(scores.probabilities >= t, DECLINE, APPROVE).tolist()
     for i, p in enumerate(probs):
-        rec = records[i]
-        reasons = []
-        for j, c, pos in zip(order_l[i], top_r[i], positive[i], strict=True):
-            if not pos:
-                break
-            name = names[j]
-            reasons.append({"feature": name, "value": rec.get(name), "contribution": c})
-        out.append({"probability_of_default": p, "decision": DECLINE if p >= t else APPROVE, "threshold": t, "reason_codes": reasons})
+        m = n_pos[i]
+        if m:
+            rec = records[i]
+            fs = feature_of[i]
+            cs = top_r[i]
+            reasons = [{"feature": fs[q], "value": rec.get(fs[q]), "contribution": cs[q]} for q in range(m)]
+        else:
+            reasons = []
+        out.append({"probability_of_default": p, "decision": decisions[i], "threshold": t, "reason_codes": reasons})
     return out
 
 

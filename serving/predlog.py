@@ -10,6 +10,8 @@ The buffer holds at most ``buffer_rows`` rows. When a request would overflow it,
 writer either refuses it (``overflow="reject"``: the API answers 503 and nothing that was
 answered is ever missing from the log) or lets it through and counts the dropped rows
 (``overflow="drop"``). Either way ``/metrics`` shows the buffer as full and the log says so.
+A large request may first wait a little for room (``submit(entry, wait=...)``) while the
+database is up and the writer is merely behind: backpressure as latency rather than 503s.
 
 ``close()`` drains the buffer; what cannot be written before the timeout is spilled to a
 JSON-lines file under ``spill_dir`` (read back on the next start) instead of being lost.
@@ -185,16 +187,30 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, entry: LogEntry) -> bool:
-        """Queue one request's records. False when dropped (overflow="drop"); raises LogBufferFull ("reject")."""
+    def submit(self, entry: LogEntry, wait: float = 0.0) -> bool:
+        """Queue one request's records. False when dropped (overflow="drop"); raises LogBufferFull ("reject").
+
+        ``wait`` > 0: when the buffer is full only because the writer is behind (the database is up and
+        being written to), block up to ``wait`` seconds for room before refusing: backpressure as latency
+        instead of 503s under a burst. Never while the database is away (the buffer then only drains
+        when it returns), and only from a worker thread (it blocks).
+        """
         n = entry.rows
         with self._cond:
+            if self._pending + n > self.capacity and wait > 0 and n <= self.capacity:
+                deadline = time.monotonic() + wait
+                while self._pending + n > self.capacity and self._db_up and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)  # _succeeded() notifies when rows leave the buffer
             if self._pending + n > self.capacity:
                 self._refuse(n)
                 if self.overflow == "reject":
+                    why = "the app database is unavailable" if not self._db_up else "the app database is not keeping up"
                     raise LogBufferFull(
                         f"the prediction log buffer is full ({self._pending} of {self.capacity} rows waiting: "
-                        "the app database is unavailable); retry shortly"
+                        f"{why}); retry shortly"
                     )
                 return False
             was_empty = not self._queue
@@ -202,7 +218,7 @@ class PredictionLog:
             self._pending += n
             self._submitted += 1
             if was_empty or self._pending >= self.batch_rows:
-                self._cond.notify()
+                self._cond.notify_all()  # all: a submitter waiting for room must not take the writer's wake-up
         return True
 
     def _refuse(self, n: int) -> None:
@@ -312,6 +328,8 @@ class PredictionLog:
         if self._db_up:
             self._db_up = False
             self._failing_since = time.monotonic()
+            with self._cond:  # submitters waiting for room stop waiting: the buffer drains only when it is back
+                self._cond.notify_all()
             logger.warning(
                 "prediction log: cannot write %d rows (%s); keeping them buffered (%d rows waiting) and retrying",
                 rows,

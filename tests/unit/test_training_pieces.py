@@ -26,6 +26,28 @@ def test_record_and_frame_transforms_agree_including_unknowns_and_missing():
     assert a[0, purpose_cols].sum() == 0
 
 
+def test_batch_record_transform_equals_the_frame_transform_and_row_by_row():
+    spec = credit_spec()
+    df = conform(generate_loan_applications(1500, seed=7), spec)
+    tf = TabularFeatures(spec.numeric, spec.categorical).fit(df.head(400))
+    frame = df.iloc[400:].reset_index(drop=True).copy()
+    rng = np.random.default_rng(1)
+    for col in [*spec.numeric, *spec.categorical]:  # sprinkle missing values over every column
+        frame.loc[rng.random(len(frame)) < 0.05, col] = None
+    frame.loc[3, "purpose"] = "crypto"  # unknown category
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    records[5]["term_months"] = 36  # ints are numbers too
+    frame.loc[5, "term_months"] = 36
+    del records[7]["home_ownership"]  # an absent key is missing
+    frame.loc[7, "home_ownership"] = None
+    a, b = tf.transform(frame), tf.transform_records(records)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == (1100, len(tf.feature_names_out_))
+    np.testing.assert_array_equal(a, b)  # NaN positions included
+    rows = np.vstack([tf.transform_records([r]) for r in records])
+    np.testing.assert_array_equal(rows, b)
+    assert tf.transform_records([]).shape == (0, len(tf.feature_names_out_))
+
+
 def test_contributions_fold_back_onto_input_features():
     spec = credit_spec()
     df = conform(generate_loan_applications(200, seed=5), spec)

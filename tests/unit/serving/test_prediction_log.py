@@ -117,6 +117,40 @@ def test_a_full_buffer_rejects_new_predictions_loudly(tmp_path: Path, caplog: py
     log.close(timeout=0.2)
 
 
+def test_a_request_waits_for_room_while_the_writer_catches_up(tmp_path: Path) -> None:
+    import time
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    log = PredictionLog(make_engine(url), buffer_rows=10, batch_rows=100, flush_interval=0.3)
+    log.start()
+    log.submit(entry(8))
+    with pytest.raises(LogBufferFull, match="not keeping up"):
+        log.submit(entry(5))  # no wait: refused at once
+    t0 = time.monotonic()
+    assert log.submit(entry(5), wait=10)  # the timed flush frees the buffer
+    assert time.monotonic() - t0 < 5
+    assert log.flush(timeout=10)
+    assert count(url) == 13 and log.rejected_rows == 5
+    log.close()
+
+
+def test_no_waiting_for_room_while_the_database_is_away(tmp_path: Path) -> None:
+    import time
+
+    db_dir = tmp_path / "db"
+    engine = make_engine(f"sqlite:///{db_dir / 'app.db'}")
+    shutil.rmtree(db_dir)
+    db_dir.write_text("away")
+    log = PredictionLog(engine, buffer_rows=10, flush_interval=0.02, retry_max=0.1)
+    log.start()
+    log.submit(entry(8))
+    t0 = time.monotonic()
+    with pytest.raises(LogBufferFull, match="unavailable"):
+        log.submit(entry(5), wait=30)
+    assert time.monotonic() - t0 < 5 and log.rejected_rows == 5
+    log.close(timeout=0.2)
+
+
 def test_drop_mode_serves_and_counts_the_dropped_rows(tmp_path: Path) -> None:
     db_dir = tmp_path / "db"
     engine = make_engine(f"sqlite:///{db_dir / 'app.db'}")

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 
-from serving.app import new_prediction_ids
+from serving.app import _predictions_payload, new_prediction_ids
 from serving.metrics import observe_many
 from serving.settings import ServingSettings
 
@@ -58,3 +58,20 @@ def test_bulk_histogram_update_matches_one_observe_per_value() -> None:
         (s.labels, s.value) for s in sb if s.name.endswith("_bucket")
     ]
     assert pytest.approx(a._sum.get()) == b._sum.get()
+
+
+@pytest.mark.parametrize("name, version", [("credit-risk", "3"), ('we"ird \u00e9\\name', "12")])
+def test_the_response_assembled_from_encoded_answers_is_byte_for_byte_pydantics(name: str, version: str) -> None:
+    from pydantic_core import to_json
+
+    answers = [
+        {"probability_of_default": 0.25, "decision": "approve", "threshold": 0.5, "reason_codes": []},
+        {"p": 1e-07, "reason_codes": [{"feature": "purpose", "value": 'x"},{\u2028', "contribution": 0.1}]},
+        {},
+    ]
+    ids = new_prediction_ids(len(answers))
+    expected = to_json({"predictions": [{"prediction_id": i, "model": name, "version": version, **a} for i, a in zip(ids, answers, strict=True)]})
+    assert _predictions_payload(ids, name, version, [to_json(a) for a in answers]) == expected
+    assert _predictions_payload(ids[:1], name, version, [to_json(answers[2])]) == to_json(
+        {"predictions": [{"prediction_id": ids[0], "model": name, "version": version}]}
+    )
