@@ -1,4 +1,4 @@
-"""Serving's domain errors. Only :mod:`serving.app` turns them into HTTP statuses."""
+"""Serving's domain errors. Only :mod:`serving.http_errors` turns them into HTTP statuses."""
 
 from __future__ import annotations
 

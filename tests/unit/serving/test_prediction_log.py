@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from serving.app import new_prediction_ids
 from serving.errors import LogBufferFull
 from serving.predlog import PredictionLog
+from serving.state import new_prediction_ids
 from serving.store import LogEntry, make_engine
 
 

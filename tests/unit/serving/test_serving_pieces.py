@@ -9,9 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 
-from serving.app import _predictions_payload, new_prediction_ids
 from serving.metrics import observe_many
+from serving.routes.predict import _predictions_payload
 from serving.settings import ServingSettings
+from serving.state import new_prediction_ids
 
 
 def test_settings_take_comma_separated_lists_and_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,106 @@
+"""Operations routes: ``/health``, ``/ready``, ``/metrics``, ``/version``, ``GET /v1/models`` and
+``POST /admin/reload``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ledgerline import __version__
+from serving.http_errors import ErrorBody, error_response
+from serving.state import require_admin_key, require_api_key, state_of
+
+router = APIRouter()
+
+@router.get("/health", tags=["operations"], summary="the process is alive")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+@router.get(
+    "/ready",
+    tags=["operations"],
+    summary="every configured model is loaded (503 otherwise); details on registry and prediction log",
+    responses={503: {"description": "not every model is loaded"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    state = state_of(request)
+    models = {}
+    for name in state.holder.names:
+        m = state.holder.current(name)
+        st = state.holder.status[name]
+        models[name] = {
+            "loaded": m is not None,
+            "version": m.version if m else None,
+            "champion": st.champion,
+            "loaded_at": m.loaded_at.isoformat() if m else None,
+            "error": st.error,
+        }
+    ok = state.holder.ready
+    body = {
+        "ready": ok,
+        "models": models,
+        "registry": state.watcher.registry_status(),
+        "prediction_log": state.log.status(),
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+@router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
+         responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    state = state_of(request)
+    log = state.log
+    state.metrics.log_state(log.pending_rows, log.capacity, log.full, log.db_available)
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+@router.get("/version", tags=["operations"], summary="service, model and library versions")
+async def version(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    return {
+        "service": "ledgerline-serving",
+        "version": __version__,
+        "models": {n: (m.version if (m := state.holder.current(n)) else None) for n in state.holder.names},
+        "libraries": state.versions,
+        "started_at": state.started_at.isoformat(),
+    }
+
+@router.get(
+    "/v1/models",
+    tags=["predictions"],
+    summary="the served models, their versions and input fields",
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+)
+async def list_models(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    out = {}
+    for n in state.holder.names:
+        m = state.holder.current(n)
+        out[n] = None if m is None else {
+            "version": m.version,
+            "family": m.family,
+            "run_id": m.run_id,
+            "loaded_at": m.loaded_at.isoformat(),
+            "details": m.details,
+            "inputs": {c.name: c.describe() for c in m.schema.columns},
+            "example": m.schema.example,
+        }
+    return {"models": out}
+
+@router.post(
+    "/admin/reload",
+    tags=["operations"],
+    summary="check @champion now and hot-swap any model whose champion moved (admin key)",
+    dependencies=[Depends(require_admin_key)],
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def reload(request: Request) -> JSONResponse:
+    state = state_of(request)
+    report = state.watcher.check(force=True)
+    state.watcher.signal_others()
+    ok = report["registry"]["reachable"] is not False
+    if not ok:
+        detail = report["registry"]["last_error"] or "tracking server unreachable"
+        return error_response(503, f"{detail}; nothing was reloaded")
+    return JSONResponse(report)

@@ -1,0 +1,136 @@
+"""``POST /v1/models/{name}/predict``: a plain Starlette route on the hot path.
+
+It reads the body bytes itself and hands them to pydantic-core (no ``json.loads``, no
+FastAPI body machinery), answers with bytes encoded by pydantic-core, and only appends
+one entry to the prediction log's buffer. Its OpenAPI description is generated per
+served model from that model's request schema (:mod:`serving.openapi`).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Literal
+
+import anyio
+import numpy as np
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from pydantic_core import to_json
+
+from serving.errors import AuthError, BatchTooLarge, ServingError
+from serving.http_errors import status_for
+from serving.model import ServedModel, predict
+from serving.state import ServingState, authorize, new_prediction_ids, state_of
+from serving.store import LogEntry
+
+#: Bodies above this size are parsed and scored in a worker thread so small requests keep flowing.
+INLINE_BODY_BYTES = 32 * 1024
+
+
+def _score(body: bytes, model: ServedModel, t0: float) -> tuple[LogEntry, np.ndarray, bytes]:
+    """Validate, predict, encode the answer and the log rows: everything CPU-bound of a request."""
+    records = model.schema.parse(body)
+    answers, scores = predict(records, model)
+    ids = new_prediction_ids(len(records))
+    name, version = model.name, model.version
+    # each answer is encoded once: the same JSON goes into the response and into the log row
+    encoded = [to_json(a) for a in answers]
+    payload = _predictions_payload(ids, name, version, encoded)
+    entry = LogEntry(
+        name, version, datetime.now(UTC), ids,
+        [to_json(r).decode() for r in records], [a.decode() for a in encoded], scores.tolist(),
+        round((time.perf_counter() - t0) * 1000.0, 3),
+    )
+    return entry, scores, payload
+
+
+def _score_and_submit(body: bytes, model: ServedModel, t0: float, state: ServingState) -> tuple[LogEntry, np.ndarray, bytes]:
+    entry, scores, payload = _score(body, model, t0)
+    state.log.submit(entry, wait=state.settings.log_full_wait_seconds)
+    return entry, scores, payload
+
+
+def _predictions_payload(ids: list[str], name: str, version: str, encoded: list[bytes]) -> bytes:
+    """``to_json({"predictions": [{"prediction_id", "model", "version", **answer}, ...]})``, byte for
+    byte, from the answers' JSON objects (each ``{...}`` and non-empty) without encoding them again."""
+    mid = b'","model":' + to_json(name) + b',"version":' + to_json(version) + b","
+    parts = [b'{"predictions":[']
+    for i, (pid, a) in enumerate(zip(ids, encoded, strict=True)):
+        if i:
+            parts.append(b',{"prediction_id":"')
+        else:
+            parts.append(b'{"prediction_id":"')
+        parts.append(pid.encode())
+        if a == b"{}":  # an empty answer: no comma after the version
+            parts.append(mid[:-1] + b"}")
+        else:
+            parts.append(mid)
+            parts.append(a[1:])
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BatchTooLarge(f"the request body has {declared} bytes; the limit is {limit}: send smaller batches")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BatchTooLarge(f"the request body is larger than {limit} bytes: send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def predict_endpoint(request: Request) -> Response:
+    t0 = time.perf_counter()
+    state = state_of(request)
+    name = request.path_params["name"]
+    model: ServedModel | None = None
+    try:
+        authorize(request, state.api_keys, state.settings.api_key_header, "predictions")
+        model = state.holder.get(name)
+        body = await _read_body(request, state.settings.max_body_bytes)
+        if len(body) > INLINE_BODY_BYTES:
+            # in the worker thread, so a full buffer (the writer behind) can make it wait briefly instead of 503
+            entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state)
+        else:
+            entry, scores, payload = _score(body, model, t0)
+            state.log.submit(entry)
+        seconds = time.perf_counter() - t0
+    except ServingError as exc:
+        status = 401 if isinstance(exc, AuthError) and exc.missing else 403 if isinstance(exc, AuthError) else status_for(exc)
+        if model is not None:
+            state.metrics.requests.labels(model.name, model.version, str(status)).inc()
+        raise
+    state.metrics.observed(model.name, model.version, seconds, scores)
+    return Response(payload, media_type="application/json")
+
+
+# --------------------------------------------------------------------------- response models (OpenAPI)
+
+
+class ReasonCode(BaseModel):
+    feature: str
+    value: float | str | bool | None
+    contribution: float = Field(description="log-odds added to the risk by this field (TreeSHAP)")
+
+
+class CreditPrediction(BaseModel):
+    prediction_id: str
+    model: str
+    version: str
+    probability_of_default: float
+    decision: Literal["approve", "decline"]
+    threshold: float
+    reason_codes: list[ReasonCode] = Field(description="fields that pushed the risk up most, largest first")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[CreditPrediction]
+
+
