@@ -301,7 +301,7 @@ def main() -> int:
         from training.pipeline import TrainRequest, run_training
 
         log(f"training {MODEL} on {args.rows} generated rows through the pipeline")
-        result = run_training(settings, TrainRequest(model_name=MODEL, rows=args.rows, seed=7), lambda m: None)
+        result = run_training(settings, TrainRequest(family="credit-risk", model_name=MODEL, rows=args.rows, seed=7), lambda m: None)
         log(f"{MODEL} v{result.version} is @champion={result.champion}")
 
         from features.generator import credit_spec, generate_loan_applications

@@ -17,8 +17,8 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, task
 
+from ledgerline.families import FAMILIES
 from ledgerline.orchestration import REASONS, dag_config, retrain_dag_id
-from training.families import FAMILIES
 
 CONFIG = dag_config()
 

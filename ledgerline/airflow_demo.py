@@ -94,9 +94,9 @@ def ensure_airflow(settings: Settings, *, port: int = DEFAULT_PORT) -> list[str]
     a minute): the lines say where to look.
     """
     from ledgerline.demo import _write_pid
+    from ledgerline.families import FAMILIES
     from ledgerline.mlflow_server import start_process
     from ledgerline.orchestration import MONITORING_DAG_ID, retrain_dag_id
-    from training.families import FAMILIES
 
     home = airflow_home(settings)
     log = settings.home.resolve() / "logs" / "airflow.log"

@@ -235,7 +235,7 @@ def retrain_job(
     lookup: Lookup = env_lookup,
 ) -> RetrainJob:
     """Resolve a retrain run: params/run conf first, then Variables/env (``lookup``), then defaults."""
-    from training.families import FAMILIES
+    from ledgerline.families import FAMILIES
     from training.pipeline import TRIGGERS
 
     if family not in FAMILIES:
@@ -359,7 +359,7 @@ def gate(settings: Settings, job: RetrainJob, version: str) -> dict[str, Any]:
     """Challenger vs champion on the challenger's holdout; writes nothing. Returns the decision."""
     from training.pipeline import evaluate_gate
 
-    decision = evaluate_gate(settings, job.model_name, version, family_name=job.family)
+    decision = evaluate_gate(settings, job.model_name, version)
     logger.info("gate for %s v%s: %s (%s)", job.model_name, version,
                 "pass" if decision.passed else "fail", "; ".join(decision.reasons))
     return decision_to_dict(decision)
@@ -382,7 +382,7 @@ def promote(
     if current not in (gate_decision.champion_version, str(version)):
         logger.warning("@champion of %s moved to v%s after the gate compared with v%s; gating again",
                        job.model_name, current, gate_decision.champion_version)
-        gate_decision = evaluate_gate(settings, job.model_name, version, family_name=job.family)
+        gate_decision = evaluate_gate(settings, job.model_name, version)
     champion = record_gate(settings, job.model_name, version, gate_decision, trigger=job.reason, run_id=run_id)
     return {"version": str(version), "passed": gate_decision.passed, "champion": champion, "trigger": job.reason}
 
@@ -401,7 +401,7 @@ class MonitoredModel:
 
 def monitored_models(raw: str | None, *, family_of: Callable[[str], str | None] | None = None) -> list[MonitoredModel]:
     """Parse ``name[=family], ...``; without a family, the name itself or ``family_of(name)`` must give one."""
-    from training.families import FAMILIES
+    from ledgerline.families import FAMILIES
 
     if not raw or not raw.strip():
         return [MonitoredModel(f, f) for f in FAMILIES]

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="where immutable snapshots are written; default: home/data")
 
     credit_gate: GateThresholds = Field(default_factory=lambda: GateThresholds())
+    gates: dict[str, dict[str, dict[str, float | tuple[float, float] | None]]] = Field(
+        default_factory=dict,
+        description=(
+            "gate overrides per family or per model name (the model's wins): "
+            '{"<family or model>": {"<metric>": {"bound": x, "band": [lo, hi], "tolerance": t}}}; '
+            "JSON in LEDGERLINE_GATES"
+        ),
+    )
     seed: int = 42
 
     # --- derived locations -------------------------------------------------

@@ -453,6 +453,7 @@ def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
             from training.pipeline import TrainRequest, run_training
 
             req = TrainRequest(
+                family="credit-risk",
                 model_name=model_name, rows=rows, seed=seed, logical_date=logical_date, trigger=trigger
             )
             result = run_training(session_settings, req)

@@ -1,4 +1,5 @@
-"""The promotion gate: absolute floors plus challenger-vs-champion on the same holdout.
+"""The promotion gate: a family's metric rules (bounds, bands) plus challenger-vs-champion on the
+same holdout, within each rule's tolerance.
 
 ``decide`` is pure; ``training.pipeline`` evaluates both models, calls it, then writes
 the decision to the ledger and the registry.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ledgerline.settings import GateThresholds
+from ledgerline.families import GatePolicy
 
 
 @dataclass(frozen=True)
@@ -24,33 +25,35 @@ class GateDecision:
 
 def decide(
     challenger: Mapping[str, float],
-    thresholds: GateThresholds,
+    policy: GatePolicy,
     *,
     champion: Mapping[str, float] | None = None,
     champion_version: str | None = None,
 ) -> GateDecision:
     failed: list[str] = []
     passed: list[str] = []
+    notes: list[str] = []
 
     def check(ok: bool, text: str) -> None:
-        (passed if ok else failed).append(text)
+        if text:
+            (passed if ok else failed).append(text)
 
-    auc, pr, brier = challenger["roc_auc"], challenger["pr_auc"], challenger["brier"]
-    check(auc >= thresholds.min_roc_auc, f"roc_auc {auc:.4f} {'>=' if auc >= thresholds.min_roc_auc else '<'} floor {thresholds.min_roc_auc:.4f}")
-    check(pr >= thresholds.min_pr_auc, f"pr_auc {pr:.4f} {'>=' if pr >= thresholds.min_pr_auc else '<'} floor {thresholds.min_pr_auc:.4f}")
-    check(brier <= thresholds.max_brier, f"brier {brier:.4f} {'<=' if brier <= thresholds.max_brier else '>'} ceiling {thresholds.max_brier:.4f}")
-    if champion is not None:
-        bar = champion["roc_auc"] - thresholds.tolerance
-        ok = auc >= bar
-        check(
-            ok,
-            f"roc_auc {auc:.4f} {'within' if ok else 'worse than'} tolerance {thresholds.tolerance:.4f} "
-            f"of champion v{champion_version} ({champion['roc_auc']:.4f}) on the same holdout",
-        )
+    for rule in policy.rules:
+        if rule.metric not in challenger:
+            if rule.required:
+                failed.append(f"{rule.metric} was not measured on the holdout; the gate cannot pass without it")
+            else:
+                notes.append(f"{rule.metric} not measured (no labels?); not gated")
+            continue
+        value = float(challenger[rule.metric])
+        check(*rule.check_absolute(value))
+        if champion is not None and rule.tolerance is not None and rule.metric in champion:
+            check(*rule.check_against(value, float(champion[rule.metric]), f"champion v{champion_version} on the same holdout"))
     return GateDecision(
         passed=not failed,
         reasons=failed or passed,
         challenger=dict(challenger),
         champion=dict(champion) if champion is not None else None,
         champion_version=champion_version,
+        notes=notes,
     )

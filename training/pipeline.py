@@ -17,30 +17,25 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.sources import Snapshot, date_key, ingest, load_snapshot, read_table, snapshot_from_uri
-from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec, load_partial_spec
+from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
-from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, load_sklearn_model, set_version_tags
+from ledgerline.families import FAMILY_TAG, family_from_tags
+from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, set_version_tags
 from ledgerline.settings import Settings
-from training.families import Family, get_family
+from training.families import TrainingFamily, gate_policy, get_family
 from training.gate import GateDecision, decide
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 TRIGGERS = ("manual", "schedule", "drift", "performance")
-TEST_FRACTION = 0.2
-FEATURES_DIR = Path(__file__).resolve().parent.parent / "features"
-# skops (MLflow's safe default) refuses unknown types; these are ours and XGBoost's, nothing else.
-SKOPS_TRUSTED_TYPES = ["features.transform.TabularFeatures", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
 
 
 def _log_progress(msg: str) -> None:
@@ -49,7 +44,7 @@ def _log_progress(msg: str) -> None:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    family: str = "credit-risk"
+    family: str
     model_name: str | None = None
     data: Path | None = None  # None: the family's seeded generator
     spec_path: Path | None = None
@@ -128,7 +123,7 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
                 f"use another --model-name for a different labelling"
             )
         return spec, True
-    spec = infer_spec(
+    spec = family.infer_spec(
         raw, target=req.target, positive_label=req.positive_label, partial=partial, name=req.name
     )
     return spec, False
@@ -156,7 +151,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         raise LedgerlineError(f"unknown trigger '{req.trigger}'; use one of {list(TRIGGERS)}")
     family = get_family(req.family)
     seed = settings.seed if req.seed is None else req.seed
-    _params(family, seed, req.params)  # bad overrides fail before anything is written
+    family.params(seed, req.params)  # bad overrides fail before anything is written
     if req.data is None:
         data_seed = seed if req.seed is not None else _date_seed(settings.seed, req.logical_date)
         raw = family.generate(req.rows, data_seed)
@@ -165,7 +160,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         raw = read_table(req.data)
         source = str(Path(req.data).resolve())
     spec, frozen = resolve_spec(settings, req, raw)
-    conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
+    family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)
@@ -213,15 +208,16 @@ def validate(
     from expectations import validate as gx_validate
 
     _configure_mlflow(settings)
+    family = get_family(req.family)
     snap, spec = prepared.snapshot, prepared.spec
-    frame = conform(snap.load(), spec)
+    frame = family.conform(snap.load(), spec)
     exp_id = _experiment_id(settings, req.name)
     run = mlflow.MlflowClient().create_run(
         exp_id,
         run_name=f"{req.name}-{snap.logical_date}-{req.trigger}",
         tags={
             "ledgerline.model_name": req.name,
-            "ledgerline.family": req.family,
+            FAMILY_TAG: req.family,
             "ledgerline.trigger": req.trigger,
             "ledgerline.logical_date": snap.logical_date,
             "ledgerline.snapshot_uri": snap.uri,
@@ -236,9 +232,9 @@ def validate(
             with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local file
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = from_pandas(
-                    frame.drop(columns=[LABEL_COLUMN]),
+                    frame.drop(columns=[LABEL_COLUMN], errors="ignore"),
                     source=snap.uri,
-                    targets=spec.target,
+                    targets=spec.target or None,
                     name=f"{snap.dataset}@{snap.logical_date}",
                 )
             mlflow.log_input(dataset, context="training")
@@ -274,41 +270,9 @@ def validate(
     return run_id
 
 
-def split(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The deterministic train/test split of a conformed snapshot (the gate re-creates it)."""
-    from sklearn.model_selection import train_test_split
-
-    train_df, test_df = train_test_split(frame, test_size=TEST_FRACTION, stratify=frame[LABEL_COLUMN], random_state=seed)
-    return train_df, test_df
-
-
-def _params(family: Family, seed: int, overrides: Mapping[str, Any] | None) -> Any:
-    """The family's default hyper-parameters with the request's overrides, type-checked."""
-    import dataclasses
-
-    params = family.params(seed)
-    if not overrides:
-        return params
-    fields = {f.name: f for f in dataclasses.fields(params)}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise LedgerlineError(f"unknown parameter(s) {unknown} for {family.name}; known: {sorted(fields)}")
-    typed: dict[str, Any] = {}
-    for key, value in overrides.items():
-        current = getattr(params, key)
-        try:
-            if isinstance(current, bool):
-                typed[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-            else:
-                typed[key] = type(current)(value)
-        except (TypeError, ValueError) as exc:
-            raise LedgerlineError(f"parameter {key}={value!r} is not a {type(current).__name__}") from exc
-    return dataclasses.replace(params, **typed)
-
-
-def _pip_requirements() -> list[str]:
-    pkgs = ["mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"]
-    return [f"{p}=={pkg_version(p)}" for p in pkgs]
+def split(frame: pd.DataFrame, spec: DatasetSpec, seed: int, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The deterministic train/test split of a conformed snapshot, as the family defines it (the gate re-creates it)."""
+    return get_family(family).split(frame, spec, seed)
 
 
 def train_and_register(
@@ -316,53 +280,35 @@ def train_and_register(
 ) -> tuple[str, dict[str, float]]:
     """Train in the open run, log everything, register the model and point ``@challenger`` at it."""
     import mlflow
-    from mlflow.models import infer_signature
-
-    from training import credit_risk, plots
 
     _configure_mlflow(settings)
     family = get_family(req.family)
     seed = settings.seed if req.seed is None else req.seed
     spec = prepared.spec
-    frame = conform(prepared.snapshot.load(), spec)
-    train_df, test_df = split(frame, seed)
-    params = _params(family, seed, req.params)
-    features = spec.feature_names
+    frame = family.conform(prepared.snapshot.load(), spec)
+    train_df, test_df = family.split(frame, spec, seed)
+    params = family.params(seed, req.params)
     c = mlflow.MlflowClient()
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.set_tag("ledgerline.stage", "train")
             mlflow.log_params({**params.as_dict(), "rows_train": len(train_df), "rows_test": len(test_df), "split_seed": seed})
             with _step(progress, f"training {family.name} on {len(train_df)} rows"):
-                model = family.train(train_df[features], train_df[LABEL_COLUMN].to_numpy(), spec, params)
-            metrics = family.evaluate(model, test_df[features], test_df[LABEL_COLUMN].to_numpy())
+                model = family.train(train_df, spec, params)
+            metrics = family.evaluate(model, test_df, spec)
             mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-            progress("test metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "ks", "brier", "log_loss")))
-
-            y, p = test_df[LABEL_COLUMN].to_numpy(), credit_risk.predict_proba(model, test_df[features])
-            importance = credit_risk.feature_importance(model, test_df[features])
-            mlflow.log_figure(plots.roc_figure(y, p, metrics["roc_auc"]), "plots/roc_curve.png")
-            mlflow.log_figure(plots.calibration_figure(y, p), "plots/calibration.png")
-            mlflow.log_figure(plots.importance_figure(importance), "plots/feature_importance.png")
-            mlflow.log_dict(importance, "plots/feature_importance.json")
-
-            example = train_df[features].head(5)
-            signature = infer_signature(example, model.predict_proba(example))
+            shown = [k for k in family.headline_metrics if k in metrics]
+            progress("test metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in shown))
+            report = family.report(model, test_df, spec, metrics)
+            for path, figure in report.figures.items():
+                mlflow.log_figure(figure, path)
+            for path, document in report.documents.items():
+                mlflow.log_dict(document, path)
             with _step(progress, "logging model"):
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    signature=signature,
-                    input_example=example,
-                    pyfunc_predict_fn="predict_proba",
-                    code_paths=[str(FEATURES_DIR)],
-                    pip_requirements=_pip_requirements(),
-                    serialization_format="skops",
-                    skops_trusted_types=SKOPS_TRUSTED_TYPES,
-                )
+                model_uri = family.log_model(model, train_df, spec)
         # the run is complete (FINISHED); register last so a failure above registers nothing
         with _step(progress, f"registering {req.name}"):
-            mv = mlflow.register_model(info.model_uri, req.name, tags={"ledgerline.run_id": run_id})
+            mv = mlflow.register_model(model_uri, req.name, tags={"ledgerline.run_id": run_id, FAMILY_TAG: req.family})
             version = str(mv.version)
             try:
                 c.set_registered_model_alias(req.name, CHALLENGER, version)
@@ -375,7 +321,6 @@ def train_and_register(
                         "ledgerline.snapshot_uri": prepared.snapshot.uri,
                         "ledgerline.logical_date": prepared.snapshot.logical_date,
                         "ledgerline.split_seed": seed,
-                        "ledgerline.family": req.family,
                         **{f"ledgerline.test_{k}": round(v, 6) for k, v in metrics.items()},
                     },
                 )
@@ -391,7 +336,15 @@ def train_and_register(
     return version, metrics
 
 
-def _holdout_for_version(settings: Settings, name: str, version: str) -> tuple[pd.DataFrame, np.ndarray, DatasetSpec]:
+def version_family(settings: Settings, name: str, version: str) -> str:
+    """The family a registered version records; a version without one is an error, never a default."""
+    mv = client(settings).get_model_version(name, version)
+    return family_from_tags(mv.tags, f"{name} v{version}")
+
+
+def _holdout_for_version(
+    settings: Settings, name: str, version: str, family: TrainingFamily
+) -> tuple[pd.DataFrame, DatasetSpec]:
     """Re-create the challenger's test split from its snapshot and spec (both recorded on the run)."""
     import mlflow
 
@@ -407,38 +360,42 @@ def _holdout_for_version(settings: Settings, name: str, version: str) -> tuple[p
     import yaml
 
     spec = DatasetSpec.from_dict(yaml.safe_load(spec_text), source=f"run {run_id} data/spec.yaml")
-    frame = conform(load_snapshot(snapshot_uri), spec)
-    _, test_df = split(frame, seed)
-    return test_df[spec.feature_names], test_df[LABEL_COLUMN].to_numpy(), spec
+    frame = family.conform(load_snapshot(snapshot_uri), spec)
+    _, test_df = family.split(frame, spec, seed)
+    return test_df, spec
 
 
-def evaluate_gate(settings: Settings, name: str, version: str, *, family_name: str = "credit-risk") -> GateDecision:
+def evaluate_gate(settings: Settings, name: str, version: str) -> GateDecision:
     """Score ``version`` and the current champion on the version's holdout and decide; writes nothing.
 
-    The decision's ``champion_version`` is the champion it was compared with (None: there was none).
+    The family comes from the version's registry tag. The decision's ``champion_version`` is
+    the champion it was compared with (None: there was none).
     """
 
     _configure_mlflow(settings)
-    family = get_family(family_name)
+    family = get_family(version_family(settings, name, version))
     c = client(settings)
-    X_test, y_test, _ = _holdout_for_version(settings, name, version)
-    challenger_model = load_sklearn_model(f"models:/{name}/{version}")
-    challenger_metrics = family.evaluate(challenger_model, X_test, y_test)
+    test_df, spec = _holdout_for_version(settings, name, version, family)
+    challenger_model = family.load_model(f"models:/{name}/{version}")
+    challenger_metrics = family.evaluate(challenger_model, test_df, spec)
     champion_version = alias_version(c, name, CHAMPION)
     champion_metrics: dict[str, float] | None = None
     notes: list[str] = []
     if champion_version is not None and champion_version != str(version):
         try:
-            champion_model = load_sklearn_model(f"models:/{name}/{champion_version}")
-            champion_metrics = family.evaluate(champion_model, X_test, y_test)
+            champion_family = version_family(settings, name, champion_version)
+            if champion_family != family.name:
+                raise LedgerlineError(f"it is a {champion_family} model, the challenger a {family.name} model")
+            champion_model = family.load_model(f"models:/{name}/{champion_version}")
+            champion_metrics = family.evaluate(champion_model, test_df, spec)
         except Exception as exc:  # a champion trained on another schema cannot be compared
             notes.append(f"champion v{champion_version} could not score this holdout: {str(exc).splitlines()[0]}")
     decision = decide(
-        challenger_metrics, family.thresholds(settings), champion=champion_metrics, champion_version=champion_version
+        challenger_metrics, gate_policy(family, settings, name), champion=champion_metrics, champion_version=champion_version
     )
     if notes:
         decision = GateDecision(False, [*decision.reasons, *notes] if not decision.passed else notes,
-                                decision.challenger, None, champion_version, notes)
+                                decision.challenger, None, champion_version, [*decision.notes, *notes])
     return decision
 
 
@@ -499,7 +456,6 @@ def gate_and_promote(
     name: str,
     version: str,
     *,
-    family_name: str = "credit-risk",
     trigger: str = "manual",
     run_id: str | None = None,
     progress: Progress = _log_progress,
@@ -510,7 +466,7 @@ def gate_and_promote(
     decision and the champion version after it. (``evaluate_gate`` + ``record_gate``;
     the Airflow DAG runs them as two tasks.)
     """
-    decision = evaluate_gate(settings, name, version, family_name=family_name)
+    decision = evaluate_gate(settings, name, version)
     champion_after = record_gate(settings, name, version, decision, trigger=trigger, run_id=run_id, progress=progress)
     return decision, champion_after
 
@@ -525,7 +481,7 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = _lo
         version, metrics = train_and_register(settings, req, prepared, run_id, progress)
     with _step(progress, "[4/4] promotion gate"):
         decision, champion = gate_and_promote(
-            settings, req.name, version, family_name=req.family, trigger=req.trigger, run_id=run_id, progress=progress
+            settings, req.name, version, trigger=req.trigger, run_id=run_id, progress=progress
         )
     import mlflow
 
@@ -539,7 +495,7 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = _lo
         decision=decision,
         champion=champion,
         experiment_id=exp.experiment_id if exp else "",
-        artifacts=["plots/roc_curve.png", "plots/calibration.png", "plots/feature_importance.png", "validation/data_docs"],
+        artifacts=["plots/", "validation/data_docs"],
     )
 
 

@@ -79,6 +79,7 @@ def test_the_gate_refuses_a_worse_challenger_and_the_champion_stays(train_credit
     m = train_credit("credit-pipeline")
     lenient_floors = m.settings.model_copy(update={"credit_gate": GateThresholds(min_roc_auc=0.5, tolerance=0.01)})
     weak = TrainRequest(
+        family="credit-risk",
         model_name="credit-pipeline",
         rows=6000,
         seed=42,
@@ -121,7 +122,7 @@ def test_data_failing_its_suite_stops_the_pipeline_and_registers_nothing(session
     bad.to_parquet(path, index=False)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(credit_spec().to_yaml())
-    req = TrainRequest(model_name="credit-badvalidation", data=path, spec_path=spec_path, logical_date="2026-01-05")
+    req = TrainRequest(family="credit-risk", model_name="credit-badvalidation", data=path, spec_path=spec_path, logical_date="2026-01-05")
     with pytest.raises(ValidationFailed) as err:
         run_training(session_settings, req)
     message = str(err.value)

@@ -13,7 +13,7 @@ from training.pipeline import split
 def trained():
     spec = credit_spec()
     frame = conform(generate_loan_applications(12_000, seed=21), spec)
-    train_df, test_df = split(frame, seed=21)
+    train_df, test_df = split(frame, spec, 21, "credit-risk")
     model = credit_risk.train(train_df[spec.feature_names], train_df[LABEL_COLUMN].to_numpy(), spec)
     return spec, model, test_df
 

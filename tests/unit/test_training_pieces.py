@@ -4,6 +4,7 @@ import pytest
 from features.generator import credit_spec, generate_loan_applications
 from features.spec import conform
 from features.transform import TabularFeatures
+from ledgerline.families import GatePolicy, MetricRule, UnknownFamily
 from ledgerline.settings import GateThresholds, Settings
 from training.gate import decide
 from training.metrics import binary_metrics, ks_statistic
@@ -70,15 +71,21 @@ def _metrics(auc: float) -> dict[str, float]:
     return {"roc_auc": auc, "pr_auc": 0.3, "brier": 0.09}
 
 
+def _credit_policy(**thresholds: float) -> GatePolicy:
+    from training.families import get_family
+
+    return get_family("credit-risk").gate_policy(Settings(credit_gate=GateThresholds(**thresholds)))
+
+
 def test_gate_passes_a_good_first_model_and_refuses_one_below_the_floor():
-    t = GateThresholds(min_roc_auc=0.7, tolerance=0.01)
+    t = _credit_policy(min_roc_auc=0.7, tolerance=0.01)
     assert decide(_metrics(0.78), t).passed
     low = decide(_metrics(0.65), t)
     assert not low.passed and low.reasons == ["roc_auc 0.6500 < floor 0.7000"]
 
 
 def test_gate_refuses_a_challenger_worse_than_the_champion_beyond_tolerance():
-    t = GateThresholds(min_roc_auc=0.5, tolerance=0.01)
+    t = _credit_policy(min_roc_auc=0.5, tolerance=0.01)
     worse = decide(_metrics(0.74), t, champion=_metrics(0.78), champion_version="3")
     assert not worse.passed and "worse than tolerance 0.0100 of champion v3" in worse.reasons[0]
     close = decide(_metrics(0.775), t, champion=_metrics(0.78), champion_version="3")
@@ -93,3 +100,46 @@ def test_settings_honour_mlflow_tracking_uri_and_prefer_our_own(monkeypatch):
     assert Settings().tracking_uri == "http://ours:5000"
     monkeypatch.setenv("LEDGERLINE_CREDIT_GATE__MIN_ROC_AUC", "0.81")
     assert Settings().credit_gate.min_roc_auc == 0.81
+
+
+def test_gate_checks_lower_is_better_metrics_and_bands_by_their_direction():
+    policy = GatePolicy((MetricRule("mase", "lower", bound=1.0, tolerance=0.05), MetricRule("alert_rate", "higher", band=(0.004, 0.006))))
+    ok = decide({"mase": 0.8, "alert_rate": 0.005}, policy, champion={"mase": 0.78, "alert_rate": 0.005}, champion_version="2")
+    assert ok.passed, ok.reasons
+    worse = decide({"mase": 0.9, "alert_rate": 0.009}, policy, champion={"mase": 0.8}, champion_version="2")
+    assert not worse.passed
+    assert any("alert_rate 0.0090 outside band" in r for r in worse.reasons)
+    assert any("mase 0.9000 worse than tolerance 0.0500 of champion v2" in r for r in worse.reasons)
+
+
+def test_gate_refuses_a_challenger_missing_a_required_metric():
+    policy = GatePolicy((MetricRule("roc_auc", "higher", bound=0.5),))
+    d = decide({"pr_auc": 0.4}, policy)
+    assert not d.passed and "roc_auc was not measured" in d.reasons[0]
+
+
+def test_gate_overrides_apply_per_family_then_per_model():
+    from training.families import gate_policy, get_family
+
+    settings = Settings(gates={"credit-risk": {"roc_auc": {"bound": 0.8}}, "my-credit": {"roc_auc": {"tolerance": 0.2}}})
+    family = get_family("credit-risk")
+    assert gate_policy(family, settings, "credit-risk").rule("roc_auc").bound == 0.8
+    mine = gate_policy(family, settings, "my-credit").rule("roc_auc")
+    assert (mine.bound, mine.tolerance) == (0.8, 0.2)
+    with pytest.raises(Exception, match="unknown metrics"):
+        gate_policy(family, Settings(gates={"credit-risk": {"rocauc": {"bound": 0.8}}}), "credit-risk")
+
+
+def test_an_unknown_family_is_an_error_naming_the_known_ones():
+    from training.families import get_family
+
+    with pytest.raises(UnknownFamily, match="known families: .*credit-risk"):
+        get_family("credit")
+
+
+def test_a_version_without_a_family_tag_is_an_error_not_a_default():
+    from ledgerline.families import family_from_tags
+
+    with pytest.raises(UnknownFamily, match="carries no 'ledgerline.family' tag"):
+        family_from_tags({"ledgerline.run_id": "x"}, "m v1")
+    assert family_from_tags({"ledgerline.family": "credit-risk"}, "m v1") == "credit-risk"

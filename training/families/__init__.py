@@ -1,0 +1,118 @@
+"""The training side of a model family, and the lookup of a family's plug-in by name.
+
+A family's training module (``training/families/<stem>.py``, the stem from
+:data:`ledgerline.families.FAMILIES`) exposes ``FAMILY``, an object implementing
+:class:`TrainingFamily`. The pipeline, the gate and the DAGs know families only through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ledgerline.families import FAMILIES, GatePolicy, TargetKind, UnknownFamily, family_stem
+from ledgerline.settings import Settings
+
+if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from features.spec import DatasetSpec, PartialSpec
+
+#: A fitted model as a family's train step returns it. Its type is the family's business; the
+#: core only hands it back to the same family (evaluate, report, log_model).
+FittedModel = object
+
+
+class FamilyParams(Protocol):
+    """A family's hyper-parameters: a frozen dataclass with defaults, logged as run params."""
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+@dataclass
+class Report:
+    """What a family logs to the run besides metrics: figures (PNG) and JSON documents."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    documents: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TrainingFamily(Protocol):
+    name: str
+    target_kind: TargetKind
+    #: metrics printed after training and shown in version descriptions, in order
+    headline_metrics: tuple[str, ...]
+
+    # --- data contract ------------------------------------------------------------
+    def default_spec(self, model_name: str) -> DatasetSpec:
+        """The spec of the family's generated data."""
+        ...
+
+    def generate(self, rows: int, seed: int) -> pd.DataFrame:
+        """Deterministic, seeded raw data for demos, tests and the default retrain."""
+        ...
+
+    def infer_spec(
+        self, raw: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+    ) -> DatasetSpec:
+        """A spec for a user's table (types inferred, the user's YAML overriding)."""
+        ...
+
+    def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+        """The data in the spec's shape (labels conformed by the family's codec); DataError on junk."""
+        ...
+
+    def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The deterministic train/test split of a conformed frame (the gate re-creates it)."""
+        ...
+
+    # --- pure train / evaluate -------------------------------------------------------
+    def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
+        """Default hyper-parameters with overrides, type- and range-checked (LedgerlineError)."""
+        ...
+
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel: ...
+
+    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]: ...
+
+    def report(
+        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+    ) -> Report: ...
+
+    # --- gate policy -----------------------------------------------------------------
+    def gate_policy(self, settings: Settings) -> GatePolicy:
+        """The family's default rules (before per-family and per-model overrides)."""
+        ...
+
+    # --- model I/O -------------------------------------------------------------------
+    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        """Log the model to the active MLflow run; returns its model URI."""
+        ...
+
+    def load_model(self, model_uri: str) -> FittedModel: ...
+
+
+def get_family(name: str) -> TrainingFamily:
+    """The training plug-in of a registered family."""
+    stem = family_stem(name)
+    module = importlib.import_module(f"training.families.{stem}")
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, TrainingFamily):
+        raise UnknownFamily(f"training.families.{stem} does not define FAMILY implementing TrainingFamily")
+    return family
+
+
+def gate_policy(family: TrainingFamily, settings: Settings, model_name: str) -> GatePolicy:
+    """The family's rules with the settings' overrides: the family's first, then the model's."""
+    policy = family.gate_policy(settings)
+    policy = policy.with_overrides(settings.gates.get(family.name))
+    if model_name != family.name:
+        policy = policy.with_overrides(settings.gates.get(model_name))
+    return policy
+
+
+__all__ = ["FAMILIES", "FamilyParams", "FittedModel", "Report", "TrainingFamily", "gate_policy", "get_family"]

@@ -1,0 +1,165 @@
+"""Credit-risk scoring as a family plug-in: binary target, stratified holdout, XGBoost behind the
+shared tabular features, gated on ROC-AUC, PR-AUC and Brier score."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ledgerline.errors import LedgerlineError
+from ledgerline.families import GatePolicy, MetricRule, TargetKind
+from ledgerline.settings import Settings
+from training.families import FamilyParams, FittedModel, Report
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.spec import DatasetSpec, PartialSpec
+
+FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
+# skops (MLflow's safe default) refuses unknown types; these are ours and XGBoost's, nothing else.
+SKOPS_TRUSTED_TYPES = ["features.transform.TabularFeatures", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+TEST_FRACTION = 0.2
+
+
+def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, object] | None) -> FamilyParams:
+    """``defaults`` (a dataclass) with string or typed overrides converted to each field's type."""
+    if not overrides:
+        return defaults
+    fields = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise LedgerlineError(f"unknown parameter(s) {unknown} for {family}; known: {sorted(fields)}")
+    typed: dict[str, object] = {}
+    for key, value in overrides.items():
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, bool):
+                typed[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            else:
+                typed[key] = type(current)(value)
+        except (TypeError, ValueError) as exc:
+            raise LedgerlineError(f"parameter {key}={value!r} is not a {type(current).__name__}") from exc
+    return dataclasses.replace(defaults, **typed)  # type: ignore[type-var]
+
+
+def pip_requirements(*packages: str) -> list[str]:
+    return [f"{p}=={pkg_version(p)}" for p in packages]
+
+
+class CreditRiskFamily:
+    name = "credit-risk"
+    target_kind: TargetKind = "binary"
+    headline_metrics = ("roc_auc", "pr_auc", "ks", "brier", "log_loss")
+
+    # --- data contract --------------------------------------------------------------
+    def default_spec(self, model_name: str) -> DatasetSpec:
+        from features.generator import credit_spec
+
+        return credit_spec(model_name)
+
+    def generate(self, rows: int, seed: int) -> pd.DataFrame:
+        from features.generator import generate_loan_applications
+
+        return generate_loan_applications(rows, seed)
+
+    def infer_spec(
+        self, raw: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+    ) -> DatasetSpec:
+        from features.spec import infer_spec
+
+        return infer_spec(raw, target=target, positive_label=positive_label, partial=partial, name=name)
+
+    def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+        from features.spec import conform
+
+        return conform(raw, spec)
+
+    def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from sklearn.model_selection import train_test_split
+
+        from features.spec import LABEL_COLUMN
+
+        train_df, test_df = train_test_split(
+            frame, test_size=TEST_FRACTION, stratify=frame[LABEL_COLUMN], random_state=seed
+        )
+        return train_df, test_df
+
+    # --- train / evaluate -------------------------------------------------------------
+    def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
+        from training.credit_risk import CreditParams
+
+        return typed_params(CreditParams(seed=seed), self.name, overrides)
+
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        from features.spec import LABEL_COLUMN
+        from training import credit_risk
+
+        assert isinstance(params, credit_risk.CreditParams)
+        return credit_risk.train(frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy(), spec, params)
+
+    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+        from features.spec import LABEL_COLUMN
+        from training import credit_risk
+
+        return credit_risk.evaluate(model, frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy())  # type: ignore[arg-type]
+
+    def report(
+        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+    ) -> Report:
+        from features.spec import LABEL_COLUMN
+        from training import credit_risk, plots
+
+        X, y = frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy()
+        p = credit_risk.predict_proba(model, X)  # type: ignore[arg-type]
+        importance = credit_risk.feature_importance(model, X)  # type: ignore[arg-type]
+        return Report(
+            figures={
+                "plots/roc_curve.png": plots.roc_figure(y, p, metrics["roc_auc"]),
+                "plots/calibration.png": plots.calibration_figure(y, p),
+                "plots/feature_importance.png": plots.importance_figure(importance),
+            },
+            documents={"plots/feature_importance.json": dict(importance)},
+        )
+
+    # --- gate ---------------------------------------------------------------------------
+    def gate_policy(self, settings: Settings) -> GatePolicy:
+        t = settings.credit_gate
+        return GatePolicy(
+            (
+                MetricRule("roc_auc", "higher", bound=t.min_roc_auc, tolerance=t.tolerance),
+                MetricRule("pr_auc", "higher", bound=t.min_pr_auc),
+                MetricRule("brier", "lower", bound=t.max_brier),
+            )
+        )
+
+    # --- model I/O ------------------------------------------------------------------------
+    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        import mlflow
+        from mlflow.models import infer_signature
+
+        example = frame[spec.feature_names].head(5)
+        signature = infer_signature(example, model.predict_proba(example))  # type: ignore[attr-defined]
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            code_paths=[str(FEATURES_DIR)],
+            pip_requirements=pip_requirements("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"),
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        return str(info.model_uri)
+
+    def load_model(self, model_uri: str) -> FittedModel:
+        from ledgerline.registry import load_sklearn_model
+
+        return load_sklearn_model(model_uri)
+
+
+FAMILY = CreditRiskFamily()
