@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from monitoring import psi
 from features.labels import LabelCodec
+from monitoring import psi
 from monitoring.data import parse_dataset_source, snapshot_source
 from monitoring.decision import Decision, choose_reason, in_cooldown
 from monitoring.drift import compute_drift
@@ -335,7 +335,7 @@ def test_labels_the_feedback_api_stored_in_the_users_terms_are_decoded_by_the_sa
                                                "received_at": NOW - timedelta(days=1)}])
 
     labelled = load_labelled_window(url, "m", "1", NOW - timedelta(days=7), NOW, labels_until=NOW, codec=codec)
-    assert sorted(zip(labelled.p.round(1).tolist(), labelled.y.tolist())) == [
+    assert sorted(zip(labelled.p.round(1).tolist(), labelled.y.tolist(), strict=True)) == [
         (0.0, 1), (0.1, 0), (0.2, 0), (0.3, 1), (0.4, 0), (0.5, 1)
     ]
     assert labelled.undecodable == 1 and labelled.labelled == 6
