@@ -9,6 +9,7 @@ YAML format (every key but ``target`` and ``positive_label`` is optional)::
     name: my-loans
     target: Status
     positive_label: bad
+    negative_labels: [good]      # the other class(es); recorded at training, feedback accepts them
     id_column: loan_id           # kept out of the features
     drop: [branch_code]          # ignored columns
     positive_rate: [0.05, 0.40]  # allowed band for the share of positive labels
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from features.labels import LabelCodec
 from ledgerline.errors import DataError, SpecError
 
 ColumnKind = Literal["numeric", "categorical"]
@@ -72,6 +74,12 @@ class DatasetSpec:
     positive_rate: tuple[float, float] | None = None
     min_rows: int = 100
     extra: Mapping[str, Any] = field(default_factory=dict)
+    negative_labels: tuple[str, ...] = ()  # empty in specs frozen before they were recorded
+
+    @property
+    def label_codec(self) -> LabelCodec:
+        """The one definition of what the target's values mean (training, feedback, monitoring)."""
+        return LabelCodec.from_spec(self)
 
     @property
     def feature_names(self) -> list[str]:
@@ -104,6 +112,7 @@ class DatasetSpec:
             "name": self.name,
             "target": self.target,
             "positive_label": self.positive_label,
+            "negative_labels": list(self.negative_labels) if self.negative_labels else None,
             "id_column": self.id_column,
             "drop": list(self.drop),
             "positive_rate": list(self.positive_rate) if self.positive_rate else None,
@@ -129,6 +138,7 @@ class DatasetSpec:
             name=partial.name or "dataset",
             target=partial.target,
             positive_label=partial.positive_label,
+            negative_labels=tuple(partial.negative_labels),
             columns=tuple(_column_from_dict(n, d, source) for n, d in partial.columns.items()),
             id_column=partial.id_column,
             drop=tuple(partial.drop),
@@ -161,6 +171,7 @@ class PartialSpec:
     name: str | None = None
     target: str | None = None
     positive_label: str | None = None
+    negative_labels: list[str] = field(default_factory=list)
     id_column: str | None = None
     drop: list[str] = field(default_factory=list)
     positive_rate: tuple[float, float] | None = None
@@ -171,7 +182,7 @@ class PartialSpec:
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
         if not isinstance(raw, Mapping):
             raise SpecError(f"{source}: expected a mapping at the top level")
-        known = {"name", "target", "positive_label", "id_column", "drop", "positive_rate", "min_rows", "columns"}
+        known = {"name", "target", "positive_label", "negative_labels", "id_column", "drop", "positive_rate", "min_rows", "columns"}
         unknown = set(raw) - known
         if unknown:
             raise SpecError(f"{source}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -179,12 +190,18 @@ class PartialSpec:
         if not isinstance(cols, Mapping) or not all(isinstance(v, Mapping) for v in cols.values()):
             raise SpecError(f"{source}: 'columns' must map column names to {{type: ..., ...}}")
         band = raw.get("positive_rate")
+        negatives = raw.get("negative_labels")
+        if negatives is not None and not isinstance(negatives, (list, tuple, str, int)):
+            raise SpecError(f"{source}: negative_labels must be a list of label values, e.g. [good]")
+        if isinstance(negatives, (str, int)):
+            negatives = [negatives]
         if band is not None and (len(band) != 2 or not 0 <= float(band[0]) <= float(band[1]) <= 1):
             raise SpecError(f"{source}: positive_rate must be [low, high] with 0 <= low <= high <= 1")
         return cls(
             name=raw.get("name"),
             target=raw.get("target"),
             positive_label=None if raw.get("positive_label") is None else str(raw["positive_label"]),
+            negative_labels=[str(v) for v in negatives or []],
             id_column=raw.get("id_column"),
             drop=[str(c) for c in raw.get("drop") or []],
             positive_rate=None if band is None else (float(band[0]), float(band[1])),
@@ -317,12 +334,15 @@ def infer_spec(
     if not columns:
         raise DataError("the data has no feature columns besides the target; check the file and --target")
 
-    rate = float((df[target].astype(str) == str(positive_label)).mean())
+    negatives = tuple(partial.negative_labels) or observed_negatives(df, target, str(positive_label))
+    codec = LabelCodec(target, str(positive_label), negatives)
+    rate = float(codec.encode_training(df[target]).mean())
     band = partial.positive_rate or (max(0.0, rate * 0.5 - 0.01), min(1.0, rate * 1.5 + 0.01))
     return DatasetSpec(
         name=partial.name or name,
         target=target,
         positive_label=str(positive_label),
+        negative_labels=codec.negative_labels,
         columns=tuple(columns),
         id_column=id_column,
         drop=tuple(partial.drop or []),
@@ -339,6 +359,21 @@ def _looks_like_id(s: pd.Series, name: str) -> bool:
     lowered = name.lower()
     named = lowered in ID_NAMES or lowered.endswith("_id")
     return named and s.notna().all() and s.is_unique
+
+
+def observed_negatives(df: pd.DataFrame, target: str, positive_label: str) -> tuple[str, ...]:
+    """The target's values other than the positive label, as strings, sorted."""
+    return tuple(sorted({str(v) for v in df[target].dropna().unique()} - {str(positive_label)}))
+
+
+def with_observed_labels(spec: DatasetSpec, df: pd.DataFrame) -> DatasetSpec:
+    """``spec`` with its negative labels recorded from ``df`` when it has none yet (older frozen specs).
+
+    Training logs this spec with the run, so serving and monitoring can rebuild the label codec.
+    """
+    if spec.negative_labels or spec.target not in df.columns:
+        return spec
+    return replace(spec, negative_labels=observed_negatives(df, spec.target, spec.positive_label))
 
 
 def check_target(df: pd.DataFrame, target: str, positive_label: str | None) -> None:
@@ -384,7 +419,8 @@ def coerce_numeric(series: pd.Series, name: str) -> pd.Series:
 
 
 def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """The data in the spec's shape: feature columns coerced, label mapped to 0/1 in LABEL_COLUMN.
+    """The data in the spec's shape: feature columns coerced, label mapped to 0/1 in LABEL_COLUMN
+    by the spec's label codec (1 = the positive label).
 
     Raises DataError for missing columns or junk, before anything is validated or trained.
     """
@@ -404,7 +440,7 @@ def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         else:
             out[col.name] = s.astype(str).astype("object").where(s.notna(), None)
     out[spec.target] = df[spec.target].astype(str)
-    out[LABEL_COLUMN] = (out[spec.target] == spec.positive_label).astype("int64")
+    out[LABEL_COLUMN] = spec.label_codec.encode_training(df[spec.target])
     return out.reset_index(drop=True)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from features.labels import LabelCodec
 from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
@@ -334,30 +335,13 @@ def count_by_version(url: str, model_name: str, start: datetime, end: datetime) 
         return {str(v): int(n) for v, n in conn.execute(q)}
 
 
-def label_to_int(label: str | None, positive_label: str) -> int | None:
-    """1 when ``label`` means the positive class, 0 otherwise, None when there is no label."""
-    if label is None:
-        return None
-    s, pos = str(label).strip().lower(), str(positive_label).strip().lower()
-    if s == "":
-        return None
-    if s == pos:
-        return 1
-    try:
-        return int(float(s) == float(pos))
-    except ValueError:
-        pass
-    if pos in ("1", "true", "yes"):
-        return int(s in ("1", "true", "yes", "y", "t"))
-    return 0
-
-
 @dataclass(frozen=True)
 class LabelledWindow:
     y: np.ndarray
     p: np.ndarray
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
+    undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
 
 
 def load_labelled_window(
@@ -368,9 +352,13 @@ def load_labelled_window(
     end: datetime,
     *,
     labels_until: datetime,
-    positive_label: str,
+    codec: LabelCodec,
 ) -> LabelledWindow:
-    """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``."""
+    """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
+
+    Feedback stores labels in the codec's canonical form; ``codec.decode`` turns them into 1 (the
+    positive class) or 0, the same definition training used.
+    """
     import numpy as np
 
     p, f = db.predictions.c, db.feedback.c
@@ -385,9 +373,17 @@ def load_labelled_window(
         rows = conn.execute(joined).all()
         n_total = int(conn.execute(total).scalar_one())
     ys, ps = [], []
+    bad: list[str] = []
     for score, label in rows:
-        y = label_to_int(label, positive_label)
-        if y is not None:
-            ys.append(y)
-            ps.append(float(score))
-    return LabelledWindow(np.asarray(ys, dtype=np.int64), np.asarray(ps, dtype=np.float64), n_total, len(ys))
+        try:
+            ys.append(codec.decode(label))
+        except ValueError:
+            bad.append(str(label))
+            continue
+        ps.append(float(score))
+    if bad:
+        logger.warning(
+            "feedback of %s: %d stored labels are not canonical ('1'/'0') and were left out, e.g. %s",
+            model_name, len(bad), sorted(set(bad))[:5],
+        )
+    return LabelledWindow(np.asarray(ys, dtype=np.int64), np.asarray(ps, dtype=np.float64), n_total, len(ys), len(bad))

@@ -280,10 +280,12 @@ def run_performance_job(
         start,
         end,
         labels_until=now,
-        positive_label=champion.spec.positive_label,
+        codec=champion.spec.label_codec,
     )
     result = evaluate_performance(labelled.y, labelled.p, champion.offline_metrics, mon, predictions=labelled.predictions)
     summary = result.summary()
+    if labelled.undecodable:
+        summary["undecodable_labels"] = labelled.undecodable
     metrics = {"labelled_rows": float(result.labelled), "predictions": float(result.predictions)}
     metrics.update({f"live_{k}": v for k, v in result.metrics.items()})
     metrics.update({f"offline_{k}": v for k, v in result.baseline.items()})

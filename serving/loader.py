@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from features.labels import LabelCodec
 from ledgerline.registry import CHAMPION
 from ledgerline.settings import Settings
 from serving.errors import ModelLoadError, RegistryUnavailable
@@ -181,6 +182,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         run_id=ref.run_id,
         source=f"models:/{ref.name}/{ref.version}",
         details=details,
+        label_codec=spec.label_codec if spec is not None else LabelCodec.canonical_only(),
     )
     warm_up(model)
     logger.info("loaded %s v%s (%s) in %.1fs", ref.name, ref.version, ref.family, time.perf_counter() - t0)

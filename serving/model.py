@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from features.labels import LabelCodec
 from serving.schema import RecordSchema
 from serving.settings import ServingSettings
 
@@ -31,6 +32,8 @@ class ServedModel:
     run_id: str | None = None
     source: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    #: what the model's outcomes are called (from its training spec); feedback is accepted and stored through it
+    label_codec: LabelCodec = field(default_factory=LabelCodec.canonical_only)
 
 
 def predict(records: Sequence[Mapping[str, Any]], model: ServedModel) -> tuple[list[dict[str, Any]], np.ndarray]:

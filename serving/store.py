@@ -275,7 +275,7 @@ def record_feedback(engine: Engine, prediction_id: str, label: str, *, now: date
     Posting the same label again is a no-op (``created=False``); a different label for an
     already labelled prediction raises FeedbackConflict; an unknown id raises UnknownPrediction.
     """
-    now = now or datetime.now(UTC)
+    now = _as_utc(now or datetime.now(UTC))
     fb = db.feedback
     try:
         with engine.begin() as conn:
@@ -297,9 +297,15 @@ def record_feedback(engine: Engine, prediction_id: str, label: str, *, now: date
             ).one()
     except DB_DOWN_ERRORS as exc:
         raise StoreUnavailable("the feedback store (app database) is unreachable; retry the same request later") from exc
+    received_at = _as_utc(existing.received_at)  # SQLite hands back naive times, Postgres the session's zone
     if existing.label != label:
         raise FeedbackConflict(
             f"prediction '{prediction_id}' already has feedback with label '{existing.label}' "
-            f"(received {existing.received_at:%Y-%m-%d %H:%M:%S}); a label is recorded once and not overwritten"
+            f"(received {received_at:%Y-%m-%d %H:%M:%S} UTC); a label is recorded once and not overwritten"
         )
-    return FeedbackResult(prediction_id, model_name, label, existing.received_at, False)
+    return FeedbackResult(prediction_id, model_name, label, received_at, False)
+
+
+def _as_utc(ts: datetime) -> datetime:
+    """``ts`` as an aware UTC time; a naive time from the database is UTC (it was written as UTC)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)

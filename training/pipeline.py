@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from features.sources import Snapshot, date_key, ingest, load_snapshot, read_table, snapshot_from_uri
-from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec
+from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec, with_observed_labels
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
 from ledgerline.families import FAMILY_TAG, family_from_tags
@@ -160,6 +160,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         raw = read_table(req.data)
         source = str(Path(req.data).resolve())
     spec, frozen = resolve_spec(settings, req, raw)
+    spec = with_observed_labels(spec, raw)  # the run's spec records every label value (the label codec)
     family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")

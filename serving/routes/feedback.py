@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from features.labels import LabelCodec, LabelError
 from serving import store
 from serving.errors import InvalidRecords, ServingError, StoreUnavailable, UnknownPrediction
 from serving.http_errors import ErrorBody
 from serving.state import ServingState, require_api_key, state_of
 
 router = APIRouter()
-
-#: Allowed feedback labels per family, normalised to what the feedback table stores.
-FEEDBACK_LABELS: dict[str, dict[Any, str]] = {"credit-risk": {0: "0", 1: "1", "0": "0", "1": "1"}}
-
 
 
 class FeedbackRequest(BaseModel):
@@ -31,7 +28,12 @@ class FeedbackRequest(BaseModel):
         description="the prediction_id a /predict answer returned"
     )
     label: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)] | Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")] = Field(
-        description="the outcome; credit-risk: 1 = defaulted, 0 = repaid"
+        description=(
+            "the outcome in the model's own terms: a label value of its training data's target (e.g. 'bad' or "
+            "'good'), or 1 for the positive class (the event the model scores, e.g. a default) and 0 for the "
+            "negative class. Where the training data itself uses 0/1, those keep the data's meaning. Stored as "
+            "'1' (positive) or '0' (negative); any other value is refused with 422 listing the allowed values"
+        )
     )
 
 
@@ -39,21 +41,17 @@ class FeedbackResponse(BaseModel):
     status: Literal["recorded", "duplicate"]
     prediction_id: str
     model: str
-    label: str
+    label: str = Field(description="the stored outcome: '1' = the positive class, '0' = the negative class")
     received_at: datetime
 
 
-def _normalise_label(family: str, label: int | str) -> str:
-    allowed = FEEDBACK_LABELS.get(family)
-    if allowed is None:
-        return str(label)
+def _normalise_label(codec: LabelCodec, label: int | str) -> str:
+    """The user's outcome in the codec's canonical form ('1' positive, '0' negative); 422 otherwise."""
     try:
-        return allowed[label]
-    except KeyError:
-        shown = sorted({repr(k) for k in allowed})
+        return codec.accept(label)
+    except LabelError as exc:
         raise InvalidRecords(
-            f"label {label!r} is not a {family} outcome; use one of {', '.join(shown)}",
-            [{"field": "body.label", "message": f"must be one of {', '.join(shown)}", "type": "label"}],
+            str(exc), [{"field": "body.label", "message": f"must be one of {codec.describe()}", "type": "label"}]
         ) from None
 
 
@@ -76,8 +74,9 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
             f"no prediction with id '{pid}' was logged; send the prediction_id that a /predict answer returned"
         )
     current = state.holder.current(model_name)
-    family = current.family if current is not None else "credit-risk"
-    label = _normalise_label(family, req.label)
+    # a model no longer served: only the canonical 0/1 are unambiguous
+    codec = current.label_codec if current is not None else LabelCodec.canonical_only()
+    label = _normalise_label(codec, req.label)
     return store.record_feedback(state.engine, pid, label)
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
+from features.labels import LabelCodec
 from monitoring import psi
-from monitoring.data import label_to_int, parse_dataset_source, snapshot_source
+from monitoring.data import parse_dataset_source, snapshot_source
 from monitoring.decision import Decision, choose_reason, in_cooldown
 from monitoring.drift import compute_drift
 from monitoring.performance import evaluate_performance, label_window, label_window_closed
@@ -179,11 +180,24 @@ def test_too_few_labels_or_one_class_give_not_enough_data() -> None:
 
 
 @pytest.mark.parametrize(
-    ("label", "positive", "expected"),
-    [("1", "1", 1), ("0", "1", 0), ("1.0", "1", 1), ("true", "1", 1), (" default ", "default", 1), ("repaid", "default", 0), ("", "1", None), (None, "1", None)],
+    ("positive", "negatives", "sent", "expected"),
+    [
+        ("bad", ("good",), "bad", 1),
+        ("bad", ("good",), "good", 0),
+        ("bad", ("good",), 1, 1),  # canonical 1 is the positive class, not "not 'bad'"
+        ("bad", ("good",), "0", 0),
+        ("1", ("0",), 1, 1),
+        ("1", ("0",), "0", 0),
+        ("0", ("1",), "0", 1),  # the data's own 0/1 keep their meaning: no inversion
+        ("0", ("1",), 1, 0),
+        ("default", ("repaid",), " Default ", 1),
+    ],
 )
-def test_labels_map_to_the_positive_class(label: str | None, positive: str, expected: int | None) -> None:
-    assert label_to_int(label, positive) == expected
+def test_what_feedback_stores_decodes_to_what_the_user_meant(
+    positive: str, negatives: tuple[str, ...], sent: str | int, expected: int
+) -> None:
+    codec = LabelCodec("status", positive, negatives)
+    assert codec.decode(codec.accept(sent)) == expected
 
 
 # --- the decision ----------------------------------------------------------------------------
@@ -283,7 +297,7 @@ def test_the_window_and_the_decision_rows_work_on_sqlite(tmp_path) -> None:
     assert len(window) == 7  # days 1..7 of version 2 ([start, end) excludes day 0 at NOW)
     assert window["x"].dtype == "float64" and window["x"].isna().sum() == 1 and window.attrs["junk"] == {"x": 1}
     assert set(window["c"].dropna()) == {"a"} and window[SCORE_COLUMN].notna().all()
-    labelled = load_labelled_window(url, "m", "2", NOW - timedelta(days=7), NOW, labels_until=NOW, positive_label="1")
+    labelled = load_labelled_window(url, "m", "2", NOW - timedelta(days=7), NOW, labels_until=NOW, codec=LabelCodec.canonical_only())
     assert labelled.labelled == 1 and labelled.predictions == 7 and labelled.y.tolist() == [1]
 
     with store.decision_lock(url, "m") as conn:
@@ -294,3 +308,34 @@ def test_the_window_and_the_decision_rows_work_on_sqlite(tmp_path) -> None:
     assert store.pending(url, "m")[0].decided_at == NOW and store.pending(url, "m")[0].evidence == {"psi": None}
     assert store.mark_acted(url, d.decision_id, "run-1") and store.mark_acted(url, d.decision_id, "run-1")
     assert not store.mark_acted(url, d.decision_id, "run-2") and store.pending(url, "m") == []
+
+
+def test_labels_the_feedback_api_stored_in_the_users_terms_are_decoded_by_the_same_codec(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ledgerline import db
+    from monitoring.data import load_labelled_window
+    from serving.store import record_feedback
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    codec = LabelCodec("Status", "bad", ("good",))
+    sent = ["bad", "good", "good", 1, 0, "bad"]
+    rows = [
+        {"prediction_id": f"p{i}", "model_name": "m", "model_version": "1", "created_at": NOW - timedelta(days=2),
+         "inputs": {}, "outputs": {}, "score": 0.1 * i}
+        for i in range(len(sent) + 1)
+    ]
+    engine = db.engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(db.predictions), rows)
+    for i, label in enumerate(sent):
+        record_feedback(engine, f"p{i}", codec.accept(label), now=NOW - timedelta(days=1))
+    with engine.begin() as conn:  # written by hand, outside the API: not canonical
+        conn.execute(sa.insert(db.feedback), [{"prediction_id": f"p{len(sent)}", "model_name": "m", "label": "bad",
+                                               "received_at": NOW - timedelta(days=1)}])
+
+    labelled = load_labelled_window(url, "m", "1", NOW - timedelta(days=7), NOW, labels_until=NOW, codec=codec)
+    assert sorted(zip(labelled.p.round(1).tolist(), labelled.y.tolist(), strict=True)) == [
+        (0.0, 1), (0.1, 0), (0.2, 0), (0.3, 1), (0.4, 0), (0.5, 1)
+    ]
+    assert labelled.undecodable == 1 and labelled.labelled == 6

@@ -97,3 +97,20 @@ def test_generator_is_deterministic_and_realistic():
     hi = a[a.debt_to_income > a.debt_to_income.quantile(0.8)]["default"].mean()
     lo = a[a.debt_to_income < a.debt_to_income.quantile(0.2)]["default"].mean()
     assert hi > lo * 1.5
+
+
+def test_negative_labels_in_yaml_may_be_one_value_or_a_list():
+    base = {"target": "Status", "positive_label": "bad", "columns": {"a": {"type": "numeric"}}}
+    assert DatasetSpec.from_dict({**base, "negative_labels": "good"}).negative_labels == ("good",)
+    assert DatasetSpec.from_dict({**base, "negative_labels": ["good"]}).negative_labels == ("good",)
+    with pytest.raises(SpecError, match="negative_labels must be a list"):
+        PartialSpec.from_dict({**base, "negative_labels": {"good": 0}})
+
+
+def test_a_spec_frozen_before_negative_labels_gets_them_from_the_data():
+    from features.spec import with_observed_labels
+
+    legacy = credit_spec()
+    assert legacy.negative_labels == ()
+    filled = with_observed_labels(legacy, generate_loan_applications(50, seed=3))
+    assert filled.negative_labels == ("0",) and "negative_labels" in filled.to_dict()

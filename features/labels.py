@@ -1,0 +1,147 @@
+"""The label codec: one definition of what a binary outcome means, from training to monitoring.
+
+Canonical form: the string ``"1"`` for the positive class (the event the model scores, e.g.
+a default) and ``"0"`` for the negative class, ALWAYS, whatever the dataset calls them.
+Training labels are encoded to 1/0 with it, feedback is stored in it, and monitoring
+decodes it to 1/0 again.
+
+A user gives an outcome in their own terms: the dataset's label values (``"bad"``,
+``"good"``) or the canonical ``0``/``1``. When the dataset itself uses ``"0"``/``"1"``
+(or one of them), the dataset's meaning wins: with positive label ``"0"``, an outcome
+``"0"`` is the positive class (canonical ``"1"``), so nothing is inverted relative to the
+training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ledgerline.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+POSITIVE = "1"
+NEGATIVE = "0"
+CANONICAL = (NEGATIVE, POSITIVE)
+
+
+class LabelError(ValueError):
+    """A user's outcome value is not one the codec knows; ``allowed`` lists the accepted values."""
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class _HasLabels(Protocol):
+    """The part of a dataset spec the codec reads."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def positive_label(self) -> str: ...
+    @property
+    def negative_labels(self) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class LabelCodec:
+    """Binary labels of one dataset: ``positive_label`` is the event, ``negative_labels`` the rest.
+
+    ``negative_labels`` may be empty for a spec written before they were recorded: then every
+    value other than the positive label is negative at training, and feedback accepts only
+    the positive label and the canonical 0/1.
+    """
+
+    target: str
+    positive_label: str
+    negative_labels: tuple[str, ...] = ()
+    _table: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pos = str(self.positive_label)
+        negs = tuple(str(v) for v in self.negative_labels)
+        if pos in negs:
+            raise DataError(f"label '{pos}' of '{self.target}' cannot be both the positive and a negative label")
+        if not negs and pos in CANONICAL:  # a 0/1 dataset: the other token is the negative class
+            negs = (POSITIVE if pos == NEGATIVE else NEGATIVE,)
+        object.__setattr__(self, "positive_label", pos)
+        object.__setattr__(self, "negative_labels", negs)
+        table = {pos: POSITIVE, **{n: NEGATIVE for n in negs}}
+        for token in (POSITIVE, NEGATIVE):  # 0/1 aliases only where they do not collide with the dataset's own values
+            table.setdefault(token, token)
+        object.__setattr__(self, "_table", table)
+
+    @classmethod
+    def from_spec(cls, spec: _HasLabels) -> LabelCodec:
+        return cls(spec.target, spec.positive_label, tuple(spec.negative_labels))
+
+    @classmethod
+    def canonical_only(cls, target: str = "label") -> LabelCodec:
+        """A codec knowing nothing but the canonical 0/1 (1 = the positive class)."""
+        return cls(target, POSITIVE, (NEGATIVE,))
+
+    # --- training ----------------------------------------------------------------------------
+    def encode_training(self, series: pd.Series) -> np.ndarray:
+        """Raw target values -> int64 array, 1 for the positive label and 0 otherwise.
+
+        With recorded negative labels, a value that is neither raises DataError (a new
+        snapshot must not silently relabel an unseen class as negative).
+        """
+        values = series.astype(str)
+        if self.negative_labels:
+            known = {self.positive_label, *self.negative_labels}
+            unknown = sorted(set(values.unique()) - known)
+            if unknown:
+                raise DataError(
+                    f"target column '{self.target}' has values {unknown[:5]} the spec does not know; its labels are "
+                    f"'{self.positive_label}' (positive) and {list(self.negative_labels)} (negative): fix the data, "
+                    f"or train a new --model-name for a different labelling"
+                )
+        return (values == self.positive_label).to_numpy(dtype=np.int64)
+
+    # --- feedback ----------------------------------------------------------------------------
+    @property
+    def allowed_values(self) -> tuple[str, ...]:
+        """What ``accept`` takes: the dataset's labels first (positive, then negatives), then 0/1 aliases."""
+        return tuple(self._table)
+
+    def describe(self) -> str:
+        """The allowed values with their meaning, for error messages and API docs."""
+        parts = []
+        for value, canonical in self._table.items():
+            meaning = "positive" if canonical == POSITIVE else "negative"
+            parts.append(f"'{value}' ({meaning})")
+        return ", ".join(parts)
+
+    def accept(self, value: object) -> str:
+        """A user's outcome -> the canonical ``"1"``/``"0"``; LabelError names the allowed values."""
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise LabelError(f"label {value!r} must be a string or an integer; use one of {self.describe()}", self.allowed_values)
+        text = str(value).strip()
+        found = self._table.get(text)
+        if found is None:  # case-insensitive, when that is unambiguous
+            folded = [c for v, c in self._table.items() if v.casefold() == text.casefold()]
+            if len(set(folded)) == 1:
+                found = folded[0]
+        if found is None:
+            raise LabelError(
+                f"label {value!r} is not an outcome of '{self.target}'; use one of {self.describe()}", self.allowed_values
+            )
+        return found
+
+    # --- monitoring --------------------------------------------------------------------------
+    @staticmethod
+    def decode(canonical: str) -> int:
+        """A stored canonical label -> 1 (positive) or 0; ValueError for anything else."""
+        text = str(canonical).strip()
+        if text == POSITIVE:
+            return 1
+        if text == NEGATIVE:
+            return 0
+        raise ValueError(f"stored label {canonical!r} is not canonical ('1' or '0')")

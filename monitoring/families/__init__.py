@@ -1,0 +1,69 @@
+"""The monitoring side of a model family, and the lookup of a family's plug-in by name.
+
+A family's monitoring module (``monitoring/families/<stem>.py``) exposes ``FAMILY``, an object
+implementing :class:`MonitoringFamily`: the monitored score of the reference data, the live
+metrics computed from feedback labels (decoded with the family's label codec) and from
+the prediction log alone, and the rules that turn them into "degraded".
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ledgerline.families import MetricRule, UnknownFamily, family_stem
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from features.spec import DatasetSpec
+    from monitoring.settings import MonitoringSettings
+
+
+class InsufficientLabels(Exception):
+    """The labelled window cannot give the family's live metrics (e.g. one class only); the text says why."""
+
+
+@runtime_checkable
+class MonitoringFamily(Protocol):
+    name: str
+
+    def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+        """The monitored score of every reference row, as serving logs it."""
+        ...
+
+    def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        """Live metric vs the champion's offline test metric of the same name, with tolerance."""
+        ...
+
+    def live_metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Metrics of labelled predictions (``y`` decoded by the label codec); InsufficientLabels when impossible."""
+        ...
+
+    def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        """Label-free checks on the prediction log window (e.g. an alert rate band); empty for none."""
+        ...
+
+    def window_metrics(self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]]) -> dict[str, float]:
+        """Label-free metrics of the window's predictions, for :meth:`window_rules`."""
+        ...
+
+
+def get_monitoring_family(name: str) -> MonitoringFamily:
+    """The monitoring plug-in of a registered family."""
+    stem = family_stem(name)
+    try:
+        module = importlib.import_module(f"monitoring.families.{stem}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"monitoring.families.{stem}":
+            raise
+        raise UnknownFamily(f"model family '{name}' has no monitoring plug-in (monitoring/families/{stem}.py)") from None
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, MonitoringFamily):
+        raise UnknownFamily(f"monitoring.families.{stem} does not define FAMILY implementing MonitoringFamily")
+    return family
+
+
+__all__ = ["InsufficientLabels", "MonitoringFamily", "get_monitoring_family"]

@@ -1,0 +1,96 @@
+"""The serving side of a model family, and the lookup of a family's plug-in by name.
+
+A family's serving module (``serving/families/<stem>.py``) exposes ``FAMILY``, an object
+implementing :class:`ServingFamily`: how a logged model is loaded, which request fields it
+takes, the predictor that answers validated records, the answer model shown in OpenAPI,
+how an answer becomes flat file columns, and the label codec feedback uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from ledgerline.families import UnknownFamily, family_stem
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from features.spec import DatasetSpec
+    from serving.schema import Column
+    from serving.settings import ServingSettings
+
+#: A validated record, as the request schema produced it.
+Record = Mapping[str, object]
+#: One answer per record (the family's JSON object) and the monitored score per record.
+Predictor = Callable[[Sequence[Record]], "tuple[list[dict[str, object]], np.ndarray]"]
+
+
+class PredictionBase(BaseModel):
+    """What every answer carries; a family's answer model extends it with its own fields."""
+
+    prediction_id: str = Field(description="send it back with POST /v1/feedback")
+    model: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """What a family's predictor may use besides the model object."""
+
+    model_name: str
+    version: str
+    settings: ServingSettings
+    spec: DatasetSpec | None
+    model_dir: Path  # the downloaded model folder (artifacts logged next to the model live here)
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ServingFamily(Protocol):
+    name: str
+    #: the family's answer as OpenAPI shows it (extends PredictionBase)
+    answer_model: type[PredictionBase]
+    #: flat columns an answer adds to a scored file (``ledgerline score``), in order
+    answer_columns: tuple[str, ...]
+
+    def load(self, model_dir: Path) -> object:
+        """The model object from a downloaded MLflow model folder."""
+        ...
+
+    def request_columns(
+        self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
+    ) -> list[Column]:
+        """The request fields: usually the signature's inputs with the spec's limits."""
+        ...
+
+    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+        """The predictor of one loaded version and details shown in ``GET /v1/models``."""
+        ...
+
+    def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
+        """An answer as the flat values of :attr:`answer_columns`."""
+        ...
+
+
+def get_serving_family(name: str) -> ServingFamily:
+    """The serving plug-in of a registered family."""
+    stem = family_stem(name)
+    try:
+        module = importlib.import_module(f"serving.families.{stem}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"serving.families.{stem}":
+            raise
+        raise UnknownFamily(f"model family '{name}' has no serving plug-in (serving/families/{stem}.py)") from None
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, ServingFamily):
+        raise UnknownFamily(f"serving.families.{stem} does not define FAMILY implementing ServingFamily")
+    return family
+
+
+__all__ = ["PredictionBase", "Predictor", "Record", "ServingContext", "ServingFamily", "get_serving_family"]

@@ -1,0 +1,88 @@
+"""Credit-risk answers behind the serving plug-in interface: probability of default, the decision at
+the model's threshold and the top reason codes (:mod:`serving.credit` has the fast path)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from serving.families import PredictionBase, Predictor, Record, ServingContext
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from features.spec import DatasetSpec
+    from serving.schema import Column
+
+
+class ReasonCode(BaseModel):
+    feature: str
+    value: float | str | bool | None
+    contribution: float = Field(description="log-odds added to the risk by this field (TreeSHAP)")
+
+
+class CreditPrediction(PredictionBase):
+    probability_of_default: float
+    decision: Literal["approve", "decline"]
+    threshold: float
+    reason_codes: list[ReasonCode] = Field(description="fields that pushed the risk up most, largest first")
+
+
+class CreditRiskServing:
+    name = "credit-risk"
+    answer_model = CreditPrediction
+    answer_columns = ("probability_of_default", "decision", "reason_codes")
+
+    def load(self, model_dir: Path) -> object:
+        from serving.loader import load_sklearn_dir
+
+        return load_sklearn_dir(model_dir)
+
+    def request_columns(
+        self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
+    ) -> list[Column]:
+        from serving.schema import columns_from
+
+        return columns_from(signature_inputs, spec)
+
+    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+        from serving import credit
+
+        settings = ctx.settings
+        nullable = frozenset(c.name for c in (ctx.spec.columns if ctx.spec else ()) if c.max_null_fraction > 0)
+        scorer = credit.scorer_from_pipeline(
+            model,
+            threshold=settings.threshold_for(ctx.model_name),
+            reason_codes=settings.reason_codes,
+            approximate=settings.reason_code_method == "approximate",
+            nthread=settings.predict_threads,
+            nullable=nullable,
+        )
+
+        def run(records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
+            return credit.predict(records, scorer)  # type: ignore[return-value]
+
+        details: dict[str, object] = {
+            "threshold": scorer.threshold,
+            "reason_codes": scorer.reason_codes,
+            "reason_code_method": "approximate" if scorer.approximate else "exact",
+            "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,
+            "trees": int(scorer.booster.num_boosted_rounds()),
+            "inputs": scorer.input_names,
+        }
+        return run, details
+
+    def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
+        reasons = answer.get("reason_codes") or []
+        return {
+            "probability_of_default": answer["probability_of_default"],
+            "decision": answer["decision"],
+            "reason_codes": json.dumps(reasons, separators=(",", ":")) if reasons else "",
+        }
+
+
+FAMILY = CreditRiskServing()
