@@ -128,7 +128,7 @@ def _synthetic_example(schema: RecordSchema) -> dict[str, Any]:
     return row
 
 
-def _load_sklearn(local: Path) -> Any:
+def load_sklearn_dir(local: Path) -> Any:
     """mlflow.sklearn.load_model without leaving the model's code folder on sys.path."""
     import mlflow.sklearn
 
@@ -161,7 +161,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
                 raise ModelLoadError(f"{ref.name} v{ref.version} was logged without a signature; log it with one")
             signature_inputs = meta.signature.inputs.to_dict()
             spec = _load_spec(client, ref.run_id, Path(tmp) / "spec")
-            pipeline = _load_sklearn(local)
+            pipeline = load_sklearn_dir(local)
         except ModelLoadError:
             raise
         except Exception as exc:
