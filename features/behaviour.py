@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from bisect import bisect_right, insort_right
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple

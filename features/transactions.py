@@ -150,7 +150,7 @@ def generate_transactions(
         lo, hi = _EVENT_ROWS[pattern]
         budget = int(round(n_fraud_target * _PATTERN_SHARE[pattern]))
         while budget > 0:
-            size = int(min(rng.integers(lo, hi + 1), budget if budget >= lo else lo))
+            size = min(int(rng.integers(lo, hi + 1)), budget if budget >= lo else lo)
             events.append((pattern, size))
             budget -= size
     n_fraud = sum(s for _, s in events)

@@ -218,7 +218,7 @@ def evaluate(model: IsolationForestDetector, X: pd.DataFrame, y: np.ndarray | pd
 def score_distribution_figure(scores: np.ndarray, threshold: float, y: np.ndarray | None = None) -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60)
+    bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 60).tolist()
     if y is None:
         ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, label="transactions")
     else:
