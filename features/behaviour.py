@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -347,6 +348,9 @@ def parse_transaction(record: Mapping[str, Any], dataset: TransactionDataset = D
     raw_ts = record.get(ds.timestamp_column)
     if raw_ts is None or raw_ts == "":
         raise InvalidTransaction(ds.timestamp_column, "is required (ISO 8601, e.g. 2026-03-01T14:05:00Z)")
+    if isinstance(raw_ts, numbers.Number):  # an epoch number is ambiguous (s? ms? ns?)
+        raise InvalidTransaction(ds.timestamp_column, f"{raw_ts!r} is a number; give ISO 8601 text, "
+                                 "e.g. 2026-03-01T14:05:00Z")
     try:
         ts_ms = _to_ms(raw_ts)
     except (ValueError, TypeError, OverflowError) as e:
@@ -357,7 +361,7 @@ def parse_transaction(record: Mapping[str, Any], dataset: TransactionDataset = D
             raise InvalidTransaction(ds.timestamp_column, f"{raw_ts!r} is {skew:,.0f} s in the future "
                                      f"(at most {MAX_FUTURE_SKEW_S:.0f} s of clock skew is accepted)")
     raw_amt = record.get(ds.amount_column)
-    if isinstance(raw_amt, bool) or not isinstance(raw_amt, int | float) or not math.isfinite(raw_amt):
+    if isinstance(raw_amt, bool) or not isinstance(raw_amt, numbers.Real) or not math.isfinite(raw_amt):
         raise InvalidTransaction(ds.amount_column, f"must be a finite number, not {raw_amt!r}")
     rate = 1.0
     if ds.currency_column:
@@ -389,6 +393,9 @@ def transactions_from_frame(df: pd.DataFrame, dataset: TransactionDataset = DEFA
     for col in (ds.customer_column, ds.timestamp_column, ds.amount_column):
         if col not in df.columns:
             raise DataError(f"column '{col}' is missing; behavioural features need customer, timestamp and amount")
+    if pd.api.types.is_numeric_dtype(df[ds.timestamp_column]):
+        raise DataError(f"column '{ds.timestamp_column}' holds numbers; give ISO 8601 text or datetimes "
+                        "(an epoch number is ambiguous: seconds, milliseconds or nanoseconds?)")
     try:
         ts = pd.to_datetime(df[ds.timestamp_column], utc=True)
     except (ValueError, TypeError) as e:

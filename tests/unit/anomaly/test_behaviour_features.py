@@ -154,6 +154,8 @@ def test_a_known_record_parses_in_eur_and_a_negative_amount_is_a_refund():
     t = parse_transaction(record(amount=-10.0, currency="USD"))
     assert t.is_refund and t.amount_eur == pytest.approx(9.2)
     assert t.ts_ms == T0
+    assert parse_transaction(record(amount=np.int64(7), timestamp="2026-03-02T13:00:00+01:00")) == parse_transaction(
+        record(amount=7.0))
 
 
 @pytest.mark.parametrize(
@@ -165,6 +167,7 @@ def test_a_known_record_parses_in_eur_and_a_negative_amount_is_a_refund():
         ("amount", float("nan"), "finite number"),
         ("timestamp", "yesterday-ish", "not a timestamp"),
         ("timestamp", None, "is required"),
+        ("timestamp", 1_772_452_800, "is a number"),
     ],
 )
 def test_bad_fields_are_refused_naming_the_field(field, value, message):
@@ -180,6 +183,13 @@ def test_a_timestamp_in_the_future_is_refused_beyond_five_minutes_of_skew():
     with pytest.raises(InvalidTransaction, match="in the future") as err:
         parse_transaction(record(timestamp="2026-03-02T13:00:00Z"), now=now)
     assert err.value.field == "timestamp"
+
+
+def test_offline_features_refuse_epoch_numbers_as_timestamps(table):
+    bad = table.head(50).copy()
+    bad["timestamp"] = bad["timestamp"].astype("int64")
+    with pytest.raises(DataError, match="column 'timestamp' holds numbers"):
+        compute_offline(bad)
 
 
 def test_offline_features_refuse_an_unknown_currency_listing_it(table):
