@@ -1,0 +1,224 @@
+"""Transaction anomaly detection as a family plug-in: no target for the model (a label, when the data
+has one, is for evaluation and the gate only), a time-ordered holdout, an Isolation Forest on
+point-in-time behavioural features, gated on its alert rate against the budget and, with labels,
+recall at the budget and PR-AUC against the champion.
+
+The behavioural features (features/behaviour.py) are computed over the whole conformed snapshot
+before the split: they are point in time, so no row sees anything after itself, and test rows
+see their customers' training-period history as serving does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ledgerline.errors import LedgerlineError
+from ledgerline.families import GatePolicy, MetricRule, TargetKind
+from ledgerline.settings import Settings
+from training.families import FamilyParams, FittedModel, Report
+from training.families.credit_risk import pip_requirements, typed_params
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.spec import DatasetSpec, PartialSpec
+    from features.transactions import TransactionDataset
+
+FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
+SKOPS_TRUSTED_TYPES = ["features.detector.IsolationForestDetector", "sklearn.tree._tree.Tree"]
+TEST_FRACTION = 0.2
+#: the holdout's alert rate may lie within this factor band around the budget
+ALERT_RATE_BAND = (0.5, 2.0)
+#: roles the behavioural features need; without them the forest runs on the columns given
+BEHAVIOUR_ROLES = ("customer", "timestamp", "amount")
+
+
+@dataclass(frozen=True)
+class AnomalyParams:
+    n_estimators: int = 200
+    max_samples: int = 256
+    alert_budget: float = 0.005
+    random_state: int = 42
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_estimators <= 2_000:
+            raise LedgerlineError(f"n_estimators must be between 1 and 2000, not {self.n_estimators}")
+        if not 2 <= self.max_samples <= 100_000:
+            raise LedgerlineError(f"max_samples must be between 2 and 100000, not {self.max_samples}")
+        if not 0.0 < self.alert_budget < 0.5:
+            raise LedgerlineError(
+                f"alert_budget is the share of transactions to alert on, between 0 and 0.5; not {self.alert_budget}"
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def transaction_dataset(spec: DatasetSpec) -> TransactionDataset:
+    """The behavioural features' view of the spec's column roles."""
+    from features.spec import LABEL_COLUMN
+    from features.transactions import TransactionDataset
+
+    r = spec.roles
+    return TransactionDataset(
+        id_column=spec.id_column or "",
+        customer_column=r["customer"],
+        timestamp_column=r["timestamp"],
+        amount_column=r["amount"],
+        currency_column=r.get("currency"),
+        country_column=r.get("country"),
+        category_column=r.get("category"),
+        channel_column=r.get("channel"),
+        device_column=r.get("device"),
+        merchant_column=r.get("merchant"),
+        label_column=LABEL_COLUMN if spec.target else None,
+        pattern_column=r.get("pattern"),
+    )
+
+
+def has_behaviour(spec: DatasetSpec) -> bool:
+    return all(role in spec.roles for role in BEHAVIOUR_ROLES)
+
+
+def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """What the forest sees: the behavioural features (present after :meth:`split`), or the spec's columns."""
+    from features.behaviour import FEATURE_NAMES
+    from training.anomaly import prepare_features
+
+    if has_behaviour(spec):
+        return frame[list(FEATURE_NAMES)]
+    plain = [c for c in spec.feature_names if spec.column(c).kind != "datetime"]
+    return prepare_features(frame[plain])
+
+
+class TransactionAnomalyFamily:
+    name = "transaction-anomaly"
+    target_kind: TargetKind = "none"
+    headline_metrics = ("alert_rate", "precision_at_budget", "recall_at_budget", "roc_auc", "pr_auc")
+
+    # --- data contract --------------------------------------------------------------
+    def default_spec(self, model_name: str) -> DatasetSpec:
+        from features.transactions import transaction_spec
+
+        return transaction_spec(model_name)
+
+    def generate(self, rows: int, seed: int) -> pd.DataFrame:
+        from features.transactions import generate_transactions
+
+        return generate_transactions(rows, seed)
+
+    def infer_spec(
+        self, raw: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+    ) -> DatasetSpec:
+        from features.transactions import infer_transaction_spec
+
+        return infer_transaction_spec(raw, target=target, positive_label=positive_label, partial=partial, name=name)
+
+    def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+        from features.spec import conform
+
+        return conform(raw, spec)
+
+    def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        import numpy as np
+        from sklearn.model_selection import train_test_split
+
+        from features.spec import LABEL_COLUMN
+
+        if has_behaviour(spec):
+            from features.behaviour import FEATURE_NAMES, compute_offline
+
+            feats = compute_offline(frame, transaction_dataset(spec))
+            frame = frame.drop(columns=[c for c in FEATURE_NAMES if c in frame.columns]).join(feats)
+            ts = frame[spec.roles["timestamp"]].to_numpy()
+            order = np.lexsort((np.arange(len(frame)), ts))
+            cut = len(frame) - max(1, int(round(len(frame) * TEST_FRACTION)))
+            return frame.iloc[np.sort(order[:cut])], frame.iloc[np.sort(order[cut:])]
+        labels = frame[LABEL_COLUMN] if LABEL_COLUMN in frame.columns and frame[LABEL_COLUMN].nunique() > 1 else None
+        train_df, test_df = train_test_split(frame, test_size=TEST_FRACTION, random_state=seed, stratify=labels)
+        return train_df, test_df
+
+    # --- train / evaluate -------------------------------------------------------------
+    def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
+        return typed_params(AnomalyParams(random_state=seed), self.name, overrides)
+
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        from training import anomaly
+
+        assert isinstance(params, AnomalyParams)
+        return anomaly.train(model_inputs(frame, spec), params.as_dict())  # labels never reach the model
+
+    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+        from features.spec import LABEL_COLUMN
+        from training import anomaly
+
+        y = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
+        pattern = spec.roles.get("pattern")
+        patterns = frame[pattern] if pattern and pattern in frame.columns else None
+        metrics = anomaly.evaluate(model, model_inputs(frame, spec), y, patterns)  # type: ignore[arg-type]
+        metrics["alert_rate_ratio"] = metrics["alert_rate"] / metrics["alert_budget"]
+        return metrics
+
+    def report(
+        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+    ) -> Report:
+        from features.spec import LABEL_COLUMN
+        from training import anomaly
+
+        scores = model.score(model_inputs(frame, spec))  # type: ignore[attr-defined]
+        y = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
+        threshold = float(model.threshold_)  # type: ignore[attr-defined]
+        figures = {"plots/score_distribution.png": anomaly.score_distribution_figure(scores, threshold, y)}
+        if y is not None and 0 < int(y.sum()) < len(y):
+            figures["plots/precision_recall.png"] = anomaly.precision_recall_figure(scores, y, threshold)
+        per_pattern = {k.removeprefix("recall_"): v for k, v in metrics.items() if k.startswith("recall_") and k != "recall_at_budget"}
+        documents: dict[str, dict[str, object]] = {"evaluation/threshold.json": {
+            "threshold": threshold,
+            "alert_budget": float(model.alert_budget),  # type: ignore[attr-defined]
+            "inputs": list(model.columns_),  # type: ignore[attr-defined]
+            "behavioural_features": has_behaviour(spec),
+        }}
+        if per_pattern:
+            documents["evaluation/recall_per_pattern.json"] = dict(per_pattern)
+        return Report(figures=figures, documents=documents)
+
+    # --- gate ---------------------------------------------------------------------------
+    def gate_policy(self, settings: Settings) -> GatePolicy:
+        return GatePolicy(
+            (
+                MetricRule("alert_rate_ratio", "lower", band=ALERT_RATE_BAND),
+                MetricRule("recall_at_budget", "higher", tolerance=0.05, required=False),
+                MetricRule("pr_auc", "higher", tolerance=0.05, required=False),
+            )
+        )
+
+    # --- model I/O ------------------------------------------------------------------------
+    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        import mlflow
+        from mlflow.models import infer_signature
+
+        example = model_inputs(frame, spec).head(5)
+        signature = infer_signature(example, model.score(example))  # type: ignore[attr-defined]
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pyfunc_predict_fn="score",
+            code_paths=[str(FEATURES_DIR)],
+            pip_requirements=pip_requirements("mlflow", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"),
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        return str(info.model_uri)
+
+    def load_model(self, model_uri: str) -> FittedModel:
+        from ledgerline.registry import load_sklearn_model
+
+        return load_sklearn_model(model_uri)
+
+
+FAMILY = TransactionAnomalyFamily()
