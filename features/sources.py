@@ -23,25 +23,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.paths import READERS, check_input_path
 from ledgerline.errors import DataError, SnapshotConflict
 from ledgerline.names import check_model_name
 
 logger = logging.getLogger(__name__)
 
 REJECTED_FILE = "rejected.json"  # beside manifest.json when the snapshot failed validation
-READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame, with one-line errors for the usual mistakes."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {p} does not exist; check the path passed to --data")
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; pass a .csv or .parquet file to --data")
-    kind = READERS.get(p.suffix.lower())
-    if kind is None:
-        raise DataError(f"cannot read {p}: unsupported file type '{p.suffix}'; use .csv or .parquet")
+    p = check_input_path(path)
+    kind = READERS[p.suffix.lower()]
     try:
         if kind == "csv":
             _check_csv_header(p)
@@ -57,19 +51,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{p} has no rows")
     return df
-
-
-def check_input_path(path: str | Path) -> Path:
-    """The cheap checks of ``read_table`` (exists, a file, a supported type), for callers that
-    want to fail before heavy imports or contacting servers."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {p} does not exist; check the path passed to --data")
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; pass a .csv or .parquet file to --data")
-    if p.suffix.lower() not in READERS:
-        raise DataError(f"cannot read {p}: unsupported file type '{p.suffix}'; use .csv or .parquet")
-    return p
 
 
 def _check_csv_header(p: Path) -> None:

@@ -60,16 +60,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data is not None and not args.spec and (args.target is None or args.positive_label is None):
         raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
     if args.data is not None:
-        from features.sources import check_input_path
+        from features.paths import check_input_path
 
         check_input_path(args.data)
-    if args.spec is not None and not Path(args.spec).is_file():
-        raise LedgerlineError(f"spec file {args.spec} does not exist; check the --spec path")
+    if args.spec is not None:
+        from features.spec import load_partial_spec
+
+        load_partial_spec(Path(args.spec))  # a malformed spec is named before any server is asked
     params = _parse_params(args.param)
     settings = _settings()
-    check_tracking_server(settings.tracking_uri)
-    from training.pipeline import TrainRequest, run_training
+    from training.pipeline import TrainRequest, check_params, run_training
 
+    check_params(args.family, settings.seed, params)  # out-of-range hyper-parameters: before any work
+    check_tracking_server(settings.tracking_uri)
     req = TrainRequest(
         family=args.family,
         model_name=args.model_name,

@@ -396,6 +396,11 @@ def _params(family: Family, seed: int, overrides: Mapping[str, Any] | None) -> A
         raise LedgerlineError("; ".join(problems) + " (--param KEY=VALUE)") from None
 
 
+def check_params(family: str, seed: int, overrides: Mapping[str, Any] | None) -> None:
+    """Raise LedgerlineError for unknown or out-of-range hyper-parameter overrides."""
+    _params(get_family(family), seed, overrides)
+
+
 def _pip_requirements() -> list[str]:
     pkgs = ["mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"]
     return [f"{p}=={pkg_version(p)}" for p in pkgs]
@@ -736,6 +741,7 @@ __all__ = [
     "Prepared",
     "TrainRequest",
     "TrainingResult",
+    "check_params",
     "evaluate_gate",
     "gate_and_promote",
     "prepare",
