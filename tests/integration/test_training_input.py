@@ -43,6 +43,7 @@ def _runs(settings, name: str) -> list:
 def _main(argv: list[str], capsys) -> tuple[int, str]:
     from ledgerline.cli import main
 
+    capsys.readouterr()  # only this command's output
     rc = main(argv)
     return rc, capsys.readouterr().err.strip()
 
