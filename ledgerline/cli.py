@@ -90,8 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"model {result.model_name}: {result.decision.reasons[0]}")
     else:
+        champion = f"champion is v{result.champion}" if result.champion else "there is no champion yet"
         print(f"model {result.model_name} v{result.version}: "
-              f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; champion is v{result.champion}")
+              f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
     print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
 

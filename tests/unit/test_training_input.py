@@ -126,7 +126,7 @@ def test_a_missing_file_is_reported_at_once(offline_env):
     elapsed = time.monotonic() - started
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: data file {offline_env / 'missing.csv'} does not exist; check the path passed to --data"
-    assert elapsed < 3.0, f"took {elapsed:.1f}s: the path must be checked before heavy imports"
+    assert elapsed < 5.0, f"took {elapsed:.1f}s: the path must be checked before heavy imports"
 
 
 def test_duplicate_csv_headers_are_refused_instead_of_renamed(tmp_path):
