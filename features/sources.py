@@ -4,7 +4,9 @@ A snapshot lives at ``<data_dir>/snapshots/<dataset>/<logical_date>/`` with
 ``data.parquet`` and ``manifest.json`` (row count, columns, SHA-256 of the content).
 It is written to a temporary folder and renamed into place, so a crash leaves
 nothing half-written. Ingesting the same content for the same date again returns
-the existing snapshot; different content for an existing date is refused.
+the existing snapshot; different content for an existing date is refused, unless the
+existing snapshot failed validation (``rejected.json`` beside its manifest): then it is
+moved to ``<dataset>/.rejected/`` and the new content takes its place.
 """
 
 from __future__ import annotations
@@ -21,25 +23,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.paths import READERS, check_input_path
 from ledgerline.errors import DataError, SnapshotConflict
+from ledgerline.names import check_model_name
 
 logger = logging.getLogger(__name__)
 
-READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+REJECTED_FILE = "rejected.json"  # beside manifest.json when the snapshot failed validation
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame, with one-line errors for the usual mistakes."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {p} does not exist; check the path passed to --data")
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; pass a .csv or .parquet file to --data")
-    kind = READERS.get(p.suffix.lower())
-    if kind is None:
-        raise DataError(f"cannot read {p}: unsupported file type '{p.suffix}'; use .csv or .parquet")
+    p = check_input_path(path)
+    kind = READERS[p.suffix.lower()]
     try:
-        df = pd.read_csv(p, low_memory=False) if kind == "csv" else pd.read_parquet(p)
+        if kind == "csv":
+            _check_csv_header(p)
+            df = pd.read_csv(p, low_memory=False)
+        else:
+            _check_parquet_schema(p)
+            df = pd.read_parquet(p)
     except PermissionError as exc:
         raise DataError(f"cannot read {p}: permission denied") from exc
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
@@ -48,6 +51,35 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{p} has no rows")
     return df
+
+
+def _check_csv_header(p: Path) -> None:
+    """pandas renames a repeated header ``a`` to ``a.1``; refuse instead of training on a renamed column."""
+    import csv
+
+    with p.open(newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    seen: set[str] = set()
+    dupes = [c for c in (h.strip() for h in header) if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+    if dupes:
+        raise DataError(f"{p} has duplicate column names {sorted(set(dupes))}; rename or remove the repeated columns")
+
+
+def _check_parquet_schema(p: Path) -> None:
+    """Nested columns (lists, structs, maps) are not tabular features; name them before reading the data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(p)
+    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise DataError(
+            f"{p} has nested columns {nested} (lists, structs or maps); flatten them into plain columns first"
+        )
+    names = [str(n) for n in schema.names]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{p} has duplicate column names {dupes}; rename or remove the repeated columns")
 
 
 def frame_digest(df: pd.DataFrame) -> str:
@@ -97,19 +129,23 @@ def ingest(
     source: str = "",
 ) -> Snapshot:
     """Write ``df`` as the immutable snapshot of ``dataset`` for ``logical_date`` (idempotent)."""
+    check_model_name(dataset, what="dataset name")
     key = date_key(logical_date)
     target = Path(data_dir) / "snapshots" / dataset / key
     frame = df.reset_index(drop=True)
     digest = frame_digest(frame)
+    replaces_rejected = False
     if target.exists():
         manifest = json.loads((target / "manifest.json").read_text())
-        if manifest["digest"] != digest:
+        if manifest["digest"] == digest:
+            logger.info("snapshot %s@%s exists with the same content; reusing it", dataset, key)
+            return Snapshot(dataset, key, target, digest, int(manifest["rows"]), created=False)
+        if not (target / REJECTED_FILE).exists():
             raise SnapshotConflict(
                 f"snapshot {dataset}@{key} already exists with different content ({manifest['rows']} rows); "
                 f"snapshots are immutable: use another --logical-date, or delete {target} deliberately"
             )
-        logger.info("snapshot %s@%s exists with the same content; reusing it", dataset, key)
-        return Snapshot(dataset, key, target, digest, int(manifest["rows"]), created=False)
+        replaces_rejected = True  # a snapshot that failed validation never stands in the way of a fixed one
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -125,6 +161,8 @@ def ingest(
             "created_at": datetime.now(UTC).isoformat(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if replaces_rejected:
+            _set_aside_rejected(target)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -138,6 +176,33 @@ def ingest(
         raise
     logger.info("wrote snapshot %s@%s (%d rows)", dataset, key, len(frame))
     return Snapshot(dataset, key, target, digest, len(frame), created=True)
+
+
+def mark_rejected(snapshot: Snapshot, reason: str) -> None:
+    """Record that ``snapshot`` failed validation: corrected data for its date may then replace it."""
+    record = {"digest": snapshot.digest, "reason": reason, "rejected_at": datetime.now(UTC).isoformat()}
+    (snapshot.path / REJECTED_FILE).write_text(json.dumps(record, indent=2))
+
+
+def clear_rejected(snapshot: Snapshot) -> None:
+    """The snapshot passed validation (e.g. under a corrected spec): it is immutable again."""
+    (snapshot.path / REJECTED_FILE).unlink(missing_ok=True)
+
+
+def is_rejected(snapshot: Snapshot) -> bool:
+    return (snapshot.path / REJECTED_FILE).exists()
+
+
+def _set_aside_rejected(target: Path) -> None:
+    """Move a rejected snapshot to ``<dataset>/.rejected/<date>-<digest>/`` (kept as evidence)."""
+    manifest = json.loads((target / "manifest.json").read_text())
+    aside = target.parent / ".rejected" / f"{target.name}-{manifest['digest'][:12]}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    if aside.exists():
+        shutil.rmtree(target)
+    else:
+        os.rename(target, aside)
+    logger.info("rejected snapshot %s moved to %s", target, aside)
 
 
 def snapshot_from_uri(uri: str | Path) -> Snapshot:

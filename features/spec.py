@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 from features.labels import LabelCodec
 from ledgerline.errors import DataError, SpecError
@@ -40,6 +41,7 @@ Monotone = Literal["increasing", "decreasing"]
 NUMERIC_JUNK_THRESHOLD = 0.9
 MAX_CATEGORIES = 50
 LABEL_COLUMN = "__label__"
+_M = TypeVar("_M", bound="BaseModel")
 
 
 @dataclass(frozen=True)
@@ -148,20 +150,107 @@ class DatasetSpec:
 
 
 def _column_from_dict(name: str, d: Mapping[str, Any], source: str) -> ColumnSpec:
-    known = {"type", "min", "max", "values", "max_null_fraction", "monotone"}
-    unknown = set(d) - known
-    if unknown:
-        raise SpecError(f"{source}: column '{name}' has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-    values = d.get("values")
+    col = _parse(_ColumnModel, d, source, prefix=f"columns.{name}")
+    if col.type is None:
+        raise SpecError(f"{source}: column '{name}' has no 'type' (numeric or categorical)")
     return ColumnSpec(
         name=name,
-        kind=d["type"],
-        min=None if d.get("min") is None else float(d["min"]),
-        max=None if d.get("max") is None else float(d["max"]),
-        values=None if values is None else tuple(str(v) for v in values),
-        max_null_fraction=float(d.get("max_null_fraction", 0.0)),
-        monotone=d.get("monotone"),
+        kind=col.type,
+        min=col.min,
+        max=col.max,
+        values=None if col.values is None else tuple(_text(v) for v in col.values),
+        max_null_fraction=0.0 if col.max_null_fraction is None else col.max_null_fraction,
+        monotone=col.monotone,
     )
+
+
+# --- the YAML's shape, as typed models: wrong types are named with the key and the expected type
+
+Scalar = str | int | float | bool
+
+
+def _text(value: Scalar) -> str:
+    return str(value)
+
+
+class _ColumnModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["numeric", "categorical"] | None = None
+    min: StrictFloat | StrictInt | None = None
+    max: StrictFloat | StrictInt | None = None
+    values: list[Scalar] | None = Field(None, min_length=1)
+    max_null_fraction: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    monotone: Literal["increasing", "decreasing"] | None = None
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        # YAML 1.1 reads 1e3 as text: accept numeric text, refuse words
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
+
+
+class _SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr | None = None
+    target: StrictStr | StrictInt | None = None
+    positive_label: Scalar | None = None
+    negative_labels: list[Scalar] = Field(default_factory=list)
+    id_column: StrictStr | StrictInt | None = None
+    drop: list[StrictStr | StrictInt] = Field(default_factory=list)
+    positive_rate: tuple[StrictFloat | StrictInt, StrictFloat | StrictInt] | None = None
+    min_rows: StrictInt | None = Field(None, ge=1, le=1_000_000_000)
+    columns: dict[StrictStr | StrictInt, dict[str, Any]] | None = None
+
+    @field_validator("negative_labels", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, int, float, bool)) else v
+
+    @field_validator("positive_rate")
+    @classmethod
+    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError("must be [low, high] with 0 <= low <= high <= 1")
+        return v
+
+
+_EXPECTED = {
+    "name": "a text", "target": "a column name", "positive_label": "one value of the target",
+    "negative_labels": "a list of the target's other values",
+    "id_column": "a column name", "drop": "a list of column names", "positive_rate": "[low, high] with 0 <= low <= high <= 1",
+    "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
+    "type": "'numeric' or 'categorical'", "min": "a number", "max": "a number",
+    "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
+    "monotone": "'increasing' or 'decreasing'",
+}
+
+
+def _parse(model: type[_M], raw: Any, source: str, *, prefix: str = "") -> _M:
+    if not isinstance(raw, Mapping):
+        where = f"'{prefix}'" if prefix else "the top level"
+        raise SpecError(f"{source}: expected a mapping at {where}, got {type(raw).__name__}")
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            path = f"{prefix}.{key}" if prefix else key
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{path}'; allowed: {sorted(model.model_fields)}")
+                continue
+            detail = _EXPECTED.get(key, err["msg"])
+            if err["type"] in ("greater_than_equal", "less_than_equal", "too_short"):
+                detail = f"{detail} ({err['msg'].removeprefix('Value error, ')})"
+            problems.append(f"'{path}' must be {detail}, got {err.get('input')!r}")
+        raise SpecError(f"{source}: " + "; ".join(dict.fromkeys(problems))) from None
 
 
 @dataclass
@@ -180,33 +269,22 @@ class PartialSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
-        if not isinstance(raw, Mapping):
-            raise SpecError(f"{source}: expected a mapping at the top level")
-        known = {"name", "target", "positive_label", "negative_labels", "id_column", "drop", "positive_rate", "min_rows", "columns"}
-        unknown = set(raw) - known
-        if unknown:
-            raise SpecError(f"{source}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-        cols = raw.get("columns") or {}
-        if not isinstance(cols, Mapping) or not all(isinstance(v, Mapping) for v in cols.values()):
-            raise SpecError(f"{source}: 'columns' must map column names to {{type: ..., ...}}")
-        band = raw.get("positive_rate")
-        negatives = raw.get("negative_labels")
-        if negatives is not None and not isinstance(negatives, (list, tuple, str, int)):
-            raise SpecError(f"{source}: negative_labels must be a list of label values, e.g. [good]")
-        if isinstance(negatives, (str, int)):
-            negatives = [negatives]
-        if band is not None and (len(band) != 2 or not 0 <= float(band[0]) <= float(band[1]) <= 1):
-            raise SpecError(f"{source}: positive_rate must be [low, high] with 0 <= low <= high <= 1")
+        top = _parse(_SpecModel, raw, source)
+        columns: dict[str, dict[str, Any]] = {}
+        for name, col in (top.columns or {}).items():
+            parsed = _parse(_ColumnModel, col, source, prefix=f"columns.{name}")
+            columns[str(name)] = parsed.model_dump(exclude_none=True)
+        band = top.positive_rate
         return cls(
-            name=raw.get("name"),
-            target=raw.get("target"),
-            positive_label=None if raw.get("positive_label") is None else str(raw["positive_label"]),
-            negative_labels=[str(v) for v in negatives or []],
-            id_column=raw.get("id_column"),
-            drop=[str(c) for c in raw.get("drop") or []],
+            name=top.name,
+            target=None if top.target is None else str(top.target),
+            positive_label=None if top.positive_label is None else _text(top.positive_label),
+            id_column=None if top.id_column is None else str(top.id_column),
+            negative_labels=[_text(v) for v in top.negative_labels],
+            drop=[str(c) for c in top.drop],
             positive_rate=None if band is None else (float(band[0]), float(band[1])),
-            min_rows=raw.get("min_rows"),
-            columns={str(k): dict(v) for k, v in cols.items()},
+            min_rows=top.min_rows,
+            columns=columns,
         )
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 
-from ledgerline.errors import LedgerlineError, ValidationFailed
+from ledgerline.errors import LedgerlineError, Terminated, ValidationFailed
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
 PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _progress(msg: str) -> None:
@@ -47,13 +51,27 @@ def check_tracking_server(uri: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.pipeline import TrainRequest, run_training
+    from ledgerline.names import check_model_name
 
-    settings = _settings()
+    # cheap checks first: a wrong name or path is reported before heavy imports and before any server is asked
+    check_model_name(args.model_name or args.family)
     if args.data is None and (args.target or args.positive_label):
         raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
     if args.data is not None and not args.spec and (args.target is None or args.positive_label is None):
         raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
+    if args.data is not None:
+        from features.paths import check_input_path
+
+        check_input_path(args.data)
+    if args.spec is not None:
+        from features.spec import load_partial_spec
+
+        load_partial_spec(Path(args.spec))  # a malformed spec is named before any server is asked
+    params = _parse_params(args.param)
+    settings = _settings()
+    from training.pipeline import TrainRequest, check_params, run_training
+
+    check_params(args.family, settings.seed, params)  # out-of-range hyper-parameters: before any work
     check_tracking_server(settings.tracking_uri)
     req = TrainRequest(
         family=args.family,
@@ -65,13 +83,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         logical_date=args.logical_date,
         trigger=args.trigger,
         rows=args.rows,
-        params=_parse_params(args.param),
+        params=params,
+        force=args.force,
     )
     result = run_training(settings, req, _progress)
-    print(f"model {result.model_name} v{result.version}: "
-          f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; champion is v{result.champion}")
+    if result.skipped:
+        print(f"model {result.model_name}: {result.decision.reasons[0]}")
+    else:
+        champion = f"champion is v{result.champion}" if result.champion else "there is no champion yet"
+        print(f"model {result.model_name} v{result.version}: "
+              f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
     print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
 def _parse_params(items: list[str] | None) -> dict[str, str] | None:
@@ -136,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
     t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
+    t.add_argument("--force", action="store_true",
+                   help="train and register even when @champion came from the same snapshot, spec and parameters")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("rollback", help="move @champion back to the previous champion")
@@ -171,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in ("train", "demo") and threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a scheduler's timeout) becomes an exception, so the open MLflow run ends FAILED
+        # and nothing is half-registered, exactly as for Ctrl-C
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except ValidationFailed as exc:
@@ -182,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"error: {exc}; the open MLflow run (if any) was marked FAILED and nothing was registered", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

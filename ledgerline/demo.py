@@ -7,8 +7,10 @@ files. A second run reuses the running server; ``ledgerline down`` stops it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -71,13 +73,57 @@ def ensure_mlflow_server(settings: Settings, progress: Progress) -> str:
     return uri
 
 
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _is_serving_api(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=3) as resp:
+            return bool(json.loads(resp.read()).get("service") == "ledgerline-serving")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
+
+
+def port_problems(settings: Settings, *, serving_port: int = 8000, airflow_port: int = 8080) -> list[str]:
+    """Ports the demo needs that another program holds (ours, from an earlier demo, are reused)."""
+    from ledgerline.airflow_demo import healthy as airflow_healthy
+
+    problems: list[str] = []
+    parsed = urlparse(settings.tracking_uri)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5000
+    if parsed.scheme == "http" and host in LOOPBACK and _listening(host, port) and not _healthy(settings.tracking_uri):
+        problems.append(f"port {port} (MLflow) is taken by something that is not an MLflow server")
+    if _listening("127.0.0.1", serving_port) and not _is_serving_api(serving_port):
+        problems.append(f"port {serving_port} (serving API) is taken by something that is not the Ledgerline serving API")
+    if _listening("127.0.0.1", airflow_port) and not airflow_healthy(airflow_port):
+        problems.append(f"port {airflow_port} (Airflow) is taken by something that is not Airflow")
+    return problems
+
+
+def check_ports(settings: Settings, *, serving_port: int = 8000, airflow_port: int = 8080) -> None:
+    """Fail before any training when a port the demo needs is held by another program."""
+    problems = port_problems(settings, serving_port=serving_port, airflow_port=airflow_port)
+    if problems:
+        raise LedgerlineError(
+            "; ".join(problems)
+            + ": stop that program (`make down` stops what an earlier demo started; "
+            "`ss -ltnp` shows who holds a port) and run the demo again"
+        )
+
+
 def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> int:
     from training.pipeline import TrainRequest, run_training
 
     t0 = time.perf_counter()
+    check_ports(settings)  # before training: a taken :8000 must not be found after a model was promoted
     settings.home.mkdir(parents=True, exist_ok=True)
     uri = ensure_mlflow_server(settings, progress).rstrip("/")
+    # the day's snapshot with the same spec and parameters: the champion is reused, nothing registered again
     result = run_training(settings, TrainRequest(family="credit-risk", rows=rows, trigger="manual"), progress)
+    outcome = "unchanged, nothing registered" if result.skipped else ("promoted" if result.decision.passed else "not promoted")
     run_url = f"{uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
     lines = [
         "",
@@ -86,7 +132,7 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         f"  experiment           {uri}/#/experiments/{result.experiment_id}   ({settings.experiment_name(result.model_name)})",
         f"  training run         {run_url}",
         f"  registered model     {uri}/#/models/{result.model_name}   (@champion = v{result.champion}, "
-        f"this run = v{result.version}, {'promoted' if result.decision.passed else 'not promoted'})",
+        f"this run = v{result.version}, {outcome})",
         f"  plots                {run_url}/artifacts  -> plots/roc_curve.png, plots/calibration.png, plots/feature_importance.png",
         f"  validation           {run_url}/artifacts  -> validation/data_docs/index.html, validation/result.json",
         "  test metrics         " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in ("roc_auc", "pr_auc", "ks", "brier")),

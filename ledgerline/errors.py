@@ -29,3 +29,15 @@ class SnapshotConflict(LedgerlineError):
 
 class RegistryError(LedgerlineError):
     """The model registry is not in the state an operation needs (no champion, no previous version)."""
+
+
+class InvalidName(LedgerlineError):
+    """A model or dataset name that cannot be used (it would escape the data folder or break registry rules)."""
+
+
+class AlreadyTrained(LedgerlineError):
+    """Not an error for the user: the champion was trained from the same snapshot, spec and parameters."""
+
+
+class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an Exception: nothing may swallow it
+    """The process got SIGTERM; raised from the signal handler so open runs end FAILED on the way out."""

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import LedgerlineError
+from ledgerline.names import check_model_name
 from ledgerline.settings import Settings
 
 if TYPE_CHECKING:
@@ -251,9 +252,11 @@ def retrain_job(
         raise LedgerlineError(f"rows and seed must be integers: {exc}") from exc
     snapshot_date = when[:10] if isinstance(when, str) else when.date().isoformat()
     decision_id = params.get("decision_id")
+    # the name becomes folders under the data dir and a registry key: refuse '../x' before any work
+    model_name = check_model_name(_first(params.get("model_name"), lookup(family_key("LEDGERLINE_MODEL_NAME", family)), family))
     return RetrainJob(
         family=family,
-        model_name=str(_first(params.get("model_name"), lookup(family_key("LEDGERLINE_MODEL_NAME", family)), family)),
+        model_name=model_name,
         reason=reason,
         snapshot_date=snapshot_date,
         dag_run=dag_run,

@@ -7,10 +7,13 @@ so the feature code travels inside the logged model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
@@ -22,18 +25,20 @@ from training.metrics import binary_metrics
 
 @dataclass(frozen=True)
 class CreditParams:
-    n_estimators: int = 800
-    learning_rate: float = 0.05
-    max_depth: int = 4
-    min_child_weight: float = 5.0
-    subsample: float = 0.85
-    colsample_bytree: float = 0.85
-    reg_lambda: float = 1.0
-    early_stopping_rounds: int = 40
-    validation_fraction: float = 0.2
+    """XGBoost hyper-parameters with their allowed ranges (checked when built, before any training)."""
+
+    n_estimators: Annotated[int, Field(ge=1, le=20_000)] = 800
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    max_depth: Annotated[int, Field(ge=1, le=16)] = 4
+    min_child_weight: Annotated[float, Field(ge=0.0, le=1e6)] = 5.0
+    subsample: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    colsample_bytree: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    reg_lambda: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0
+    early_stopping_rounds: Annotated[int, Field(ge=1, le=10_000)] = 40
+    validation_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
     monotone: bool = True  # apply the spec's monotone constraints (regulators expect them)
-    seed: int = 42
-    n_jobs: int = 2
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
+    n_jobs: Annotated[int, Field(ge=1, le=256)] = 2
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 import warnings
@@ -22,11 +23,21 @@ from typing import Any
 
 import pandas as pd
 
-from features.sources import Snapshot, date_key, ingest, load_snapshot, read_table, snapshot_from_uri
+from features.sources import (
+    Snapshot,
+    clear_rejected,
+    date_key,
+    ingest,
+    load_snapshot,
+    mark_rejected,
+    read_table,
+    snapshot_from_uri,
+)
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec, with_observed_labels
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
 from ledgerline.families import FAMILY_TAG, family_from_tags
+from ledgerline.names import check_model_name
 from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, set_version_tags
 from ledgerline.settings import Settings
 from training.families import TrainingFamily, gate_policy, get_family
@@ -36,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 TRIGGERS = ("manual", "schedule", "drift", "performance")
+MIN_TRAINING_ROWS = 200  # below this no spec's min_rows is trusted: metrics would be noise
+MIN_TEST_CLASS_ROWS = 10  # rows of each class the test split must hold
+TEST_FRACTION = 0.2  # of the classifier families' holdout (credit-risk): sizes the per-class floor
 
 
 def _log_progress(msg: str) -> None:
@@ -55,6 +69,10 @@ class TrainRequest:
     rows: int = 20_000
     seed: int | None = None
     params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
+    force: bool = False  # train and register even when the champion came from the same inputs
+
+    def __post_init__(self) -> None:
+        check_model_name(self.name)  # names become folders and registry keys: check before any work
 
     @property
     def name(self) -> str:
@@ -72,6 +90,7 @@ class TrainingResult:
     champion: str | None
     experiment_id: str
     artifacts: list[str] = field(default_factory=list)
+    skipped: bool = False  # True: the champion was trained from the same snapshot, spec and parameters
 
 
 @contextmanager
@@ -93,25 +112,74 @@ def _configure_mlflow(settings: Settings) -> None:
 
 
 def _accepted_spec_path(settings: Settings, model_name: str) -> Path:
-    return settings.resolved_data_dir() / "specs" / f"{model_name}.yaml"
+    return settings.resolved_data_dir() / "specs" / f"{check_model_name(model_name)}.yaml"
+
+
+def frozen_spec(settings: Settings, model_name: str) -> tuple[DatasetSpec, str] | None:
+    """The spec a model's inputs are fixed by, and where it came from; None for a new model.
+
+    The spec frozen under the data folder, else the one logged with the model's latest
+    registered version (a model trained on generated data, or under another data folder).
+    """
+    accepted = _accepted_spec_path(settings, model_name)
+    if accepted.exists():
+        return DatasetSpec.from_dict(_load_yaml(accepted), source=str(accepted)), str(accepted)
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    try:
+        versions = c.search_model_versions(f"name = '{model_name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if not mv.run_id:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = c.download_artifacts(mv.run_id, "data/spec.yaml", tmp)
+            except (MlflowException, OSError):
+                continue
+            where = f"{model_name} v{mv.version} (run {mv.run_id} data/spec.yaml)"
+            return DatasetSpec.from_dict(_load_yaml(Path(local)), source=where), where
+    return None
+
+
+def check_columns(df: pd.DataFrame, spec: DatasetSpec, model_name: str, where: str) -> None:
+    """The data has exactly the columns the model's frozen spec knows (features, target, id, dropped)."""
+    columns = [str(c) for c in df.columns]
+    required = [*spec.feature_names, spec.target, *([spec.id_column] if spec.id_column else [])]
+    known = {*required, *spec.drop}
+    missing = [c for c in required if c not in columns]
+    unexpected = [c for c in columns if c not in known]
+    if missing or unexpected:
+        parts = ([f"lacks {missing}"] if missing else []) + ([f"has columns {unexpected} it does not know"] if unexpected else [])
+        raise SpecError(
+            f"model '{model_name}' takes the columns of its frozen spec ({where}), and this data "
+            f"{' and '.join(parts)}; a model's inputs are fixed: pass --model-name NEW-NAME to train this data as another model"
+        )
 
 
 def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tuple[DatasetSpec, bool]:
     """The spec for this dataset and whether it is already frozen.
 
-    Generated data uses the family's hand-written spec. A user's data uses the spec
-    frozen at its first accepted snapshot; before that, one inferred from the data
-    with the user's YAML (``--spec``) overriding inference.
+    A model's inputs are fixed by its frozen spec: data with other columns is refused
+    (SpecError) before anything is written. Generated data uses the family's hand-written
+    spec. A user's data uses the spec frozen at its first accepted snapshot; before that,
+    one inferred from the data with the user's YAML (``--spec``) overriding inference.
     """
     family = get_family(req.family)
+    existing = frozen_spec(settings, req.name)
+    if existing is not None:
+        check_columns(raw, existing[0], req.name, existing[1])
     if req.data is None and req.spec_path is None:
         return family.default_spec(req.name), True
     partial = load_partial_spec(req.spec_path) if req.spec_path else PartialSpec()
     if req.target and partial.target and req.target != partial.target:
         raise SpecError(f"--target {req.target} contradicts the spec's target '{partial.target}'; pass only one")
-    accepted = _accepted_spec_path(settings, req.name)
-    if accepted.exists() and req.spec_path is None:
-        spec = DatasetSpec.from_dict(_load_yaml(accepted), source=str(accepted))
+    if existing is not None and req.spec_path is None:
+        spec = existing[0]
         if req.target and req.target != spec.target:
             raise SpecError(
                 f"model '{req.name}' was first trained with target '{spec.target}', not '{req.target}'; "
@@ -122,11 +190,36 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
                 f"model '{req.name}' uses positive label '{spec.positive_label}', not '{req.positive_label}'; "
                 f"use another --model-name for a different labelling"
             )
-        return spec, True
+        # frozen when it came from the data folder; one found in the registry is frozen there at validation
+        return spec, _accepted_spec_path(settings, req.name).exists()
     spec = family.infer_spec(
         raw, target=req.target, positive_label=req.positive_label, partial=partial, name=req.name
     )
     return spec, False
+
+
+def check_rows(frame: pd.DataFrame, spec: DatasetSpec, *, per_class: bool = True) -> None:
+    """Enough rows (the spec's ``min_rows``, at least MIN_TRAINING_ROWS) and, for a classifier
+    (``per_class``), enough of each class that the test split holds MIN_TEST_CLASS_ROWS of both;
+    checked before anything is written."""
+    n = len(frame)
+    need = max(spec.min_rows, MIN_TRAINING_ROWS)
+    if n < need:
+        raise DataError(
+            f"the data has {n} rows; training needs at least {need} "
+            f"(the spec's min_rows is {spec.min_rows}, the floor {MIN_TRAINING_ROWS}); add rows"
+        )
+    if not per_class or LABEL_COLUMN not in frame.columns:
+        return
+    positives = int(frame[LABEL_COLUMN].sum())
+    fewest = min(positives, n - positives)
+    need_class = math.ceil(MIN_TEST_CLASS_ROWS / TEST_FRACTION)
+    if fewest < need_class:
+        which = f"'{spec.positive_label}'" if positives == fewest else f"other than '{spec.positive_label}'"
+        raise DataError(
+            f"only {fewest} rows have a {spec.target} {which}; the test split needs at least "
+            f"{MIN_TEST_CLASS_ROWS} of each class, so the data needs {need_class}; add rows of that class"
+        )
 
 
 def _load_yaml(path: Path) -> Any:
@@ -161,7 +254,8 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         source = str(Path(req.data).resolve())
     spec, frozen = resolve_spec(settings, req, raw)
     spec = with_observed_labels(spec, raw)  # the run's spec records every label value (the label codec)
-    family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
+    frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
+    check_rows(frame, spec, per_class=family.target_kind == "binary")
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)
@@ -252,6 +346,7 @@ def validate(
             mlflow.set_tag("ledgerline.validation", "passed" if report.success else "failed")
             if not report.success:
                 mlflow.set_tag("ledgerline.stage", "validation_failed")
+                mark_rejected(snap, f"{report.message()} (MLflow run {run_id})")
                 raise ValidationFailed(
                     f"{snap.dataset}@{snap.logical_date} {report.message()}; nothing was trained "
                     f"(details: MLflow run {run_id}, artifacts validation/)",
@@ -261,6 +356,7 @@ def validate(
         mlflow.MlflowClient().set_terminated(run_id, "FAILED")
         raise
     progress(f"validation passed: {report.evaluated} expectations ({len(report.failures)} failed)")
+    clear_rejected(snap)
     if not prepared.spec_frozen:
         path = _accepted_spec_path(settings, req.name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +372,11 @@ def split(frame: pd.DataFrame, spec: DatasetSpec, seed: int, family: str) -> tup
     return get_family(family).split(frame, spec, seed)
 
 
+def check_params(family: str, seed: int, overrides: Mapping[str, Any] | None) -> None:
+    """Raise LedgerlineError for unknown or out-of-range hyper-parameter overrides."""
+    get_family(family).params(seed, overrides)
+
+
 def train_and_register(
     settings: Settings, req: TrainRequest, prepared: Prepared, run_id: str, progress: Progress = _log_progress
 ) -> tuple[str, dict[str, float]]:
@@ -283,14 +384,14 @@ def train_and_register(
     import mlflow
 
     _configure_mlflow(settings)
-    family = get_family(req.family)
-    seed = settings.seed if req.seed is None else req.seed
-    spec = prepared.spec
-    frame = family.conform(prepared.snapshot.load(), spec)
-    train_df, test_df = family.split(frame, spec, seed)
-    params = family.params(seed, req.params)
     c = mlflow.MlflowClient()
     try:
+        family = get_family(req.family)
+        seed = settings.seed if req.seed is None else req.seed
+        spec = prepared.spec
+        frame = family.conform(prepared.snapshot.load(), spec)
+        train_df, test_df = family.split(frame, spec, seed)
+        params = family.params(seed, req.params)
         with mlflow.start_run(run_id=run_id):
             mlflow.set_tag("ledgerline.stage", "train")
             mlflow.log_params({**params.as_dict(), "rows_train": len(train_df), "rows_test": len(test_df), "split_seed": seed})
@@ -309,9 +410,9 @@ def train_and_register(
                 model_uri = family.log_model(model, train_df, spec)
         # the run is complete (FINISHED); register last so a failure above registers nothing
         with _step(progress, f"registering {req.name}"):
-            mv = mlflow.register_model(model_uri, req.name, tags={"ledgerline.run_id": run_id, FAMILY_TAG: req.family})
-            version = str(mv.version)
             try:
+                mv = mlflow.register_model(model_uri, req.name, tags={"ledgerline.run_id": run_id, FAMILY_TAG: req.family})
+                version = str(mv.version)
                 c.set_registered_model_alias(req.name, CHALLENGER, version)
                 set_version_tags(
                     c,
@@ -326,15 +427,75 @@ def train_and_register(
                     },
                 )
             except BaseException:
-                c.delete_model_version(req.name, version)
+                _unregister(c, req.name, run_id)  # interrupted half-way: no version without its tags and alias
+                c.set_terminated(run_id, "FAILED")
                 raise
     except BaseException:
-        run = c.get_run(run_id)
-        if run.info.status == "RUNNING":
-            c.set_terminated(run_id, "FAILED")
+        _fail_if_running(c, run_id)
         raise
     progress(f"registered {req.name} v{version} as @{CHALLENGER}")
     return version, metrics
+
+
+def _unregister(c: Any, name: str, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        for mv in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            c.delete_model_version(name, mv.version)
+    except MlflowException:
+        logger.exception("could not remove the half-registered version of %s from run %s", name, run_id)
+
+
+def _fail_if_running(c: Any, run_id: str) -> None:
+    if c.get_run(run_id).info.status == "RUNNING":
+        c.set_terminated(run_id, "FAILED")
+
+
+def same_as_champion(settings: Settings, req: TrainRequest, prepared: Prepared) -> TrainingResult | None:
+    """The champion, when it was trained from this very snapshot (digest), spec and parameters.
+
+    Training again would only register a duplicate version; ``req.force`` skips this check.
+    """
+    _configure_mlflow(settings)
+    c = client(settings)
+    champion = alias_version(c, req.name, CHAMPION)
+    if champion is None:
+        return None
+    mv = c.get_model_version(req.name, champion)
+    if not mv.run_id:
+        return None
+    run = c.get_run(mv.run_id)
+    if run.data.tags.get("ledgerline.snapshot_digest") != prepared.snapshot.digest:
+        return None
+    seed = settings.seed if req.seed is None else req.seed
+    params = get_family(req.family).params(seed, req.params)
+    expected = {**{k: str(v) for k, v in params.as_dict().items()}, "split_seed": str(seed)}
+    if any(run.data.params.get(k) != v for k, v in expected.items()):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            logged = DatasetSpec.from_dict(_load_yaml(Path(c.download_artifacts(mv.run_id, "data/spec.yaml", tmp))))
+        except (LedgerlineError, OSError):
+            return None
+    if logged.to_dict() != prepared.spec.to_dict():
+        return None
+    metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    reason = (
+        f"v{champion} is @champion and was trained from this snapshot ({prepared.snapshot.digest[:12]}), "
+        f"spec and parameters; nothing registered (--force trains again)"
+    )
+    return TrainingResult(
+        model_name=req.name,
+        snapshot_uri=prepared.snapshot.uri,
+        run_id=mv.run_id,
+        version=champion,
+        metrics=metrics,
+        decision=GateDecision(True, [reason], metrics, champion_version=champion),
+        champion=champion,
+        experiment_id=run.info.experiment_id,
+        skipped=True,
+    )
 
 
 def version_family(settings: Settings, name: str, version: str) -> str:
@@ -476,10 +637,19 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = _lo
     """The whole loop for one dataset, as ``ledgerline train`` runs it."""
     with _step(progress, "[1/4] ingest"):
         prepared = prepare(settings, req, progress)
+    if not req.force:
+        unchanged = same_as_champion(settings, req, prepared)
+        if unchanged is not None:
+            progress(f"{req.name}: {unchanged.decision.reasons[0]}")
+            return unchanged
     with _step(progress, "[2/4] validate (Great Expectations)"):
         run_id = validate(settings, req, prepared, progress)
-    with _step(progress, "[3/4] train, evaluate, register"):
-        version, metrics = train_and_register(settings, req, prepared, run_id, progress)
+    try:
+        with _step(progress, "[3/4] train, evaluate, register"):
+            version, metrics = train_and_register(settings, req, prepared, run_id, progress)
+    except BaseException:  # SIGTERM between the steps too: no run is left RUNNING
+        _fail_if_running(client(settings), run_id)
+        raise
     with _step(progress, "[4/4] promotion gate"):
         decision, champion = gate_and_promote(
             settings, req.name, version, trigger=req.trigger, run_id=run_id, progress=progress
@@ -534,6 +704,7 @@ __all__ = [
     "Prepared",
     "TrainRequest",
     "TrainingResult",
+    "check_params",
     "evaluate_gate",
     "gate_and_promote",
     "prepare",
@@ -541,6 +712,7 @@ __all__ = [
     "record_gate",
     "rollback",
     "run_training",
+    "same_as_champion",
     "train_and_register",
     "validate",
 ]

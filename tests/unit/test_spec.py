@@ -82,9 +82,9 @@ def test_conform_refuses_missing_feature_columns():
 
 
 def test_malformed_spec_yaml_is_named():
-    with pytest.raises(SpecError, match="unknown keys"):
+    with pytest.raises(SpecError, match="unknown key 'colums'; allowed: "):
         PartialSpec.from_dict({"target": "x", "colums": {}})
-    with pytest.raises(SpecError, match="type must be"):
+    with pytest.raises(SpecError, match="'columns.a.type' must be 'numeric' or 'categorical', got 'text'"):
         DatasetSpec.from_dict({"target": "x", "positive_label": "1", "columns": {"a": {"type": "text"}}})
 
 
@@ -103,7 +103,7 @@ def test_negative_labels_in_yaml_may_be_one_value_or_a_list():
     base = {"target": "Status", "positive_label": "bad", "columns": {"a": {"type": "numeric"}}}
     assert DatasetSpec.from_dict({**base, "negative_labels": "good"}).negative_labels == ("good",)
     assert DatasetSpec.from_dict({**base, "negative_labels": ["good"]}).negative_labels == ("good",)
-    with pytest.raises(SpecError, match="negative_labels must be a list"):
+    with pytest.raises(SpecError, match="'negative_labels' must be a list"):
         PartialSpec.from_dict({**base, "negative_labels": {"good": 0}})
 
 

@@ -42,8 +42,17 @@ def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, ob
             else:
                 typed[key] = type(current)(value)
         except (TypeError, ValueError) as exc:
-            raise LedgerlineError(f"parameter {key}={value!r} is not a {type(current).__name__}") from exc
-    return dataclasses.replace(defaults, **typed)  # type: ignore[type-var]
+            raise LedgerlineError(f"parameter {key}={value!r} is not a {type(current).__name__} (--param KEY=VALUE)") from exc
+    from pydantic import ValidationError
+
+    try:
+        return dataclasses.replace(defaults, **typed)  # type: ignore[type-var]
+    except ValidationError as exc:  # pydantic dataclasses check each field's range
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"parameter {key}={overrides.get(key)!r} is invalid: {err['msg'].lower()}")
+        raise LedgerlineError("; ".join(problems) + " (--param KEY=VALUE)") from None
 
 
 def pip_requirements(*packages: str) -> list[str]:
