@@ -12,7 +12,7 @@ from pathlib import Path
 from ledgerline.errors import LedgerlineError, ValidationFailed
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
-PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli")
+PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli", "ledgerline.dbcli")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3

@@ -7,10 +7,22 @@ migration lock. There is no alembic.ini.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ledgerline import db
 from ledgerline.migrations import VERSION_TABLE
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Autogenerate renders JSONB with a bare ``Text()`` it does not import; write it plainly."""
+    if type_ == "type" and isinstance(obj, JSONB):
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return "postgresql.JSONB()"
+    return False
+
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -25,6 +37,7 @@ context.configure(
     version_table=VERSION_TABLE,
     render_as_batch=True,  # SQLite cannot ALTER most things: batch mode copies the table
     compare_type=True,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()
