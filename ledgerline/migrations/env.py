@@ -7,16 +7,17 @@ migration lock. There is no alembic.ini.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ledgerline import db
 from ledgerline.migrations import VERSION_TABLE
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Autogenerate renders JSONB with a bare ``Text()`` it does not import; write it plainly."""
     if type_ == "type" and isinstance(obj, JSONB):
         autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
