@@ -176,6 +176,12 @@ def upgrade(target: str | Engine) -> Upgrade:
             conn.rollback()
             if before == head:  # the common case: no lock needed
                 return Upgrade(before=before, after=head, adopted=False)
+            if before is not None and not migrations.is_known(before):
+                raise SchemaError(
+                    f"the app database {_display(engine.url)} is at revision {before}, which this Ledgerline "
+                    f"does not know (its newest is {head}): a newer release migrated it; run that release "
+                    "or point LEDGERLINE_APP_DB_URL at another database"
+                )
             if engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             elif engine.dialect.name == "sqlite":

@@ -76,6 +76,16 @@ def head() -> str:
     return heads[0]
 
 
+def is_known(revision: str) -> bool:
+    """Whether this code has ``revision`` (a database migrated by a newer release has one it does not)."""
+    from alembic.util import CommandError
+
+    try:
+        return script_directory().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def migration_context(connection: sa.Connection) -> Any:
     """An Alembic MigrationContext on ``connection`` that knows our version table."""
     from alembic.runtime.migration import MigrationContext

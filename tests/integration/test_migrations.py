@@ -325,6 +325,21 @@ def test_sqlite_starters_racing_on_one_file_all_succeed(tmp_path: Path) -> None:
     assert schema_differences(url) == []
 
 
+def test_a_database_a_newer_release_migrated_is_refused_not_touched(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0999'")
+    finally:
+        engine.dispose()
+
+    with pytest.raises(db.SchemaError, match="at revision 0999, which this Ledgerline does not know"):
+        db.upgrade(url)
+    assert db.current_revision(url) == "0999"
+
+
 # --------------------------------------------------------------------------- CLI
 
 
