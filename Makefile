@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving
+.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving migration
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ bench-drift: $(STAMP) ## drift job (Postgres load + PSI + Evidently) vs direct E
 
 bench-serving: $(STAMP) ## serving: our router vs `mlflow models serve` on the same model (wrk; 2 workers each); WORKERS=2 DURATION=20
 	@$(BIN)/python benchmarks/bench_serving.py --workers $(or $(WORKERS),2) --duration $(or $(DURATION),20)
+
+migration: $(STAMP) ## after changing ledgerline/db.py: MSG="add pending feedback" writes the next revision (DB=url to compare with)
+	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what the revision does" [DB=postgresql://...]'; exit 2; }
+	@$(BIN)/ledgerline db revision "$(MSG)" $(if $(DB),--url "$(DB)")
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	@$(BIN)/python -m uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock

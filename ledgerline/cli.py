@@ -15,7 +15,7 @@ from types import FrameType
 from ledgerline.errors import LedgerlineError, Terminated, ValidationFailed
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
-PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli")
+PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli", "ledgerline.dbcli")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3

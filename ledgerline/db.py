@@ -1,18 +1,29 @@
-"""The app database: promotion ledger (and, as other parts arrive, prediction log,
-feedback and monitoring results). SQLAlchemy Core, so the same code runs on
-Postgres (tests, compose) and SQLite (demo)."""
+"""The app database: promotion ledger, prediction log, feedback and monitoring results.
+SQLAlchemy Core, so the same code runs on Postgres (tests, compose) and SQLite (demo).
+
+The schema is versioned with Alembic (``ledgerline/migrations``): :func:`upgrade` brings a
+database to the newest revision and runs on the first use of a database in a process.
+A change to the tables below needs a new revision (``make migration MSG=...``)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+
+from ledgerline.errors import LedgerlineError
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -101,8 +112,6 @@ def make_engine(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> Engin
     """An engine that notices dead connections and does not hang on an unreachable server."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        from pathlib import Path
-
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +125,104 @@ def make_engine(url: str, *, pool_size: int = 4, max_overflow: int = 8) -> Engin
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process; tables are created on first use."""
+    """One engine per URL per process; the schema is migrated to the newest revision on first use."""
     engine = make_engine(url)
-    metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+class SchemaError(LedgerlineError):
+    """The app database's tables are not a schema Ledgerline knows; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What :func:`upgrade` did."""
+
+    before: str | None  # revision before; None: empty or created before migrations existed
+    after: str  # the head revision
+    adopted: bool  # the database was created before migrations and was stamped at the baseline
+
+    @property
+    def changed(self) -> bool:
+        return self.adopted or self.before != self.after
+
+
+#: Postgres advisory lock held (for one transaction) while migrating, so starters do not race.
+MIGRATION_LOCK_KEY = zlib.crc32(b"ledgerline.migrations")
+
+
+def _display(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def upgrade(target: str | Engine) -> Upgrade:
+    """Bring the app database at ``target`` (a URL or an engine) to the newest revision.
+
+    Idempotent, and safe when several processes start together: on Postgres the work
+    runs in one transaction holding an advisory lock (DDL is transactional there, so a
+    failed step leaves nothing behind); on SQLite in a ``BEGIN IMMEDIATE`` transaction,
+    which holds the file's write lock. A database created by Ledgerline before
+    migrations existed (its tables, no version table) is checked against revision
+    0001 and stamped; if its tables differ, :class:`SchemaError` says how.
+    """
+    from ledgerline import migrations
+
+    engine = make_engine(target, pool_size=1, max_overflow=0) if isinstance(target, str) else target
+    head = migrations.head()
+    try:
+        with engine.connect() as conn:
+            before = migrations.current(conn)
+            conn.rollback()
+            if before == head:  # the common case: no lock needed
+                return Upgrade(before=before, after=head, adopted=False)
+            if before is not None and not migrations.is_known(before):
+                raise SchemaError(
+                    f"the app database {_display(engine.url)} is at revision {before}, which this Ledgerline "
+                    f"does not know (its newest is {head}): a newer release migrated it; run that release "
+                    "or point LEDGERLINE_APP_DB_URL at another database"
+                )
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                before, after, adopted = migrations.upgrade(conn)
+            except migrations.SchemaMismatch as exc:
+                raise SchemaError(f"{_display(engine.url)}: {exc}") from exc
+            conn.commit()
+    finally:
+        if isinstance(target, str):
+            engine.dispose()
+    result = Upgrade(before=before, after=after, adopted=adopted)
+    if result.changed:
+        logger.info("app database %s: %s -> %s%s", _display(engine.url), before or "unversioned", after,
+                    " (adopted the schema created before migrations)" if adopted else "")
+    return result
+
+
+def current_revision(target: str | Engine) -> str | None:
+    """The revision of the app database; None when it is empty or predates migrations. Changes nothing."""
+    from ledgerline import migrations
+
+    if isinstance(target, str) and target.startswith("sqlite"):
+        path = sa.make_url(target).database
+        if path and path != ":memory:" and not Path(path).exists():
+            return None  # do not create the file just to look
+    engine = make_engine(target, pool_size=1, max_overflow=0) if isinstance(target, str) else target
+    try:
+        with engine.connect() as conn:
+            return migrations.current(conn)
+    finally:
+        if isinstance(target, str):
+            engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest revision the installed code knows."""
+    from ledgerline import migrations
+
+    return migrations.head()
 
 
 def _jsonable(value: Any) -> Any:

@@ -39,7 +39,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 class TableGuard:
-    """Creates the prediction and feedback tables once per engine, on first use."""
+    """Migrates the app database (prediction and feedback tables included) once per engine, on first use."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -52,11 +52,7 @@ class TableGuard:
         with self._lock:
             if self._done:
                 return
-            tables = [db.predictions, db.feedback]
-            try:
-                db.metadata.create_all(self.engine, tables=tables)
-            except sa.exc.IntegrityError:  # another worker created them at the same moment
-                db.metadata.create_all(self.engine, tables=tables)
+            db.upgrade(self.engine)  # migrations run under a lock: workers starting together do not race
             self._done = True
 
 
