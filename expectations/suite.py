@@ -105,7 +105,8 @@ def suite_name(spec: DatasetSpec) -> str:
 def expected_columns(spec: DatasetSpec) -> list[str]:
     """The exact set of columns ``conform(raw, spec)`` produces, in its order."""
     cols = [spec.id_column] if spec.id_column else []
-    return [*cols, *spec.feature_names, spec.target, LABEL_COLUMN]
+    label = [spec.target, LABEL_COLUMN] if spec.target is not None else []
+    return [*cols, *spec.feature_names, *spec.passthrough, *label]
 
 
 def build_suite(spec: DatasetSpec) -> ExpectationSuite:
@@ -127,12 +128,16 @@ def build_suite(spec: DatasetSpec) -> ExpectationSuite:
             )
         else:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name))
+        if col.kind == "datetime":
+            continue  # conform already parsed every value as a UTC timestamp
         if col.kind == "numeric":
             exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col.name, type_list=list(NUMERIC_TYPES)))
             if col.min is not None or col.max is not None:
                 exps.append(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max))
         elif col.values is not None:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.values)))
+    if spec.target is None:
+        return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
     exps += [
         gxe.ExpectColumnValuesToNotBeNull(column=spec.target),
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL_COLUMN),

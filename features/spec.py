@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from features.labels import LabelCodec
 from ledgerline.errors import DataError, SpecError
 
-ColumnKind = Literal["numeric", "categorical"]
+ColumnKind = Literal["numeric", "categorical", "datetime"]
 Monotone = Literal["increasing", "decreasing"]
 
 # A column whose non-null values parse as numbers at least this often is numeric
@@ -55,8 +55,10 @@ class ColumnSpec:
     monotone: Monotone | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("numeric", "categorical"):
-            raise SpecError(f"column '{self.name}': type must be 'numeric' or 'categorical', not {self.kind!r}")
+        if self.kind not in ("numeric", "categorical", "datetime"):
+            raise SpecError(
+                f"column '{self.name}': type must be 'numeric', 'categorical' or 'datetime', not {self.kind!r}"
+            )
         if self.monotone not in (None, "increasing", "decreasing"):
             raise SpecError(f"column '{self.name}': monotone must be 'increasing' or 'decreasing'")
         if not 0.0 <= self.max_null_fraction <= 1.0:
@@ -67,9 +69,14 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset's contract. ``columns`` are the inputs a caller sends (and the model family turns
+    into features); ``target``/``positive_label`` are None for unlabelled data; ``roles`` name
+    columns a family gives a meaning to (e.g. ``customer``, ``timestamp``, ``amount``);
+    ``passthrough`` columns are kept in snapshots for evaluation but are never model inputs."""
+
     name: str
-    target: str
-    positive_label: str
+    target: str | None
+    positive_label: str | None
     columns: tuple[ColumnSpec, ...]
     id_column: str | None = None
     drop: tuple[str, ...] = ()
@@ -77,11 +84,27 @@ class DatasetSpec:
     min_rows: int = 100
     extra: Mapping[str, Any] = field(default_factory=dict)
     negative_labels: tuple[str, ...] = ()  # empty in specs frozen before they were recorded
+    roles: Mapping[str, str] = field(default_factory=dict)
+    passthrough: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.target is not None and self.positive_label is None:
+            raise SpecError(f"spec '{self.name}': a target needs a positive_label (the value that marks the event)")
+        names = {*self.feature_names, *self.passthrough, self.id_column}
+        for role, column in self.roles.items():
+            if column not in names:
+                raise SpecError(f"spec '{self.name}': role '{role}' names column '{column}', which is not in columns")
 
     @property
     def label_codec(self) -> LabelCodec:
         """The one definition of what the target's values mean (training, feedback, monitoring)."""
-        return LabelCodec.from_spec(self)
+        if self.target is None:
+            raise SpecError(f"spec '{self.name}' has no target, so it has no label codec")
+        return LabelCodec.from_spec(self)  # type: ignore[arg-type]
+
+    @property
+    def datetime(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "datetime"]
 
     @property
     def feature_names(self) -> list[str]:
@@ -119,6 +142,8 @@ class DatasetSpec:
             "drop": list(self.drop),
             "positive_rate": list(self.positive_rate) if self.positive_rate else None,
             "min_rows": self.min_rows,
+            "roles": dict(self.roles) if self.roles else None,
+            "passthrough": list(self.passthrough) if self.passthrough else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -132,10 +157,10 @@ class DatasetSpec:
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> DatasetSpec:
         partial = PartialSpec.from_dict(raw, source=source)
         missing = [c for c, _ in partial.columns.items() if "type" not in _]
-        if partial.target is None or partial.positive_label is None:
-            raise SpecError(f"{source}: 'target' and 'positive_label' are required")
+        if partial.target is not None and partial.positive_label is None:
+            raise SpecError(f"{source}: a 'target' needs a 'positive_label'")
         if missing:
-            raise SpecError(f"{source}: columns {missing} have no 'type' (numeric or categorical)")
+            raise SpecError(f"{source}: columns {missing} have no 'type' (numeric, categorical or datetime)")
         return DatasetSpec(
             name=partial.name or "dataset",
             target=partial.target,
@@ -146,13 +171,15 @@ class DatasetSpec:
             drop=tuple(partial.drop),
             positive_rate=partial.positive_rate,
             min_rows=partial.min_rows if partial.min_rows is not None else 100,
+            roles=dict(partial.roles),
+            passthrough=tuple(partial.passthrough),
         )
 
 
 def _column_from_dict(name: str, d: Mapping[str, Any], source: str) -> ColumnSpec:
     col = _parse(_ColumnModel, d, source, prefix=f"columns.{name}")
     if col.type is None:
-        raise SpecError(f"{source}: column '{name}' has no 'type' (numeric or categorical)")
+        raise SpecError(f"{source}: column '{name}' has no 'type' (numeric, categorical or datetime)")
     return ColumnSpec(
         name=name,
         kind=col.type,
@@ -176,7 +203,7 @@ def _text(value: Scalar) -> str:
 class _ColumnModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["numeric", "categorical"] | None = None
+    type: Literal["numeric", "categorical", "datetime"] | None = None
     min: StrictFloat | StrictInt | None = None
     max: StrictFloat | StrictInt | None = None
     values: list[Scalar] | None = Field(None, min_length=1)
@@ -207,6 +234,8 @@ class _SpecModel(BaseModel):
     positive_rate: tuple[StrictFloat | StrictInt, StrictFloat | StrictInt] | None = None
     min_rows: StrictInt | None = Field(None, ge=1, le=1_000_000_000)
     columns: dict[StrictStr | StrictInt, dict[str, Any]] | None = None
+    roles: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    passthrough: list[StrictStr] = Field(default_factory=list)
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -226,7 +255,8 @@ _EXPECTED = {
     "negative_labels": "a list of the target's other values",
     "id_column": "a column name", "drop": "a list of column names", "positive_rate": "[low, high] with 0 <= low <= high <= 1",
     "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
-    "type": "'numeric' or 'categorical'", "min": "a number", "max": "a number",
+    "roles": "a mapping of role to column name", "passthrough": "a list of column names",
+    "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
 }
@@ -266,6 +296,8 @@ class PartialSpec:
     positive_rate: tuple[float, float] | None = None
     min_rows: int | None = None
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    passthrough: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -285,6 +317,8 @@ class PartialSpec:
             positive_rate=None if band is None else (float(band[0]), float(band[1])),
             min_rows=top.min_rows,
             columns=columns,
+            roles=dict(top.roles),
+            passthrough=list(top.passthrough),
         )
 
 
@@ -305,6 +339,9 @@ def load_partial_spec(path: Path) -> PartialSpec:
 
 def _is_numeric_dtype(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+is_numeric_series = _is_numeric_dtype
 
 
 def junk_values(series: pd.Series, limit: int = 3) -> list[str]:
@@ -449,7 +486,7 @@ def with_observed_labels(spec: DatasetSpec, df: pd.DataFrame) -> DatasetSpec:
 
     Training logs this spec with the run, so serving and monitoring can rebuild the label codec.
     """
-    if spec.negative_labels or spec.target not in df.columns:
+    if spec.target is None or spec.positive_label is None or spec.negative_labels or spec.target not in df.columns:
         return spec
     return replace(spec, negative_labels=observed_negatives(df, spec.target, spec.positive_label))
 
@@ -502,8 +539,9 @@ def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
     Raises DataError for missing columns or junk, before anything is validated or trained.
     """
-    check_target(df, spec.target, spec.positive_label)
-    missing = [c for c in spec.feature_names if c not in df.columns]
+    if spec.target is not None:
+        check_target(df, spec.target, spec.positive_label)
+    missing = [c for c in (*spec.feature_names, *spec.passthrough) if c not in df.columns]
     if missing:
         raise DataError(f"the data lacks columns {missing} that the spec requires; columns are {list(df.columns)}")
     out = pd.DataFrame(index=df.index)
@@ -515,11 +553,31 @@ def conform(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         s = df[col.name]
         if col.kind == "numeric":
             out[col.name] = coerce_numeric(s, col.name)
+        elif col.kind == "datetime":
+            out[col.name] = coerce_datetime(s, col.name)
         else:
             out[col.name] = s.astype(str).astype("object").where(s.notna(), None)
-    out[spec.target] = df[spec.target].astype(str)
-    out[LABEL_COLUMN] = spec.label_codec.encode_training(df[spec.target])
+    for name in spec.passthrough:
+        out[name] = df[name]
+    if spec.target is not None:
+        out[spec.target] = df[spec.target].astype(str)
+        out[LABEL_COLUMN] = spec.label_codec.encode_training(df[spec.target])
     return out.reset_index(drop=True)
+
+
+def coerce_datetime(series: pd.Series, name: str) -> pd.Series:
+    """Timestamps as UTC datetimes (naive ones are taken as UTC); junk raises a DataError with examples."""
+    if _is_numeric_dtype(series):
+        raise DataError(
+            f"column '{name}' holds numbers; give timestamps as ISO 8601 text (e.g. 2026-03-01T14:05:00Z): "
+            "an epoch number is ambiguous (seconds, milliseconds?)"
+        )
+    out = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+    bad = out.isna() & series.notna()
+    if bad.any():
+        examples = [str(v) for v in pd.unique(series[bad])[:3]]
+        raise DataError(f"column '{name}' has values that are not timestamps {examples}; use ISO 8601 text")
+    return out
 
 
 def with_name(spec: DatasetSpec, name: str) -> DatasetSpec:

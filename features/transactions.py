@@ -24,11 +24,15 @@ velocity_spike      10-16 usual-looking purchases within about an hour          
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ledgerline.errors import DataError
+
+if TYPE_CHECKING:
+    from features.spec import DatasetSpec, PartialSpec
 
 CATEGORIES = (
     "grocery", "restaurant", "fuel", "transport", "clothing", "pharmacy", "entertainment",
@@ -244,3 +248,145 @@ def generate_transactions(
         "transaction_id", "customer_id", "timestamp", "amount", "currency", "merchant_category",
         "merchant_id", "channel", "country", "device_id", "is_fraud", "fraud_pattern",
     ]]
+
+
+# --- the family's data contract ---------------------------------------------------------------
+
+#: column names recognised for each role when a user's table does not say (lower case)
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "customer": ("customer_id", "customer", "account_id", "account", "card_id", "client_id", "user_id"),
+    "timestamp": ("timestamp", "transaction_time", "datetime", "time", "ts", "created_at", "date"),
+    "amount": ("amount", "transaction_amount", "amt", "value"),
+    "currency": ("currency", "currency_code", "ccy"),
+    "country": ("country", "country_code", "merchant_country"),
+    "category": ("merchant_category", "category", "mcc"),
+    "channel": ("channel",),
+    "device": ("device_id", "device"),
+    "merchant": ("merchant_id", "merchant"),
+}
+#: roles whose columns are free text (identifiers): no closed set of values
+FREE_TEXT_ROLES = ("customer", "country", "device", "merchant")
+
+
+def transaction_spec(name: str = "transaction-anomaly") -> DatasetSpec:
+    """The spec of :func:`generate_transactions`' table."""
+    from features.spec import ColumnSpec, DatasetSpec
+
+    ds = DEFAULT_DATASET
+    columns = (
+        ColumnSpec(ds.customer_column, "categorical"),
+        ColumnSpec(ds.timestamp_column, "datetime"),
+        ColumnSpec(ds.amount_column, "numeric", min=-100_000.0, max=100_000.0),
+        ColumnSpec("currency", "categorical", values=tuple(sorted(FX_TO_EUR))),
+        ColumnSpec("merchant_category", "categorical", values=tuple(sorted(CATEGORIES))),
+        ColumnSpec("merchant_id", "categorical"),
+        ColumnSpec("channel", "categorical", values=CHANNELS),
+        ColumnSpec("country", "categorical"),
+        ColumnSpec("device_id", "categorical"),
+    )
+    roles = {
+        "customer": "customer_id", "timestamp": "timestamp", "amount": "amount", "currency": "currency",
+        "country": "country", "category": "merchant_category", "channel": "channel", "device": "device_id",
+        "merchant": "merchant_id", "pattern": "fraud_pattern",
+    }
+    return DatasetSpec(
+        name=name,
+        target="is_fraud",
+        positive_label="1",
+        negative_labels=("0",),
+        columns=columns,
+        id_column=ds.id_column,
+        positive_rate=(0.0, 0.05),
+        min_rows=200,
+        roles=roles,
+        passthrough=("fraud_pattern",),
+    )
+
+
+def infer_transaction_spec(
+    df: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+) -> DatasetSpec:
+    """A spec for a user's transaction table: roles found by column name (the spec's ``roles`` win),
+    free text for identifiers, types inferred for the rest; the label, when given, is for evaluation."""
+    from features.spec import (
+        MAX_CATEGORIES,
+        ColumnSpec,
+        DatasetSpec,
+        LabelCodec,
+        SpecError,
+        _looks_like_id,
+        _widen,
+        check_target,
+        coerce_numeric,
+        is_numeric_series,
+        observed_negatives,
+    )
+
+    target = target or partial.target
+    positive_label = positive_label if positive_label is not None else partial.positive_label
+    if target is not None:
+        check_target(df, target, positive_label)
+    unknown = [c for c in [*partial.columns, *partial.roles.values(), *partial.passthrough] if c not in df.columns]
+    if unknown:
+        raise SpecError(f"spec names columns {sorted(set(unknown))} that are not in the data; columns are {list(df.columns)}")
+    skip = {c for c in (target, *partial.drop, *partial.passthrough) if c}
+    lower = {str(c).lower(): str(c) for c in df.columns if c not in skip}
+    roles = dict(partial.roles)
+    for role, names in ROLE_NAMES.items():
+        if role not in roles:
+            found = next((lower[n] for n in names if n in lower), None)
+            if found is not None and found not in roles.values():
+                roles[role] = found
+    id_column = partial.id_column
+    if id_column is None:
+        id_column = next(
+            (c for c in df.columns if c not in skip and c not in roles.values() and _looks_like_id(df[c], str(c))), None
+        )
+    if id_column:
+        skip.add(id_column)
+    free_text = {roles[r] for r in FREE_TEXT_ROLES if r in roles}
+    columns: list[ColumnSpec] = []
+    for col in df.columns:
+        if col in skip:
+            continue
+        s, override = df[col], partial.columns.get(col, {})
+        null_frac = float(s.isna().mean())
+        nulls = float(override.get("max_null_fraction", min(1.0, round(null_frac * 2 + 0.05, 4)) if null_frac else 0.0))
+        kind = override.get("type") or (
+            "datetime" if col == roles.get("timestamp")
+            else "numeric" if is_numeric_series(s) or pd.api.types.is_bool_dtype(s)
+            else "categorical"
+        )
+        if kind == "numeric":
+            num = coerce_numeric(s, str(col))
+            lo, hi = (float(num.min()), float(num.max())) if num.notna().any() else (0.0, 0.0)
+            wlo, whi = _widen(lo, hi)
+            columns.append(ColumnSpec(str(col), "numeric", min=override.get("min", wlo), max=override.get("max", whi),
+                                      max_null_fraction=nulls))
+        elif kind == "datetime":
+            columns.append(ColumnSpec(str(col), "datetime", max_null_fraction=nulls))
+        else:
+            observed = sorted({str(v) for v in s.dropna().unique()})
+            closed = col not in free_text and len(observed) <= MAX_CATEGORIES
+            values = override.get("values", observed if closed else None)
+            columns.append(ColumnSpec(str(col), "categorical", values=None if values is None else tuple(map(str, values)),
+                                      max_null_fraction=nulls))
+    if not columns:
+        raise SpecError("the table has no columns to learn from besides the id, label and evaluation columns")
+    negatives: tuple[str, ...] = ()
+    if target is not None and positive_label is not None:
+        negatives = tuple(partial.negative_labels) or observed_negatives(df, target, str(positive_label))
+        LabelCodec(target, str(positive_label), negatives)
+    return DatasetSpec(
+        name=partial.name or name,
+        target=target,
+        positive_label=None if positive_label is None else str(positive_label),
+        negative_labels=negatives,
+        columns=tuple(columns),
+        id_column=id_column,
+        drop=tuple(partial.drop),
+        positive_rate=partial.positive_rate,
+        min_rows=partial.min_rows if partial.min_rows is not None else min(200, len(df)),
+        roles=roles,
+        passthrough=tuple(partial.passthrough),
+    )

@@ -21,6 +21,7 @@ from ledgerline.errors import LedgerlineError
 #: family name -> module stem of its plug-in modules in each layer
 FAMILIES: dict[str, str] = {
     "credit-risk": "credit_risk",
+    "transaction-anomaly": "transaction_anomaly",
 }
 
 #: the registry tag that carries a version's family
