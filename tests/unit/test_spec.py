@@ -84,7 +84,7 @@ def test_conform_refuses_missing_feature_columns():
 def test_malformed_spec_yaml_is_named():
     with pytest.raises(SpecError, match="unknown key 'colums'; allowed: "):
         PartialSpec.from_dict({"target": "x", "colums": {}})
-    with pytest.raises(SpecError, match="'columns.a.type' must be 'numeric' or 'categorical', got 'text'"):
+    with pytest.raises(SpecError, match="'columns.a.type' must be 'numeric', 'categorical' or 'datetime', got 'text'"):
         DatasetSpec.from_dict({"target": "x", "positive_label": "1", "columns": {"a": {"type": "text"}}})
 
 

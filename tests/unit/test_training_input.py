@@ -91,7 +91,7 @@ def test_a_snapshot_is_never_written_outside_the_data_folder(tmp_path):
         ("drop: 7\n", "'drop' must be a list of column names, got 7"),
         ("min_rows: lots\n", "'min_rows' must be a whole number of rows >= 1, got 'lots'"),
         ("columns:\n  term_months: {type: integer}\n",
-         "'columns.term_months.type' must be 'numeric' or 'categorical', got 'integer'"),
+         "'columns.term_months.type' must be 'numeric', 'categorical' or 'datetime', got 'integer'"),
     ],
 )
 def test_spec_values_of_the_wrong_type_are_named_before_the_server_is_asked(offline_env, capsys, yaml_text, message):
@@ -105,7 +105,7 @@ def test_spec_values_of_the_wrong_type_are_named_before_the_server_is_asked(offl
 
 
 def test_an_unknown_column_type_is_not_silently_categorical():
-    with pytest.raises(SpecError, match="'columns.x.type' must be 'numeric' or 'categorical', got 'integer'"):
+    with pytest.raises(SpecError, match="'columns.x.type' must be 'numeric', 'categorical' or 'datetime', got 'integer'"):
         PartialSpec.from_dict({"columns": {"x": {"type": "integer"}}})
 
 
