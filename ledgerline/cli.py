@@ -51,13 +51,17 @@ def check_tracking_server(uri: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    # cheap checks first: a wrong name or path is reported before heavy imports and before any server is asked
+    from ledgerline.families import family_stem
     from ledgerline.names import check_model_name
 
-    # cheap checks first: a wrong name or path is reported before heavy imports and before any server is asked
+    family_stem(args.family)  # an unknown family names the known ones
     check_model_name(args.model_name or args.family)
     if args.data is None and (args.target or args.positive_label):
         raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
-    if args.data is not None and not args.spec and (args.target is None or args.positive_label is None):
+    if args.target is not None and args.positive_label is None:
+        raise LedgerlineError(f"--target {args.target} needs --positive-label VALUE (the value that marks the event)")
+    if args.data is not None and not args.spec and args.target is None and _needs_target(args.family):
         raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
     if args.data is not None:
         from features.paths import check_input_path
@@ -95,6 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
     print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
+
+
+def _needs_target(family: str) -> bool:
+    from training.families import get_family
+
+    return get_family(family).target_kind != "none"
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -155,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="ingest, validate, train, register and gate a model")
     t.add_argument("family", help="model family, e.g. credit-risk")
     t.add_argument("--data", help="CSV or Parquet file; default: the family's seeded generator")
-    t.add_argument("--target", help="label column of --data")
+    t.add_argument("--target", "--label", dest="target",
+                   help="label column of --data (transaction-anomaly: optional, used for evaluation and the gate only)")
     t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
     t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
     t.add_argument("--model-name", help="registered model name (default: the family name)")
