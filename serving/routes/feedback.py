@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from serving import store
 from serving.errors import InvalidRecords, ServingError, StoreUnavailable, UnknownPrediction
 from serving.http_errors import ErrorBody
-from serving.state import ServingState, require_api_key, state_of
+from serving.state import ServingState, could_be_pending, require_api_key, state_of
+from serving.wal import oldest_segment_ms
 
 router = APIRouter()
 
@@ -36,9 +37,9 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    status: Literal["recorded", "duplicate"]
+    status: Literal["recorded", "duplicate", "pending"]
     prediction_id: str
-    model: str
+    model: str | None = Field(description="null while pending (the prediction's row is not in the database yet)")
     label: str
     received_at: datetime
 
@@ -68,9 +69,14 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
         # Labels can race their prediction's log record: give the writer(s) a moment.
         if state.log.contains(pid):
             state.log.flush(timeout=max(state.settings.feedback_wait_seconds, 5.0))
-        elif state.settings.feedback_wait_seconds > 0:
-            time.sleep(state.settings.feedback_wait_seconds)
-        model_name = store.find_prediction(state.engine, pid)
+            model_name = store.find_prediction(state.engine, pid)
+        elif _could_be_pending(state, pid):
+            # possibly in another worker's buffer (or log): never refused, kept as pending when still missing
+            if state.settings.feedback_wait_seconds > 0:
+                time.sleep(state.settings.feedback_wait_seconds)
+            model_name = store.find_prediction(state.engine, pid)
+            if model_name is None:
+                return store.record_pending_feedback(state.engine, pid, _pending_label(state, req.label))
     if model_name is None:
         raise UnknownPrediction(
             f"no prediction with id '{pid}' was logged; send the prediction_id that a /predict answer returned"
@@ -79,6 +85,21 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
     family = current.family if current is not None else "credit-risk"
     label = _normalise_label(family, req.label)
     return store.record_feedback(state.engine, pid, label)
+
+
+def _could_be_pending(state: ServingState, pid: str) -> bool:
+    wal = state.log.wal
+    return could_be_pending(
+        pid,
+        window_seconds=state.settings.feedback_pending_window_seconds,
+        oldest_log_ms=oldest_segment_ms(wal.directory if wal is not None else None),
+    )
+
+
+def _pending_label(state: ServingState, label: int | str) -> str:
+    """The label of a prediction whose model is not known yet: normalised for the family this service serves."""
+    families = {m.family for m in (state.holder.current(n) for n in state.settings.models) if m is not None}
+    return _normalise_label(families.pop(), label) if len(families) == 1 else str(label)
 
 
 
@@ -91,6 +112,8 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
     dependencies=[Depends(require_api_key)],
     responses={
         200: {"model": FeedbackResponse, "description": "the same feedback was already recorded"},
+        202: {"model": FeedbackResponse, "description": "kept as pending: the prediction was answered moments ago and "
+              "its log record is not in the database yet; attached to it when it is"},
         400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
         404: {"model": ErrorBody, "description": "unknown prediction_id"},
         409: {"model": ErrorBody, "description": "a different label was already recorded"},
@@ -104,12 +127,15 @@ def feedback(request: Request, body: FeedbackRequest) -> JSONResponse:
     except ServingError as exc:
         state.metrics.feedback.labels(type(exc).__name__).inc()
         raise
-    state.metrics.feedback.labels("recorded" if result.created else "duplicate").inc()
+    status: Literal["recorded", "duplicate", "pending"] = (
+        "pending" if result.pending else "recorded" if result.created else "duplicate"
+    )
+    state.metrics.feedback.labels(status).inc()
     out = FeedbackResponse(
-        status="recorded" if result.created else "duplicate",
+        status=status,
         prediction_id=result.prediction_id,
-        model=result.model_name,
+        model=result.model_name or None,
         label=result.label,
         received_at=result.received_at,
     )
-    return JSONResponse(out.model_dump(mode="json"), status_code=201 if result.created else 200)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if result.pending else 201 if result.created else 200)
