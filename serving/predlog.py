@@ -163,7 +163,6 @@ class PredictionLog:
         self.orphan_scan_seconds = orphan_scan_seconds
         self._next_scan = 0.0
         self._wal_written = 0  # highest WAL sequence number whose record is in the database
-        self._next_reconcile = 0.0
         self.replayed_rows = 0
         self._full_log = _RateLimited()
         self._down_log = _RateLimited(30.0)
@@ -429,8 +428,7 @@ class PredictionLog:
         self._forget_written_spills()
         if self.wal is not None:
             self.wal.release(self._wal_written)
-        if rows and time.monotonic() >= self._next_reconcile:
-            self._next_reconcile = time.monotonic() + 0.5
+        if rows:
             self._reconcile()
 
     def _reconcile(self) -> None:
