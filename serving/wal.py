@@ -233,14 +233,15 @@ class WriteAheadLog:
                 if self._stopping:
                     return
                 target = self._seq
-                seg = self._segments[-1]
+                # none left: every record is in the database already (released), nothing to sync
+                seg = self._segments[-1] if self._segments else None
             with self._sync_lock:
                 try:
-                    if seg.fd >= 0:
+                    if seg is not None and seg.fd >= 0:
                         self._sync_fd(seg.fd)
                 except OSError as exc:  # a disk that cannot sync: keep answering, say so loudly, once
                     if self.sync_error is None:
-                        logger.exception("prediction log: fdatasync of %s failed", seg.path)
+                        logger.exception("prediction log: fdatasync of %s failed", seg.path if seg else "?")
                     self.sync_error = exc
             with self._cond:
                 self._synced = max(self._synced, target)

@@ -5,8 +5,10 @@ exactly once, a live worker's log never, and written segments go away."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,7 +59,7 @@ def test_an_entry_survives_the_log_format_round_trip() -> None:
     e = entry(3)
     back = decode_entry(encode_entry(e))
     assert back.ids == list(e.ids) and back.scores == list(e.scores)
-    assert [__import__("json").loads(x) for x in back.inputs] == [__import__("json").loads(x) for x in e.inputs]
+    assert [json.loads(x) for x in back.inputs] == [json.loads(x) for x in e.inputs]
     assert (back.model_name, back.model_version, back.created_at, back.latency_ms) == (
         e.model_name, e.model_version, e.created_at, e.latency_ms,
     )
@@ -116,7 +118,7 @@ def test_written_segments_are_deleted_as_the_database_catches_up(tmp_path: Path)
     for _ in range(5):
         assert log.wait_durable(log.record(entry(2)))
         assert log.flush(timeout=10)
-        __import__("time").sleep(0.06)
+        time.sleep(0.06)
     assert len(list(spill.glob("wal-*.log"))) <= 1  # only the active one is left
     assert len(ids_in(url)) == 10
     log.close()
