@@ -1,7 +1,7 @@
 """The prediction log's write-ahead log: an answered prediction is on disk before its answer leaves.
 
 Each worker process appends every accepted request's log rows, as one JSON line, to its own
-segment file (``wal-<created ms>-<pid>-<n>.log`` in the spill folder, opened ``O_APPEND``)
+segment file (``wal-<created ms>-<pid>-<n>x<token>.log`` in the spill folder, opened ``O_APPEND``)
 and holds an exclusive ``flock`` on it while it lives. With ``fsync=True`` a background
 thread makes the appended bytes durable with one ``fdatasync`` per group of requests (group
 commit) and wakes the requests waiting for it; with ``fsync=False`` the bytes are in the
@@ -132,6 +132,7 @@ class WriteAheadLog:
         self._cond = threading.Condition(self._lock)
         self._segments: list[_Segment] = []  # oldest first; the last one is active unless closed
         self._counter = 0
+        self._token = os.urandom(3).hex()  # two logs in one process (tests) never share a segment name
         self._seq = 0  # records appended
         self._synced = 0  # records durable
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -203,7 +204,7 @@ class WriteAheadLog:
     def _new_segment(self) -> _Segment:
         """Created under a temporary name, locked, then renamed: no other worker ever sees it unlocked."""
         self._counter += 1
-        name = f"wal-{time.time_ns() // 1_000_000}-{os.getpid()}-{self._counter}.log"
+        name = f"wal-{time.time_ns() // 1_000_000}-{os.getpid()}-{self._counter}x{self._token}.log"
         tmp = self.directory / f".{name}.new"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
