@@ -13,7 +13,7 @@ answered is ever missing from the log) or lets it through and counts the dropped
 A large request may first wait a little for room (``submit(entry, wait=...)``) while the
 database is up and the writer is merely behind: backpressure as latency rather than 503s.
 
-With ``wal="fsync"`` (the service's default) or ``"write"``, every accepted request is also
+With ``wal="write"`` (the service's default) or ``"fsync"``, every accepted request is also
 appended to this process's write-ahead log (:mod:`serving.wal`) before its answer leaves:
 ``record()`` returns the record's sequence number and the request waits for :meth:`durable`
 (group-commit ``fdatasync``; nothing to wait for with ``"write"``). A crashed worker's log is

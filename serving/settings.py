@@ -80,11 +80,12 @@ class ServingSettings(BaseSettings):
         "(the writer is behind) before it is refused; 0 refuses at once",
     )
     log_wal: Literal["fsync", "write", "off"] = Field(
-        "fsync",
+        "write",
         description="write-ahead log of the prediction log (one file per worker, replayed after a crash): "
-        "fsync = an answer leaves only once its log record is on disk (group commit; survives a crash of the "
-        "process or the machine); write = once it is in the OS page cache (survives kill -9 of a worker, not a "
-        "power loss; no fsync wait); off = memory only (a crashed worker loses what it had not written yet)",
+        "write = an answer leaves once its log record is in the OS page cache (survives kill -9 or an OOM kill "
+        "of a worker, not a power loss; nearly free); fsync = only once it is on disk (group commit; survives a "
+        "crash of the machine too, costs throughput: see make bench-serving); off = memory only (a crashed "
+        "worker loses what it had not written yet)",
     )
     log_retry_max_seconds: float = Field(5.0, gt=0, description="longest back-off between write attempts")
     shutdown_flush_timeout_seconds: float = Field(30.0, ge=0, description="how long shutdown waits for the log")
