@@ -269,7 +269,10 @@ def count_rows(url: str) -> int:
 
 def _cost(with_wal: float, without: float) -> str:
     """How much lower the throughput is with the write-ahead log than without."""
-    return f"{(without - with_wal) / without * 100:.0f}% lower" if without else "n/a"
+    if not without:
+        return "n/a"
+    change = (without - with_wal) / without * 100
+    return f"{change:.0f}% lower" if change >= 0 else f"{-change:.0f}% higher (noise: load on the machine)"
 
 
 def run_ours(wrk: str, args: argparse.Namespace, tmp: Path, tracking: str, app_db_url: str, pg_name: str | None,
