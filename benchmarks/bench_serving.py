@@ -10,8 +10,10 @@ time and with the same number of workers, it drives
 * 1,000-record requests (records/s),
 
 with ``wrk`` (installed with apt-get when missing), sampling the peak RSS of each
-server's whole process tree. Ours runs as in production: prediction log on, reason
-codes on. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
+server's whole process tree. Ours runs as in production: prediction log on (with its
+write-ahead log: an answer leaves once its log record is written), reason codes on; it
+then runs again with ``LEDGERLINE_SERVING_LOG_WAL=fsync`` and ``=off`` and the cost of the
+write-ahead log is printed. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
 over MLflow's for the ratios; p99 is ours, single record, 8 connections).
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
@@ -265,6 +267,49 @@ def count_rows(url: str) -> int:
         engine.dispose()
 
 
+def _cost(with_wal: float, without: float) -> str:
+    """How much lower the throughput is with the write-ahead log than without."""
+    if not without:
+        return "n/a"
+    change = (without - with_wal) / without * 100
+    return f"{change:.0f}% lower" if change >= 0 else f"{-change:.0f}% higher (noise: load on the machine)"
+
+
+def run_ours(wrk: str, args: argparse.Namespace, tmp: Path, tracking: str, app_db_url: str, pg_name: str | None,
+             wal: str) -> ServerResult:
+    port = free_port()
+    key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "LEDGERLINE_TRACKING_URI": tracking,
+        "LEDGERLINE_HOME": str(tmp / "home"),
+        "LEDGERLINE_APP_DB_URL": app_db_url,
+        "LEDGERLINE_SERVING_MODELS": MODEL,
+        "LEDGERLINE_SERVING_API_KEYS": key,
+        "LEDGERLINE_SERVING_ADMIN_KEY": admin,
+        "LEDGERLINE_SERVING_LOG_WAL": wal,
+        "PYTHONUNBUFFERED": "1",
+    }
+    olog = tmp / f"ledgerline-serve-wal-{wal}.log"
+    with olog.open("ab") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
+        time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
+        log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
+            f"{'Postgres' if pg_name else 'SQLite'}, write-ahead log {wal}, reason codes on)")
+        url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
+        name = "ledgerline serve" if wal == "write" else f"ledgerline (wal {wal})"
+        return drive(name, wrk, url, tmp / "ours-1.json", tmp / "ours-1000.json",
+                     {"X-API-Key": key}, proc.pid, args.duration, tmp)
+    finally:
+        stop_group(proc)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="workers of each server (default 2)")
@@ -335,55 +380,33 @@ def main() -> int:
         finally:
             stop_group(proc)
 
-        # --- ours
-        port = free_port()
-        key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        env = {
-            **os.environ,
-            "LEDGERLINE_TRACKING_URI": tracking,
-            "LEDGERLINE_HOME": str(tmp / "home"),
-            "LEDGERLINE_APP_DB_URL": app_db_url,
-            "LEDGERLINE_SERVING_MODELS": MODEL,
-            "LEDGERLINE_SERVING_API_KEYS": key,
-            "LEDGERLINE_SERVING_ADMIN_KEY": admin,
-            "PYTHONUNBUFFERED": "1",
-        }
-        olog = tmp / "ledgerline-serve.log"
-        with olog.open("ab") as fh:
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
-            )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
-            time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
-            log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
-                f"{'Postgres' if pg_name else 'SQLite'}, reason codes on)")
-            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
-            ours = drive("ledgerline serve", wrk, url, tmp / "ours-1.json", tmp / "ours-1000.json",
-                         {"X-API-Key": key}, proc.pid, args.duration, tmp)
+        # --- ours, as in production (write-ahead log, no fsync wait), then with fsync, then without the log
+        for wal in ("write", "fsync", "off"):
+            before = count_rows(app_db_url) if results[1:] else 0
+            ours = run_ours(wrk, args, tmp, tracking, app_db_url, pg_name, wal)
             results.append(ours)
-        finally:
-            stop_group(proc)
-        logged = count_rows(app_db_url)
-        log(f"prediction log after shutdown: {logged:,} rows for {ours.rows_answered:,} records in completed answers "
-            f"(more is fine: wrk stops counting while the last requests are in flight)")
+            logged = count_rows(app_db_url) - before
+            log(f"prediction log after shutdown: {logged:,} rows for {ours.rows_answered:,} records in completed "
+                f"answers (more is fine: wrk stops counting while the last requests are in flight)")
     finally:
         stop_server(tracking_proc)
         drop_app_db(pg_name)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    ml, us = results
+    ml, us, fsync, no_wal = results
     print()
     print(f"{'server':<22}{'1-row req/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
-    for r in results:
+    for r in (ml, us):
         print(f"{r.name:<22}{r.single.rps:>13,.0f}{r.single.p50_ms:>9.1f}{r.single.p99_ms:>9.1f}"
               f"{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
     errors = sum(r.single.status_errors + r.batch.status_errors + r.single.socket_errors + r.batch.socket_errors for r in results)
     print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
           f"{errors} failed requests; ours logs every prediction and returns reason codes)")
+    print("write-ahead log (LEDGERLINE_SERVING_LOG_WAL), 1-row req/s, p99 ms, 1000-row rows/s, throughput cost vs off:")
+    for mode, r in (("write", us), ("fsync", fsync), ("off", no_wal)):
+        print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
+              f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
     throughput = us.single.rps / ml.single.rps if ml.single.rps else float("inf")
     batch = us.batch.rps / ml.batch.rps if ml.batch.rps else float("inf")
     print(f"throughput_ratio={throughput:.2f} batch_ratio={batch:.2f} p99_ms={us.single.p99_ms:.1f}")

@@ -73,6 +73,16 @@ feedback = sa.Table(
     sa.Index("ix_feedback_model_time", "model_name", "received_at"),
 )
 
+# Feedback that arrived before its prediction's row (still in a worker's log buffer): serving moves
+# it to ``feedback`` once the row is written. No model name yet, hence its own table.
+feedback_pending = sa.Table(
+    "feedback_pending",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # One row per monitoring job run (drift, performance), written by monitoring.
 monitoring_results = sa.Table(
     "monitoring_results",

@@ -54,6 +54,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
         retry_max=settings.log_retry_max_seconds,
         spill_dir=spill_dir(platform, db_url),
         observer=metrics,
+        wal=settings.log_wal,
     )
     app = FastAPI(
         title="Ledgerline serving",
@@ -100,6 +101,7 @@ def app_from_env() -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServingState = app.state.serving
+    state.metrics.forget_dead_workers()  # a worker killed hard left its gauges behind
     state.metrics.log_state(0, state.settings.log_buffer_rows, False, True)
     try:  # tables up front, so feedback and monitoring find them; if the database is away the writer retries
         await anyio.to_thread.run_sync(state.log.tables.ensure)

@@ -133,10 +133,34 @@ class ServingMetrics:
         self.log_db_up.set(1 if db_up else 0)
 
     # ------------------------------------------------------------ exposition
+    def forget_dead_workers(self) -> list[int]:
+        """Drop the live gauges (database up, queue depth, ...) of worker processes that no longer exist.
+
+        A worker that exits cleanly does this itself; one killed hard (``kill -9``, OOM) cannot, and its
+        last values would stay in the aggregate for good. Counters keep their totals.
+        """
+        directory = multiprocess_dir()
+        if not self.multiprocess or directory is None:
+            return []
+        from prometheus_client import multiprocess
+
+        dead = []
+        for pid in _pids_in(directory):
+            if pid != os.getpid() and not _alive(pid):
+                try:
+                    multiprocess.mark_process_dead(pid, directory)
+                except FileNotFoundError:  # another worker cleaned it at the same moment
+                    pass
+                dead.append(pid)
+        if dead:
+            logger.warning("metrics: dropped the live gauges of worker processes that are gone: %s", dead)
+        return dead
+
     def render(self) -> bytes:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
+            self.forget_dead_workers()
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
@@ -159,3 +183,28 @@ def observe_many(hist: Any, values: np.ndarray) -> None:
         if c:
             hist._buckets[i].inc(c)
     hist._sum.inc(float(values.sum()))
+
+
+def _pids_in(directory: str) -> set[int]:
+    """PIDs named by the live-gauge files of a multiprocess folder (``gauge_live*_<pid>.db``)."""
+    pids = set()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    for name in names:
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            tail = name[:-3].rsplit("_", 1)[-1]
+            if tail.isdigit():
+                pids.add(int(tail))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

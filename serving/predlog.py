@@ -13,12 +13,21 @@ answered is ever missing from the log) or lets it through and counts the dropped
 A large request may first wait a little for room (``submit(entry, wait=...)``) while the
 database is up and the writer is merely behind: backpressure as latency rather than 503s.
 
-``close()`` drains the buffer; what cannot be written before the timeout is spilled to a
-JSON-lines file under ``spill_dir`` (read back on the next start) instead of being lost.
+With ``wal="write"`` (the service's default) or ``"fsync"``, every accepted request is also
+appended to this process's write-ahead log (:mod:`serving.wal`) before its answer leaves:
+``record()`` returns the record's sequence number and the request waits for :meth:`durable`
+(group-commit ``fdatasync``; nothing to wait for with ``"write"``). A crashed worker's log is
+replayed by the next worker that starts (or looks: every ``orphan_scan_seconds``), so a
+``kill -9`` loses no answered prediction, even with the database away.
+
+``close()`` drains the buffer; what cannot be written before the timeout stays in the
+write-ahead log, or without one is spilled to a JSON-lines file under ``spill_dir`` (read
+back on the next start) instead of being lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -33,7 +42,8 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.engine import Engine
 
 from serving.errors import LogBufferFull
-from serving.store import LogEntry, TableGuard, is_unavailable, write_predictions
+from serving.store import LogEntry, TableGuard, is_unavailable, reconcile_pending_feedback, write_predictions
+from serving.wal import ClaimedSegment, WriteAheadLog, claim_orphans, encode_entry
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +126,8 @@ class PredictionLog:
         retry_max: float = 5.0,
         spill_dir: Path | None = None,
         observer: LogObserver | None = None,
+        wal: Literal["fsync", "write", "off"] = "off",
+        orphan_scan_seconds: float = 10.0,
     ) -> None:
         self.engine = engine
         self.batch_rows = batch_rows
@@ -126,7 +138,8 @@ class PredictionLog:
         self.spill_dir = spill_dir
         self.observer: LogObserver = _SafeObserver(observer or _NullObserver())
         self.tables = TableGuard(engine)
-        self._queue: deque[tuple[LogEntry, float]] = deque()
+        # (entry, queued at, where it is durable: its WAL sequence number > 0, _ORPHAN, or _MEMORY)
+        self._queue: deque[tuple[LogEntry, float, int]] = deque()
         self._pending = 0
         self._cond = threading.Condition()
         self._submitted = 0  # entries ever accepted
@@ -141,6 +154,16 @@ class PredictionLog:
         self._last_error: str | None = None
         self._failing_since: float | None = None
         self._loaded_spills: list[tuple[Path, int]] = []
+        self._claimed: list[tuple[ClaimedSegment, int]] = []
+        if wal != "off" and spill_dir is None:
+            raise ValueError("a write-ahead log needs a spill_dir to live in")
+        self.wal: WriteAheadLog | None = (
+            WriteAheadLog(spill_dir, fsync=wal == "fsync") if wal != "off" and spill_dir is not None else None
+        )
+        self.orphan_scan_seconds = orphan_scan_seconds
+        self._next_scan = 0.0
+        self._wal_written = 0  # highest WAL sequence number whose record is in the database
+        self.replayed_rows = 0
         self._full_log = _RateLimited()
         self._down_log = _RateLimited(30.0)
         self.dropped_rows = 0
@@ -173,22 +196,34 @@ class PredictionLog:
             "rejected_rows": self.rejected_rows,
             "refused_by_database_rows": self.rejected_by_db_rows,
             "last_error": self._last_error,
+            "write_ahead_log": "off" if self.wal is None else ("fsync" if self.wal.fsync else "write"),
+            "replayed_rows": self.replayed_rows,
         }
 
     def contains(self, prediction_id: str) -> bool:
         """Whether a prediction is still waiting in this process's buffer (rare path: a scan)."""
         with self._cond:
-            entries = [e for e, _ in self._queue]
+            entries = [item[0] for item in self._queue]
         return any(prediction_id in e.ids for e in entries)
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self._reload_spills()
+        if self.wal is not None:
+            self._claim_orphans()
+            self.wal.open()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
     def submit(self, entry: LogEntry, wait: float = 0.0) -> bool:
         """Queue one request's records. False when dropped (overflow="drop"); raises LogBufferFull ("reject").
+
+        With a write-ahead log, use :meth:`record` and wait for :meth:`durable` before answering.
+        """
+        return self.record(entry, wait) >= 0
+
+    def record(self, entry: LogEntry, wait: float = 0.0) -> int:
+        """:meth:`submit`, returning the record's WAL sequence number (0 without a WAL, -1 when dropped).
 
         ``wait`` > 0: when the buffer is full only because the writer is behind (the database is up and
         being written to), block up to ``wait`` seconds for room before refusing: backpressure as latency
@@ -196,6 +231,7 @@ class PredictionLog:
         when it returns), and only from a worker thread (it blocks).
         """
         n = entry.rows
+        data = encode_entry(entry) if self.wal is not None else b""
         with self._cond:
             if self._pending + n > self.capacity and wait > 0 and n <= self.capacity:
                 deadline = time.monotonic() + wait
@@ -212,14 +248,27 @@ class PredictionLog:
                         f"the prediction log buffer is full ({self._pending} of {self.capacity} rows waiting: "
                         f"{why}); retry shortly"
                     )
-                return False
+                return -1
+            seq = self.wal.append(data) if self.wal is not None else _MEMORY
             was_empty = not self._queue
-            self._queue.append((entry, time.monotonic()))
+            self._queue.append((entry, time.monotonic(), seq))
             self._pending += n
             self._submitted += 1
             if was_empty or self._pending >= self.batch_rows:
                 self._cond.notify_all()  # all: a submitter waiting for room must not take the writer's wake-up
-        return True
+        return seq
+
+    def durable(self, seq: int) -> asyncio.Future[None] | None:
+        """Awaitable (in the event loop) until record ``seq`` is on disk; None when it already is."""
+        if self.wal is None or seq <= 0:
+            return None
+        return self.wal.durable(seq)
+
+    def wait_durable(self, seq: int, timeout: float = 30.0) -> bool:
+        """Block (in a worker thread) until record ``seq`` is on disk."""
+        if self.wal is None or seq <= 0:
+            return True
+        return self.wal.wait(seq, timeout)
 
     def _refuse(self, n: int) -> None:
         if self.overflow == "reject":
@@ -266,17 +315,23 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout + 10)
         left = self._pending
+        if self.wal is not None:
+            self.wal.close(all_written=left == 0)  # what is left stays in the WAL for the next start
+            for claimed, _ in self._claimed:
+                claimed.release()  # not deleted: another worker (or the next start) replays it
+            self._claimed.clear()
         if left:
             self._spill()
         return left
 
     # ------------------------------------------------------------------ writer
     def _take(self) -> list[LogEntry] | None:
-        """Under the lock: the next batch to write, or None to stop."""
+        """Under the lock: the next batch to write, [] for housekeeping when idle, or None to stop."""
         while not self._queue:
             if self._closing:
                 return None
-            self._cond.wait()
+            if not self._cond.wait(self.orphan_scan_seconds):
+                return []
         first_at = self._queue[0][1]
         while self._pending < self.batch_rows and not self._closing and not self._flush_now:
             remaining = first_at + self.flush_interval - time.monotonic()
@@ -286,7 +341,7 @@ class PredictionLog:
         self._flush_now = False
         batch: list[LogEntry] = []
         rows = 0
-        for entry, _ in self._queue:
+        for entry, _, _ in self._queue:
             if batch and rows + entry.rows > self.batch_rows:
                 break
             batch.append(entry)
@@ -300,6 +355,9 @@ class PredictionLog:
                 batch = self._take()
             if batch is None:
                 return
+            self._housekeeping()
+            if not batch:
+                continue
             rows = sum(e.rows for e in batch)
             try:
                 self.tables.ensure()
@@ -351,7 +409,9 @@ class PredictionLog:
         """``batch`` (the oldest entries) is done; ``rows`` of its rows reached the database."""
         with self._cond:
             for _ in batch:
-                self._queue.popleft()
+                _, _, seq = self._queue.popleft()
+                if seq > self._wal_written:
+                    self._wal_written = seq
             self._pending -= sum(e.rows for e in batch)
             self._written += len(batch)
             self.written_rows += rows
@@ -366,6 +426,54 @@ class PredictionLog:
         self.observer.log_written(rows)
         self.observer.log_state(self._pending, self.capacity, self._full, True)
         self._forget_written_spills()
+        if self.wal is not None:
+            self.wal.release(self._wal_written)
+        if rows:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Feedback that arrived before its prediction row: now that rows were written, attach it."""
+        try:
+            moved = reconcile_pending_feedback(self.engine)
+        except Exception as exc:  # the next write tries again
+            logger.warning("prediction log: could not reconcile pending feedback (%s)", exc)
+            return
+        if moved:
+            logger.info("prediction log: %d pending feedback labels attached to their predictions", moved)
+
+    def _housekeeping(self) -> None:
+        """Now and then: replay the log of a worker that died; drop this worker's idle, written segment."""
+        if self.wal is None or time.monotonic() < self._next_scan:
+            return
+        self._next_scan = time.monotonic() + self.orphan_scan_seconds
+        try:
+            self._claim_orphans()
+            with self._cond:
+                idle = not self._queue
+            if idle:
+                self.wal.idle_check(self._wal_written)
+        except OSError:
+            logger.exception("prediction log: write-ahead log housekeeping failed")
+
+    def _claim_orphans(self) -> None:
+        """Queue the records of every segment whose owner process is gone (locked by us until written)."""
+        if self.wal is None:
+            return
+        for claimed in claim_orphans(self.wal.directory):
+            rows = sum(e.rows for e in claimed.entries)
+            with self._cond:
+                for e in claimed.entries:
+                    self._queue.append((e, time.monotonic(), _ORPHAN))
+                    self._pending += e.rows
+                    self._submitted += 1
+                self._claimed.append((claimed, self._submitted))
+                self._cond.notify_all()
+            self.replayed_rows += rows
+            logger.warning(
+                "prediction log: replaying %d rows from %s, the write-ahead log of a worker that stopped "
+                "without writing them%s", rows, claimed.path.name,
+                f" ({claimed.torn} incomplete records, never answered, skipped)" if claimed.torn else "",
+            )
 
     def _isolate(self, batch: list[LogEntry], exc: Exception) -> bool:
         """A batch the database refuses for its content: write its entries one by one and set aside
@@ -410,10 +518,12 @@ class PredictionLog:
             return None
 
     def _spill(self) -> None:
+        """At shutdown: the rows held only in memory go to a spill file (WAL records stay in their segments)."""
         with self._cond:
-            entries = [e for e, _ in self._queue]
+            entries = [e for e, _, where in self._queue if where == _MEMORY]
             self._queue.clear()
-            rows, self._pending = self._pending, 0
+            self._pending = 0
+        rows = sum(e.rows for e in entries)
         if not entries:
             return
         if self.spill_dir is None:
@@ -461,13 +571,21 @@ class PredictionLog:
                 )
             with self._cond:
                 for e in entries:
-                    self._queue.append((e, time.monotonic()))
+                    self._queue.append((e, time.monotonic(), _MEMORY))
                     self._pending += e.rows
                     self._submitted += 1
                 self._loaded_spills.append((claimed, self._submitted))
             logger.warning("prediction log: re-queued %d rows spilled at an earlier shutdown (%s)", len(entries), path)
 
     def _forget_written_spills(self) -> None:
+        if self._claimed:
+            keep_claimed = []
+            for claimed, seq in self._claimed:
+                if self._written >= seq:
+                    claimed.delete()
+                else:
+                    keep_claimed.append((claimed, seq))
+            self._claimed = keep_claimed
         if not self._loaded_spills:
             return
         keep = []
@@ -477,6 +595,11 @@ class PredictionLog:
             else:
                 keep.append((path, seq))
         self._loaded_spills = keep
+
+
+#: Where a queued entry is durable besides memory (a positive value is its sequence number in this worker's WAL).
+_MEMORY = 0
+_ORPHAN = -2
 
 
 def _write_jsonl(fh: Any, entries: Sequence[LogEntry]) -> None:

@@ -79,10 +79,24 @@ class ServingSettings(BaseSettings):
         description="how long a large request waits for room when the buffer is full while the database is up "
         "(the writer is behind) before it is refused; 0 refuses at once",
     )
+    log_wal: Literal["fsync", "write", "off"] = Field(
+        "write",
+        description="write-ahead log of the prediction log (one file per worker, replayed after a crash): "
+        "write = an answer leaves once its log record is in the OS page cache (survives kill -9 or an OOM kill "
+        "of a worker, not a power loss; nearly free); fsync = only once it is on disk (group commit; survives a "
+        "crash of the machine too, costs throughput: see make bench-serving); off = memory only (a crashed "
+        "worker loses what it had not written yet)",
+    )
     log_retry_max_seconds: float = Field(5.0, gt=0, description="longest back-off between write attempts")
     shutdown_flush_timeout_seconds: float = Field(30.0, ge=0, description="how long shutdown waits for the log")
     feedback_wait_seconds: float = Field(
-        1.0, ge=0, description="how long feedback waits for its prediction to reach the database before 404"
+        1.0, ge=0, description="how long feedback for a recent prediction waits for its row before it is kept as pending"
+    )
+    feedback_pending_window_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="feedback for a prediction id of ours (UUIDv7) this recent whose row is not in the database "
+        "yet is kept as pending (202) instead of 404; older ids too while a worker's log still holds older rows",
     )
 
     host: str = "127.0.0.1"

@@ -92,3 +92,34 @@ def new_prediction_ids(n: int) -> list[str]:
 
 
 _LOW62 = (1 << 62) - 1
+
+#: How far ahead of this host's clock a prediction id's time may be (clocks of several hosts differ a little).
+CLOCK_SKEW_MS = 30_000
+
+
+def prediction_id_ms(prediction_id: str) -> int | None:
+    """The creation time (Unix ms) a prediction id of ours carries, or None when it is not a UUIDv7."""
+    if len(prediction_id) != 36 or [len(p) for p in prediction_id.split("-")] != [8, 4, 4, 4, 12]:
+        return None
+    try:
+        value = int(prediction_id.replace("-", ""), 16)
+    except ValueError:
+        return None
+    if (value >> 76) & 0xF != 0x7 or (value >> 62) & 0b11 != 0b10:
+        return None
+    return value >> 80
+
+
+def could_be_pending(prediction_id: str, *, window_seconds: float, oldest_log_ms: int | None, now_ms: int | None = None) -> bool:
+    """Whether a prediction id not (yet) in the database may still be in a worker's log buffer: a UUIDv7
+    not from the future and younger than the window, or than the oldest record any log still holds."""
+    ms = prediction_id_ms(prediction_id)
+    if ms is None:
+        return False
+    now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    if ms > now_ms + CLOCK_SKEW_MS:
+        return False
+    since = now_ms - int(window_seconds * 1000)
+    if oldest_log_ms is not None:
+        since = min(since, oldest_log_ms - CLOCK_SKEW_MS)
+    return ms >= since

@@ -253,6 +253,7 @@ class FeedbackResult:
     label: str
     received_at: datetime
     created: bool  # False: the same feedback was already stored
+    pending: bool = False  # True: the prediction's row is not in the database yet (model_name is "")
 
 
 def find_prediction(engine: Engine, prediction_id: str) -> str | None:
@@ -282,6 +283,7 @@ def record_feedback(engine: Engine, prediction_id: str, label: str, *, now: date
                 raise UnknownPrediction(
                     f"no prediction with id '{prediction_id}' was logged; send the prediction_id a /predict answer returned"
                 )
+            _move_pending(engine, conn, [prediction_id])  # a label that came early counts as the first one
             stmt = _insert_ignoring_duplicates(engine, fb, "prediction_id").values(
                 prediction_id=prediction_id, model_name=model_name, label=label, received_at=now
             )
@@ -305,3 +307,62 @@ def record_feedback(engine: Engine, prediction_id: str, label: str, *, now: date
 def _as_utc(ts: datetime) -> datetime:
     """``ts`` as an aware UTC time; a naive time from the database is UTC (it was written as UTC)."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _move_pending(engine: Engine, conn: sa.Connection, ids: Sequence[str] | None) -> int:
+    """Within ``conn``'s transaction: pending feedback whose prediction row exists goes to ``feedback``."""
+    fp, p = db.feedback_pending, db.predictions
+    q = sa.select(fp.c.prediction_id, p.c.model_name, fp.c.label, fp.c.received_at).select_from(
+        fp.join(p, p.c.prediction_id == fp.c.prediction_id)
+    )
+    q = q.where(fp.c.prediction_id.in_(ids)) if ids is not None else q.limit(5000)
+    rows = conn.execute(q).all()
+    if not rows:
+        return 0
+    conn.execute(
+        _insert_ignoring_duplicates(engine, db.feedback, "prediction_id"),
+        [{"prediction_id": r[0], "model_name": r[1], "label": r[2], "received_at": r[3]} for r in rows],
+    )
+    conn.execute(fp.delete().where(fp.c.prediction_id.in_([r[0] for r in rows])))
+    return len(rows)
+
+
+def reconcile_pending_feedback(engine: Engine) -> int:
+    """Attach pending feedback to predictions written since; returns how many labels moved."""
+    with engine.begin() as conn:
+        return _move_pending(engine, conn, None)
+
+
+def record_pending_feedback(
+    engine: Engine, prediction_id: str, label: str, *, now: datetime | None = None
+) -> FeedbackResult:
+    """Keep the outcome of a prediction whose row has not reached the database yet (it is still in
+    a worker's log buffer). The prediction log's writer moves it to ``feedback`` when the row lands.
+
+    Same rules as :func:`record_feedback`: the same label again is a duplicate, a different one a
+    FeedbackConflict. If the row arrived meanwhile, this is :func:`record_feedback`.
+    """
+    now = now or datetime.now(UTC)
+    fp = db.feedback_pending
+    try:
+        if find_prediction(engine, prediction_id) is not None:
+            return record_feedback(engine, prediction_id, label, now=now)
+        with engine.begin() as conn:
+            stmt = _insert_ignoring_duplicates(engine, fp, "prediction_id").values(
+                prediction_id=prediction_id, label=label, received_at=now
+            )
+            if conn.execute(stmt).rowcount == 1:
+                return FeedbackResult(prediction_id, "", label, _as_utc(now), True, pending=True)
+            existing = conn.execute(
+                sa.select(fp.c.label, fp.c.received_at).where(fp.c.prediction_id == prediction_id)
+            ).one_or_none()
+    except DB_DOWN_ERRORS as exc:
+        raise StoreUnavailable("the feedback store (app database) is unreachable; retry the same request later") from exc
+    if existing is None:  # moved to feedback between our insert and our read
+        return record_feedback(engine, prediction_id, label, now=now)
+    if existing.label != label:
+        raise FeedbackConflict(
+            f"prediction '{prediction_id}' already has feedback with label '{existing.label}' "
+            f"(received {_as_utc(existing.received_at):%Y-%m-%d %H:%M:%S} UTC); a label is recorded once and not overwritten"
+        )
+    return FeedbackResult(prediction_id, "", label, _as_utc(existing.received_at), False, pending=True)

@@ -469,3 +469,32 @@ def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
         return cache[key]
 
     return train
+
+
+@pytest.fixture(scope="session")
+def train_anomaly(session_settings: Settings) -> Callable[..., TrainedModel]:
+    """Train, register and gate a transaction-anomaly model on generated transactions; cached."""
+    cache: dict[tuple[object, ...], TrainedModel] = {}
+
+    def train(model_name: str, *, rows: int = 8000, seed: int = 42, logical_date: str = "2026-01-05") -> TrainedModel:
+        key = (model_name, rows, seed, logical_date)
+        if key not in cache:
+            from training.pipeline import TrainRequest, run_training
+
+            req = TrainRequest(
+                family="transaction-anomaly", model_name=model_name, rows=rows, seed=seed, logical_date=logical_date,
+                params={"n_estimators": 100},
+            )
+            result = run_training(session_settings, req)
+            cache[key] = TrainedModel(
+                settings=session_settings,
+                model_name=model_name,
+                version=result.version,
+                run_id=result.run_id,
+                snapshot_uri=result.snapshot_uri,
+                champion=result.champion,
+                decision_passed=result.decision.passed,
+            )
+        return cache[key]
+
+    return train

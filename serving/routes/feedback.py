@@ -14,7 +14,8 @@ from features.labels import LabelCodec, LabelError
 from serving import store
 from serving.errors import InvalidRecords, ServingError, StoreUnavailable, UnknownPrediction
 from serving.http_errors import ErrorBody
-from serving.state import ServingState, require_api_key, state_of
+from serving.state import ServingState, could_be_pending, require_api_key, state_of
+from serving.wal import oldest_segment_ms
 
 router = APIRouter()
 
@@ -38,9 +39,9 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    status: Literal["recorded", "duplicate"]
+    status: Literal["recorded", "duplicate", "pending"]
     prediction_id: str
-    model: str
+    model: str | None = Field(description="null while pending (the prediction's row is not in the database yet)")
     label: str = Field(description="the stored outcome: '1' = the positive class, '0' = the negative class")
     received_at: datetime
 
@@ -66,9 +67,14 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
         # Labels can race their prediction's log record: give the writer(s) a moment.
         if state.log.contains(pid):
             state.log.flush(timeout=max(state.settings.feedback_wait_seconds, 5.0))
-        elif state.settings.feedback_wait_seconds > 0:
-            time.sleep(state.settings.feedback_wait_seconds)
-        model_name = store.find_prediction(state.engine, pid)
+            model_name = store.find_prediction(state.engine, pid)
+        elif _could_be_pending(state, pid):
+            # possibly in another worker's buffer (or log): never refused, kept as pending when still missing
+            if state.settings.feedback_wait_seconds > 0:
+                time.sleep(state.settings.feedback_wait_seconds)
+            model_name = store.find_prediction(state.engine, pid)
+            if model_name is None:
+                return store.record_pending_feedback(state.engine, pid, _pending_label(state, req.label))
     if model_name is None:
         raise UnknownPrediction(
             f"no prediction with id '{pid}' was logged; send the prediction_id that a /predict answer returned"
@@ -78,6 +84,48 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
     codec = current.label_codec if current is not None else LabelCodec.canonical_only()
     label = _normalise_label(codec, req.label)
     return store.record_feedback(state.engine, pid, label)
+
+
+def _could_be_pending(state: ServingState, pid: str) -> bool:
+    wal = state.log.wal
+    return could_be_pending(
+        pid,
+        window_seconds=state.settings.feedback_pending_window_seconds,
+        oldest_log_ms=oldest_segment_ms(wal.directory if wal is not None else None),
+    )
+
+
+def _pending_label(state: ServingState, label: int | str) -> str:
+    """The canonical label of a prediction whose model is not known yet.
+
+    Every served model's codec must read the label the same way; otherwise the client is asked
+    to retry in a moment (503, when the prediction's row will be in the database), never told 404.
+    """
+    codecs = [m.label_codec for m in (state.holder.current(n) for n in state.holder.names) if m is not None]
+    if not codecs:
+        codecs = [LabelCodec.canonical_only()]
+    readings: set[str] = set()
+    for codec in codecs:
+        try:
+            readings.add(codec.accept(label))
+        except LabelError:
+            continue
+    if not readings:
+        return _normalise_label(codecs[0], label)  # 422 listing the allowed values
+    if len(readings) > 1 or len(readings) == 1 and len(codecs) > 1 and not all(_reads(c, label) for c in codecs):
+        raise StoreUnavailable(
+            "this prediction was answered moments ago and its record is not in the database yet; "
+            "retry the same request in a few seconds"
+        )
+    return readings.pop()
+
+
+def _reads(codec: LabelCodec, label: int | str) -> bool:
+    try:
+        codec.accept(label)
+    except LabelError:
+        return False
+    return True
 
 
 
@@ -90,6 +138,8 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
     dependencies=[Depends(require_api_key)],
     responses={
         200: {"model": FeedbackResponse, "description": "the same feedback was already recorded"},
+        202: {"model": FeedbackResponse, "description": "kept as pending: the prediction was answered moments ago and "
+              "its log record is not in the database yet; attached to it when it is"},
         400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
         404: {"model": ErrorBody, "description": "unknown prediction_id"},
         409: {"model": ErrorBody, "description": "a different label was already recorded"},
@@ -103,12 +153,15 @@ def feedback(request: Request, body: FeedbackRequest) -> JSONResponse:
     except ServingError as exc:
         state.metrics.feedback.labels(type(exc).__name__).inc()
         raise
-    state.metrics.feedback.labels("recorded" if result.created else "duplicate").inc()
+    status: Literal["recorded", "duplicate", "pending"] = (
+        "pending" if result.pending else "recorded" if result.created else "duplicate"
+    )
+    state.metrics.feedback.labels(status).inc()
     out = FeedbackResponse(
-        status="recorded" if result.created else "duplicate",
+        status=status,
         prediction_id=result.prediction_id,
-        model=result.model_name,
+        model=result.model_name or None,
         label=result.label,
         received_at=result.received_at,
     )
-    return JSONResponse(out.model_dump(mode="json"), status_code=201 if result.created else 200)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if result.pending else 201 if result.created else 200)

@@ -48,7 +48,8 @@ def _score(body: bytes, model: ServedModel, t0: float) -> tuple[LogEntry, np.nda
 
 def _score_and_submit(body: bytes, model: ServedModel, t0: float, state: ServingState) -> tuple[LogEntry, np.ndarray, bytes]:
     entry, scores, payload = _score(body, model, t0)
-    state.log.submit(entry, wait=state.settings.log_full_wait_seconds)
+    seq = state.log.record(entry, wait=state.settings.log_full_wait_seconds)
+    state.log.wait_durable(seq)  # the answer leaves only once its log record is on disk
     return entry, scores, payload
 
 
@@ -100,7 +101,9 @@ async def predict_endpoint(request: Request) -> Response:
             entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state)
         else:
             entry, scores, payload = _score(body, model, t0)
-            state.log.submit(entry)
+            durable = state.log.durable(state.log.record(entry))
+            if durable is not None:  # group commit: the answer leaves once its log record is on disk
+                await durable
         seconds = time.perf_counter() - t0
     except ServingError as exc:
         status = 401 if isinstance(exc, AuthError) and exc.missing else 403 if isinstance(exc, AuthError) else status_for(exc)
