@@ -28,7 +28,17 @@ from features.sources import Snapshot, date_key, ingest, load_snapshot, read_tab
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec, load_partial_spec
 from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
-from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, load_sklearn_model, set_version_tags
+from ledgerline.registry import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    client,
+    describe_version,
+    load_sklearn_model,
+    record_gate_in_description,
+    set_version_tags,
+    version_description,
+)
 from ledgerline.settings import Settings
 from training.families import Family, get_family
 from training.gate import GateDecision, decide
@@ -187,11 +197,9 @@ def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) 
 
 
 def _experiment_id(settings: Settings, model_name: str) -> str:
-    import mlflow
+    from ledgerline.registry import ensure_experiment
 
-    name = settings.experiment_name(model_name)
-    exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp else mlflow.create_experiment(name, tags={"ledgerline.model_name": model_name})
+    return ensure_experiment(settings, settings.experiment_name(model_name), {"ledgerline.model_name": model_name})
 
 
 def validate(
@@ -366,19 +374,22 @@ def train_and_register(
             version = str(mv.version)
             try:
                 c.set_registered_model_alias(req.name, CHALLENGER, version)
+                # tags for machines only (serving, monitoring, the DAGs); the run keeps the rest
                 set_version_tags(
                     c,
                     req.name,
                     version,
                     {
                         "ledgerline.trigger": req.trigger,
-                        "ledgerline.snapshot_uri": prepared.snapshot.uri,
                         "ledgerline.logical_date": prepared.snapshot.logical_date,
-                        "ledgerline.split_seed": seed,
                         "ledgerline.family": req.family,
-                        **{f"ledgerline.test_{k}": round(v, 6) for k, v in metrics.items()},
                     },
                 )
+                describe_version(c, req.name, version, version_description(
+                    family=req.family, metrics=metrics, snapshot=prepared.snapshot.uri,
+                    logical_date=prepared.snapshot.logical_date, rows=prepared.snapshot.rows,
+                    trigger=req.trigger, run_id=run_id,
+                ))
             except BaseException:
                 c.delete_model_version(req.name, version)
                 raise
@@ -459,7 +470,6 @@ def record_gate(
     _configure_mlflow(settings)
     c = client(settings)
     champion_version = decision.champion_version
-    now = datetime.now(UTC).isoformat()
     champion_after = str(version) if decision.passed else champion_version
     if decision.passed:
         c.set_registered_model_alias(name, CHAMPION, str(version))
@@ -471,10 +481,10 @@ def record_gate(
             "ledgerline.gate.decision": "promoted" if decision.passed else "rejected",
             "ledgerline.gate.reasons": json.dumps(decision.reasons),
             "ledgerline.gate.champion_version": champion_version or "none",
-            "ledgerline.gate.decided_at": now,
-            "ledgerline.gate.trigger": trigger,
         },
     )
+    record_gate_in_description(c, name, str(version), passed=decision.passed,
+                               champion_version=champion_version, reasons=decision.reasons)
     db.record_decision(
         settings.resolved_app_db_url(),
         model_name=name,
