@@ -7,8 +7,6 @@ files. A second run reuses the running server; ``ledgerline down`` stops it.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -36,9 +34,10 @@ def _pid_dir(settings: Settings) -> Path:
 
 
 def _write_pid(settings: Settings, name: str, pid: int) -> None:
-    d = _pid_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.pid").write_text(str(pid))
+    """Record a process the demo started (pid, start time, command line) for ``ledgerline down``."""
+    from ledgerline.mlflow_server import write_pid_file
+
+    write_pid_file(_pid_dir(settings) / f"{name}.pid", pid)
 
 
 def ensure_mlflow_server(settings: Settings, progress: Progress) -> str:
@@ -107,37 +106,26 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
 
 
 def stop_all(settings: Settings, *, progress: Progress) -> None:
-    """Stop every process the demo started (their whole process groups)."""
+    """Stop every process the demo started (their whole process groups), and nothing else.
+
+    A PID file names a process only while the process it recorded still runs: a PID reused by
+    another program after a crash or reboot (other start time or command line), or a PID file
+    without that record, is reported and removed, and nothing is signalled.
+    """
+    from ledgerline.mlflow_server import read_pid_file, stop_recorded
+
     d = _pid_dir(settings)
     pid_files = sorted(d.glob("*.pid")) if d.exists() else []
     if not pid_files:
         progress("nothing to stop")
         return
     for pf in pid_files:
-        try:
-            pid = int(pf.read_text().strip())
-        except ValueError:
-            pf.unlink(missing_ok=True)
-            continue
-        _stop_group(pid)
+        rec = read_pid_file(pf)
+        if rec is None:
+            progress(f"{pf.stem}: {pf} does not record a process Ledgerline started; removed it, signalled nothing")
+        elif stop_recorded(rec):
+            progress(f"stopped {pf.stem} (pid {rec.pid})")
+        else:
+            progress(f"{pf.stem} (pid {rec.pid}) is no longer running (the pid is free or another program's); "
+                     "removed its pid file")
         pf.unlink(missing_ok=True)
-        progress(f"stopped {pf.stem} (pid {pid})")
-
-
-def _stop_group(pid: int, timeout: float = 20.0) -> None:
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
