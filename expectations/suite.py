@@ -344,7 +344,7 @@ def localize_docs_assets(docs_dir: Path) -> None:
         localized = _REMOTE_LOGO.sub(f"url('{logo}')", localized)  # and the inline stylesheet's copy of it
         # GX writes some site-relative paths one level short on deep pages (the validation page's favicon)
         static = os.path.relpath(docs_dir / "static", page.parent).replace(os.sep, "/")
-        localized = _SITE_STATIC_REF.sub(lambda m, static=static: f"{m.group(1)}{static}/", localized)
+        localized = _SITE_STATIC_REF.sub(rf"\g<1>{static}/", localized)
         if localized != html:
             page.write_text(localized)
         remote = _REMOTE_ASSET.findall(localized)
