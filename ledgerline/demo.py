@@ -70,6 +70,17 @@ def ensure_mlflow_server(settings: Settings, progress: Progress) -> str:
     return uri
 
 
+def data_docs_link(settings: Settings, experiment_id: str, run_id: str) -> str:
+    """Where to open the run's Data Docs: the validation page itself, as a file:// URL when the
+    artifact store is a local folder (the site is self-contained, so it renders offline)."""
+    dest = settings.resolved_artifacts_destination()
+    if "://" in dest:  # s3:// and the like: only the MLflow UI can show it
+        return "validation/data_docs/ in the run's artifacts (the validations/ page shows the result)"
+    site = Path(dest) / experiment_id / run_id / "artifacts" / "validation" / "data_docs"
+    pages = sorted(site.glob("validations/**/*.html"))
+    return (pages[-1] if pages else site / "index.html").resolve().as_uri()
+
+
 def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> int:
     from training.pipeline import TrainRequest, run_training
 
@@ -87,7 +98,8 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         f"  registered model     {uri}/#/models/{result.model_name}   (@champion = v{result.champion}, "
         f"this run = v{result.version}, {'promoted' if result.decision.passed else 'not promoted'})",
         f"  plots                {run_url}/artifacts  -> plots/roc_curve.png, plots/calibration.png, plots/feature_importance.png",
-        f"  validation           {run_url}/artifacts  -> validation/data_docs/index.html, validation/result.json",
+        f"  validation           {data_docs_link(settings, result.experiment_id, result.run_id)}",
+        f"                       (also in the run: {run_url}/artifacts -> validation/data_docs/, validation/result.json)",
         "  test metrics         " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in ("roc_auc", "pr_auc", "ks", "brier")),
         f"  promotion ledger     ledgerline ledger {result.model_name}   (app db: {settings.resolved_app_db_url()})",
         f"  snapshot             {result.snapshot_uri}",

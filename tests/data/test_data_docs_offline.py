@@ -57,3 +57,23 @@ def test_the_report_names_the_validation_page_and_the_index_lists_it(site: Valid
     assert site.data_docs_page.startswith("validations/") and page.is_file()
     assert "Expectation Validation Result" in page.read_text()
     assert site.data_docs_page in (site.data_docs_dir / "index.html").read_text()
+
+
+def test_the_demo_links_straight_to_the_validation_page_in_the_local_artifact_store(
+    site: ValidationReport, tmp_path: Path
+) -> None:
+    import shutil
+
+    from ledgerline.demo import data_docs_link
+    from ledgerline.settings import Settings
+
+    assert site.data_docs_dir is not None and site.data_docs_page is not None
+    settings = Settings(home=tmp_path)  # type: ignore[call-arg]  # artifacts in <home>/mlartifacts, as in the demo
+    logged = tmp_path / "mlartifacts" / "7" / "run123" / "artifacts" / "validation" / "data_docs"
+    shutil.copytree(site.data_docs_dir, logged)
+
+    link = data_docs_link(settings, "7", "run123")
+
+    assert link == (logged / site.data_docs_page).resolve().as_uri()
+    s3 = Settings(home=tmp_path, artifacts_destination="s3://bucket/mlflow")  # type: ignore[call-arg]
+    assert "run's artifacts" in data_docs_link(s3, "7", "run123")
