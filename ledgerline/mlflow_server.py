@@ -334,8 +334,15 @@ def record_process(pid: int) -> ProcessRecord:
 
 
 def write_pid_file(path: Path, pid: int) -> None:
-    """Record ``pid`` with its boot, start time and command line (JSON), written atomically."""
-    rec = record_process(pid)
+    """Record ``pid`` with its boot, start time and command line (JSON), written atomically.
+
+    A process that has already exited leaves no file (the caller's readiness wait reports why).
+    """
+    try:
+        rec = record_process(pid)
+    except LedgerlineError:
+        logger.warning("process %s exited before its pid file was written", pid)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": rec.pid, "start_time": rec.start_time, "boot_id": rec.boot_id,
