@@ -102,7 +102,7 @@ def run(settings: object, *, log_level: str = "warning") -> int:
     """Run uvicorn in the foreground until SIGINT/SIGTERM; shutdown flushes the prediction log.
 
     Progress goes to stderr at any ``log_level``: a line when starting, one per model loaded
-    (from every worker) and one when ``/ready`` answers.
+    (from every worker), one when ``/ready`` answers, and the prediction log's flush at shutdown.
     """
     from serving.settings import ServingSettings
 
@@ -124,10 +124,9 @@ def run(settings: object, *, log_level: str = "warning") -> int:
     stop = threading.Event()
     threading.Thread(target=_announce_ready, args=(url, stop), name="ready-announcer", daemon=True).start()
     try:
-        _uvicorn_run(settings, log_level)
+        _uvicorn_run(settings, log_level)  # on SIGTERM uvicorn re-raises the signal after its shutdown
     finally:
         stop.set()
-        _say("stopped")
     return 0
 
 

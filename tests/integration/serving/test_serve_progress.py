@@ -1,4 +1,5 @@
-"""``ledgerline serve`` says what it is doing at the default log level: starting, each model loaded, ready."""
+"""``ledgerline serve`` says what it is doing at the default log level: starting, each model loaded, ready,
+and the prediction log's flush when it stops."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_ledgerline_serve_prints_a_line_when_starting_per_model_loaded_and_when_ready(
+def test_ledgerline_serve_prints_a_line_when_starting_per_model_loaded_when_ready_and_at_shutdown(
     credit_v1: Any, fresh_app_db_url: str, tmp_path: Path, sv: Any
 ) -> None:
     with socket.socket() as s:
@@ -54,4 +55,4 @@ def test_ledgerline_serve_prints_a_line_when_starting_per_model_loaded_and_when_
     loaded = first(f"loaded {sv.MODEL} v{credit_v1.v1}")
     ready = first(f"ledgerline serve: ready at http://127.0.0.1:{port}")
     assert starting < loaded < ready, "\n".join(lines)
-    assert "ledgerline serve: stopped" in lines[-1]
+    assert "shutdown: prediction log flushed" in lines[-1], "\n".join(lines)
