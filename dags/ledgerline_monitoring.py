@@ -19,7 +19,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
-from ledgerline.orchestration import MONITORING_DAG_ID, dag_config
+from ledgerline.orchestration import MONITORING_DAG_ID, dag_config, timetable
 
 CONFIG = dag_config()
 
@@ -27,7 +27,7 @@ CONFIG = dag_config()
 @dag(
     dag_id=MONITORING_DAG_ID,
     description="Drift and performance checks for every served model; triggers retraining",
-    schedule=CONFIG.monitor_schedule,  # no start_date: the first run is the next slot, not a missed one
+    schedule=timetable(CONFIG.monitor_schedule),  # the first run is the next slot, never a past one
     catchup=False,
     max_active_runs=1,
     default_args={**CONFIG.default_args(), "execution_timeout": timedelta(hours=1)},

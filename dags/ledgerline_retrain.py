@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, dag, task
 
 from ledgerline.families import FAMILIES
-from ledgerline.orchestration import REASONS, dag_config, retrain_dag_id
+from ledgerline.orchestration import REASONS, dag_config, retrain_dag_id, timetable
 
 CONFIG = dag_config()
 
@@ -44,7 +44,7 @@ def build(family: str) -> DAG:
     @dag(
         dag_id=retrain_dag_id(family),
         description=f"Retrain, gate and promote the {family} model",
-        schedule=CONFIG.retrain_schedule,  # no start_date: the first run is the next slot, not a missed one
+        schedule=timetable(CONFIG.retrain_schedule),  # the first run is the next slot, never a past one
         catchup=False,
         max_active_runs=1,  # one run at a time per family: runs never race for @champion
         default_args={**CONFIG.default_args(), "execution_timeout": timedelta(hours=2)},

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,43 @@ LABEL_TYPES: tuple[str, ...] = ("int64", "int32", "int16", "int8", "uint8", "Int
 DATA_SOURCE_NAME = "ledgerline"
 DOCS_SITE_NAME = "ledgerline_site"
 
+#: Local copies of the web assets GX's Data Docs templates load from CDNs (versions, sources and
+#: licences in expectations/static/README.md). Without them the pages render empty offline.
+VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor"
+#: Where a built site keeps them, relative to its root.
+SITE_VENDOR = "static/vendor"
+#: CDN URL in GX 1.24's templates -> file under VENDOR_DIR.
+VENDORED_ASSETS: dict[str, str] = {
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega-5.33.1/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite-5.23.0/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed-6.29.0/vega-embed.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome-free-6.6.0/css/all.min.css",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery-3.7.1/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js-1.12.9/popper.min.js",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap-4.3.1/js/bootstrap.min.js",
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap-4.3.1/css/bootstrap.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table-1.19.1/bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table-1.19.1/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
+        "bootstrap-datepicker-1.9.0/js/bootstrap-datepicker.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
+        "bootstrap-datepicker-1.9.0/css/bootstrap-datepicker.min.css",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
+        "forevolve-bootstrap-dark-1.1.0/css/bootstrap-prefers-dark.css",
+}
+#: The logo GX's stylesheet pulls from a bucket; the site ships the same logo in static/images.
+_REMOTE_LOGO = re.compile(r"url\(['\"]?https://great-expectations-web-assets[^)'\"]*['\"]?\)")
+_REMOTE_IMG = re.compile(r"""src=["']https://great-expectations-web-assets[^"']*["']""")
+_SITE_STATIC_REF = re.compile(r"""((?:src|href)=["'])(?:\./|(?:\.\./)+)?static/""")
+_ASSET_TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.IGNORECASE)
+_REMOTE_ASSET = re.compile(r"""<(?:script|link|img)\b[^>]*(?:src|href)=["'](?:https?:)?//[^"']+["']""", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class FailedExpectation:
@@ -80,6 +119,8 @@ class ValidationReport:
     failures: tuple[FailedExpectation, ...]
     result_json: dict
     data_docs_dir: Path | None
+    #: The validation result's page inside ``data_docs_dir`` (what to open first), relative to it.
+    data_docs_page: str | None = None
 
     def message(self) -> str:
         if self.success:
@@ -225,6 +266,7 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, *, docs_dir: Path | None = Non
         failures=failures,
         result_json=result_json,
         data_docs_dir=built_docs,
+        data_docs_page=validation_page(built_docs) if built_docs is not None else None,
     )
     logger.info(
         "validated %d rows against %s: %s (validation %.2fs, docs %.2fs)",
@@ -262,4 +304,54 @@ def _build_docs(context: EphemeralDataContext, docs_dir: Path) -> Path | None:
     if not (docs_dir / "index.html").is_file():
         logger.warning("GX built no index.html in %s; no Data Docs for this validation", docs_dir)
         return None
+    localize_docs_assets(docs_dir)
     return docs_dir
+
+
+def validation_page(docs_dir: Path) -> str | None:
+    """The newest validation result page of a built site, relative to ``docs_dir`` (posix), if any."""
+    pages = sorted((docs_dir / "validations").glob("**/*.html"), key=lambda p: p.stat().st_mtime)
+    return pages[-1].relative_to(docs_dir).as_posix() if pages else None
+
+
+def localize_docs_assets(docs_dir: Path) -> None:
+    """Make a Data Docs site self-contained: every CDN asset its pages load is copied into the site.
+
+    Copies VENDOR_DIR to ``<site>/static/vendor`` and points each page's ``<script>``/``<link>``
+    at it by a relative path (the site opens from a file:// URL or any folder it is copied to);
+    their ``integrity``/``crossorigin`` attributes go too (a local file is not a CORS fetch).
+    An asset we have no copy of is logged, so a GX upgrade that adds one shows up at once.
+    """
+    target = docs_dir / SITE_VENDOR
+    shutil.copytree(VENDOR_DIR, target, dirs_exist_ok=True)
+    for css in (docs_dir / "static" / "styles").glob("*.css"):
+        text = css.read_text()
+        local = _REMOTE_LOGO.sub("url('../images/logo-long.png')", text)
+        if local != text:
+            css.write_text(local)
+    for page in docs_dir.glob("**/*.html"):
+        if target in page.parents:
+            continue
+        prefix = os.path.relpath(target, page.parent).replace(os.sep, "/")
+
+        def local_tag(match: re.Match[str], prefix: str = prefix) -> str:
+            tag = match.group(0)
+            for url, rel in VENDORED_ASSETS.items():
+                if f'"{url}"' in tag:
+                    tag = tag.replace(f'"{url}"', f'"{prefix}/{rel}"')
+                    return re.sub(r"\s+(?:integrity=\"[^\"]*\"|crossorigin(?:=\"[^\"]*\")?)", "", tag)
+            return tag
+
+        html = page.read_text()
+        localized = _ASSET_TAG.sub(local_tag, html)
+        logo = os.path.relpath(docs_dir / "static" / "images" / "logo-long.png", page.parent).replace(os.sep, "/")
+        localized = _REMOTE_IMG.sub(f'src="{logo}"', localized)  # the header logo (a remote fetch per view)
+        localized = _REMOTE_LOGO.sub(f"url('{logo}')", localized)  # and the inline stylesheet's copy of it
+        # GX writes some site-relative paths one level short on deep pages (the validation page's favicon)
+        static = os.path.relpath(docs_dir / "static", page.parent).replace(os.sep, "/")
+        localized = _SITE_STATIC_REF.sub(rf"\g<1>{static}/", localized)
+        if localized != html:
+            page.write_text(localized)
+        remote = _REMOTE_ASSET.findall(localized)
+        if remote:
+            logger.warning("%s still loads %d asset(s) from the internet; add them to VENDORED_ASSETS", page, len(remote))

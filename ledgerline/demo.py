@@ -8,8 +8,6 @@ files. A second run reuses the running server; ``ledgerline down`` stops it.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import time
 import urllib.error
@@ -38,9 +36,10 @@ def _pid_dir(settings: Settings) -> Path:
 
 
 def _write_pid(settings: Settings, name: str, pid: int) -> None:
-    d = _pid_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.pid").write_text(str(pid))
+    """Record a process the demo started (pid, start time, command line) for ``ledgerline down``."""
+    from ledgerline.mlflow_server import write_pid_file
+
+    write_pid_file(_pid_dir(settings) / f"{name}.pid", pid)
 
 
 def ensure_mlflow_server(settings: Settings, progress: Progress) -> str:
@@ -114,6 +113,17 @@ def check_ports(settings: Settings, *, serving_port: int = 8000, airflow_port: i
         )
 
 
+def data_docs_link(settings: Settings, experiment_id: str, run_id: str) -> str:
+    """Where to open the run's Data Docs: the validation page itself, as a file:// URL when the
+    artifact store is a local folder (the site is self-contained, so it renders offline)."""
+    dest = settings.resolved_artifacts_destination()
+    if "://" in dest:  # s3:// and the like: only the MLflow UI can show it
+        return "validation/data_docs/ in the run's artifacts (the validations/ page shows the result)"
+    site = Path(dest) / experiment_id / run_id / "artifacts" / "validation" / "data_docs"
+    pages = sorted(site.glob("validations/**/*.html"))
+    return (pages[-1] if pages else site / "index.html").resolve().as_uri()
+
+
 def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> int:
     from training.pipeline import TrainRequest, run_training
 
@@ -134,7 +144,8 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         f"  registered model     {uri}/#/models/{result.model_name}   (@champion = v{result.champion}, "
         f"this run = v{result.version}, {outcome})",
         f"  plots                {run_url}/artifacts  -> plots/roc_curve.png, plots/calibration.png, plots/feature_importance.png",
-        f"  validation           {run_url}/artifacts  -> validation/data_docs/index.html, validation/result.json",
+        f"  validation           {data_docs_link(settings, result.experiment_id, result.run_id)}",
+        f"                       (also in the run: {run_url}/artifacts -> validation/data_docs/, validation/result.json)",
         "  test metrics         " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in ("roc_auc", "pr_auc", "ks", "brier")),
         f"  promotion ledger     ledgerline ledger {result.model_name}   (app db: {settings.resolved_app_db_url()})",
         f"  snapshot             {result.snapshot_uri}",
@@ -153,37 +164,26 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
 
 
 def stop_all(settings: Settings, *, progress: Progress) -> None:
-    """Stop every process the demo started (their whole process groups)."""
+    """Stop every process the demo started (their whole process groups), and nothing else.
+
+    A PID file names a process only while the process it recorded still runs: a PID reused by
+    another program after a crash or reboot (other start time or command line), or a PID file
+    without that record, is reported and removed, and nothing is signalled.
+    """
+    from ledgerline.mlflow_server import read_pid_file, stop_recorded
+
     d = _pid_dir(settings)
     pid_files = sorted(d.glob("*.pid")) if d.exists() else []
     if not pid_files:
         progress("nothing to stop")
         return
     for pf in pid_files:
-        try:
-            pid = int(pf.read_text().strip())
-        except ValueError:
-            pf.unlink(missing_ok=True)
-            continue
-        _stop_group(pid)
+        rec = read_pid_file(pf)
+        if rec is None:
+            progress(f"{pf.stem}: {pf} does not record a process Ledgerline started; removed it, signalled nothing")
+        elif stop_recorded(rec):
+            progress(f"stopped {pf.stem} (pid {rec.pid})")
+        else:
+            progress(f"{pf.stem} (pid {rec.pid}) is no longer running (the pid is free or another program's); "
+                     "removed its pid file")
         pf.unlink(missing_ok=True)
-        progress(f"stopped {pf.stem} (pid {pid})")
-
-
-def _stop_group(pid: int, timeout: float = 20.0) -> None:
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)

@@ -23,6 +23,7 @@ Notes on MLflow 3.17's server that shaped this module:
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ledgerline.errors import LedgerlineError
@@ -279,3 +281,109 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         logger.error("process %s did not exit after SIGKILL", pgid)
+
+
+# --------------------------------------------------------------------------- PID files
+#
+# A PID alone does not name a process for long: after a reboot or a crash the number is
+# reused by something else. A PID file therefore also records the boot (the kernel's boot id)
+# and the process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot): that
+# triple names one process for ever. A process is ours only while all three still match, and
+# only then is its process group signalled. The command line is recorded for the messages
+# (programs may rewrite it with setproctitle, so it is not part of the proof).
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What identifies a process we started: boot, pid (also its process group), start time; argv for people."""
+
+    pid: int
+    start_time: int
+    boot_id: str
+    cmdline: tuple[str, ...] = ()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Start time of a live, non-zombie process; None when there is no such process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def record_process(pid: int) -> ProcessRecord:
+    """Identify the live process ``pid`` (right after starting it)."""
+    start_time = _proc_start_time(pid)
+    if start_time is None:
+        raise LedgerlineError(f"process {pid} exited right after it was started")
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        raw = b""
+    return ProcessRecord(pid, start_time, _boot_id(), tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a))
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    """Record ``pid`` with its boot, start time and command line (JSON), written atomically.
+
+    A process that has already exited leaves no file (the caller's readiness wait reports why).
+    """
+    try:
+        rec = record_process(pid)
+    except LedgerlineError:
+        logger.warning("process %s exited before its pid file was written", pid)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": rec.pid, "start_time": rec.start_time, "boot_id": rec.boot_id,
+                               "cmdline": list(rec.cmdline)}))
+    tmp.replace(path)
+
+
+def read_pid_file(path: Path) -> ProcessRecord | None:
+    """The record in ``path``; None for a file that is not one (an older bare-PID file, junk)."""
+    try:
+        data = json.loads(path.read_text())
+        return ProcessRecord(int(data["pid"]), int(data["start_time"]), str(data["boot_id"]),
+                             tuple(str(a) for a in data.get("cmdline", [])))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def is_ours(rec: ProcessRecord) -> bool:
+    """True while process ``rec.pid`` is the very process recorded (same boot, same start time)."""
+    return bool(rec.boot_id) and rec.boot_id == _boot_id() and _proc_start_time(rec.pid) == rec.start_time
+
+
+def stop_recorded(rec: ProcessRecord, timeout: float = 20.0) -> bool:
+    """Stop a recorded process and its process group, only if it is still ours; True when signalled.
+
+    Our processes lead their own group (``start_new_session``), so the group id is the pid.
+    """
+    if not is_ours(rec):
+        return False
+    try:
+        if os.getpgid(rec.pid) != rec.pid:  # not a group leader: never signal someone else's group
+            return False
+    except ProcessLookupError:
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal_group(rec.pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _group_alive(rec.pid):
+                return True
+            time.sleep(0.2)
+        if sig is signal.SIGTERM:
+            logger.warning("process group %s still alive %.0fs after SIGTERM; killing it", rec.pid, timeout)
+    return True

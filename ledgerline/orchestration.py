@@ -142,6 +142,21 @@ def dag_config(environ: Mapping[str, str] | None = None) -> DagConfig:
         raise LedgerlineError(f"bad Airflow setting in the environment: {exc}") from exc
 
 
+def timetable(expression: str | None) -> Any:
+    """The schedule for a DAG: ``expression`` as a cron trigger that never runs a past slot on start.
+
+    Airflow 3.3's ``CronTriggerTimetable`` treats ``run_immediately=False`` (also what a plain
+    cron string gets) like ``None``: a DAG seen for the first time runs the most recent slot when
+    it is within 10% of the period, so a fresh ``make demo`` on a Monday retrained at once. A zero
+    buffer makes the first run the next slot in the future. ``None``: triggered runs only.
+    """
+    if expression is None:
+        return None
+    from airflow.sdk import CronTriggerTimetable
+
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=timedelta(0))
+
+
 def env_lookup(name: str) -> str | None:
     return os.environ.get(name) or None
 

@@ -7,7 +7,9 @@ It exits non-zero only when monitoring could not run (no champion: 2, via Ledger
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from datetime import UTC, datetime
 
 from ledgerline.errors import LedgerlineError
@@ -38,7 +40,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise LedgerlineError(f"invalid monitoring settings: {exc}") from exc
     check_tracking_server(settings.tracking_uri)
-    decision = run_monitoring(settings, args.model_name, now=args.now, mon=mon)
+    # With --json, stdout carries the JSON document only: MLflow writes its "View run ... at"
+    # links (and any library its own chatter) to stdout, so everything before it goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        decision = run_monitoring(settings, args.model_name, now=args.now, mon=mon)
     if args.json:
         print(json.dumps({
             "decision_id": decision.decision_id,
@@ -73,5 +79,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--window-days", type=float, help="current window length in days (default 7)")
     m.add_argument("--min-rows", type=int, help="fewer predictions than this give 'not enough data' (default 500)")
     m.add_argument("--now", type=_parse_now, help="evaluate as of this UTC time (replays, tests); default: now")
-    m.add_argument("--json", action="store_true", help="print the whole decision as JSON")
+    m.add_argument("--json", action="store_true", help="print the whole decision as JSON (the only output on stdout; progress goes to stderr)")
     m.set_defaults(func=cmd_monitor)

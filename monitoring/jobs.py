@@ -74,21 +74,9 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _experiment_id(settings: Settings, name: str) -> str:
-    from mlflow.exceptions import MlflowException
+    from ledgerline.registry import ensure_experiment
 
-    from ledgerline.registry import client
-
-    c = client(settings)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(c.create_experiment(name, tags={"ledgerline.kind": "monitoring"}))
-    except MlflowException:  # created meanwhile by a concurrent run
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
+    return ensure_experiment(settings, name, {"ledgerline.kind": "monitoring"})
 
 
 def _log_run(

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ledgerline import __version__
 from ledgerline.settings import Settings
 from serving import store
+from serving.docs import add_docs_routes
 from serving.errors import ServingError
 from serving.http_errors import request_validation_error, serving_error, unexpected_error
 from serving.metrics import ServingMetrics
@@ -61,6 +62,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
         version=__version__,
         description="Predictions from the registry's @champion models, with a prediction log and feedback.",
         lifespan=_lifespan,
+        docs_url=None,  # serving.docs serves /docs with local assets (no CDN)
         redoc_url=None,
     )
 
@@ -87,6 +89,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(operations.router)
     app.include_router(feedback.router)
+    add_docs_routes(app)
     # first in the route list: the hot path should not be matched against every other route
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_endpoint, methods=["POST"], include_in_schema=False))
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -7,12 +7,20 @@ Keys come from the environment only (``LEDGERLINE_SERVING_API_KEYS``,
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 APP_FACTORY = "serving.app:app_from_env"
+#: Loggers whose INFO lines are start-up progress (one line per model loaded): shown at any --log-level.
+PROGRESS_LOGGERS = ("serving.loader", "serving.app")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,13 +69,41 @@ def log_config(level: str) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     for name in ("serving", "ledgerline"):
         config["loggers"][name] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    progress_level = min(logging.INFO, logging.getLevelNamesMapping()[level.upper()])
+    for name in PROGRESS_LOGGERS:
+        config["loggers"][name] = {"handlers": ["default"], "level": progress_level, "propagate": False}
     return config
 
 
-def run(settings: object, *, log_level: str = "warning") -> int:
-    """Run uvicorn in the foreground until SIGINT/SIGTERM; shutdown flushes the prediction log."""
-    import uvicorn
+def _say(line: str) -> None:
+    sys.stderr.write(f"ledgerline serve: {line}\n")  # the CLI's own voice, whatever the log level
+    sys.stderr.flush()
 
+
+def _announce_ready(url: str, stop: threading.Event, *, note_every: float = 30.0) -> None:
+    """Poll ``url``/ready and say once when every model is loaded (and, now and then, that it is still loading)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our own port: never via a proxy
+    started = time.monotonic()
+    next_note = started + note_every
+    while not stop.wait(0.5):
+        try:
+            with opener.open(f"{url}/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    _say(f"ready at {url} after {time.monotonic() - started:.0f}s (docs: {url}/docs)")
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or 503 while the models load
+        if time.monotonic() >= next_note:
+            _say(f"still loading after {time.monotonic() - started:.0f}s; {url}/ready says why")
+            next_note += note_every
+
+
+def run(settings: object, *, log_level: str = "warning") -> int:
+    """Run uvicorn in the foreground until SIGINT/SIGTERM; shutdown flushes the prediction log.
+
+    Progress goes to stderr at any ``log_level``: a line when starting, one per model loaded
+    (from every worker), one when ``/ready`` answers, and the prediction log's flush at shutdown.
+    """
     from serving.settings import ServingSettings
 
     assert isinstance(settings, ServingSettings)
@@ -79,6 +115,24 @@ def run(settings: object, *, log_level: str = "warning") -> int:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             (runtime / "metrics").mkdir()
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime / "metrics")
+    probe_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{probe_host if ':' not in probe_host else f'[{probe_host}]'}:{settings.port}"
+    _say(
+        f"starting on {url} with {settings.workers} worker(s); loading "
+        f"{', '.join(m + '@champion' for m in settings.models)} (one line per model loaded, then 'ready')"
+    )
+    stop = threading.Event()
+    threading.Thread(target=_announce_ready, args=(url, stop), name="ready-announcer", daemon=True).start()
+    try:
+        _uvicorn_run(settings, log_level)  # on SIGTERM uvicorn re-raises the signal after its shutdown
+    finally:
+        stop.set()
+    return 0
+
+
+def _uvicorn_run(settings: Any, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -92,4 +146,3 @@ def run(settings: object, *, log_level: str = "warning") -> int:
         loop="auto",
         http="auto",
     )
-    return 0

@@ -38,7 +38,16 @@ from ledgerline import db
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
 from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.names import check_model_name
-from ledgerline.registry import CHALLENGER, CHAMPION, alias_version, client, set_version_tags
+from ledgerline.registry import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    client,
+    describe_version,
+    record_gate_in_description,
+    set_version_tags,
+    version_description,
+)
 from ledgerline.settings import Settings
 from training.families import TrainingFamily, gate_policy, get_family
 from training.gate import GateDecision, decide
@@ -277,11 +286,9 @@ def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) 
 
 
 def _experiment_id(settings: Settings, model_name: str) -> str:
-    import mlflow
+    from ledgerline.registry import ensure_experiment
 
-    name = settings.experiment_name(model_name)
-    exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp else mlflow.create_experiment(name, tags={"ledgerline.model_name": model_name})
+    return ensure_experiment(settings, settings.experiment_name(model_name), {"ledgerline.model_name": model_name})
 
 
 def validate(
@@ -414,18 +421,21 @@ def train_and_register(
                 mv = mlflow.register_model(model_uri, req.name, tags={"ledgerline.run_id": run_id, FAMILY_TAG: req.family})
                 version = str(mv.version)
                 c.set_registered_model_alias(req.name, CHALLENGER, version)
+                # tags for machines only (serving, monitoring, the DAGs); the run keeps the rest
                 set_version_tags(
                     c,
                     req.name,
                     version,
                     {
                         "ledgerline.trigger": req.trigger,
-                        "ledgerline.snapshot_uri": prepared.snapshot.uri,
                         "ledgerline.logical_date": prepared.snapshot.logical_date,
-                        "ledgerline.split_seed": seed,
-                        **{f"ledgerline.test_{k}": round(v, 6) for k, v in metrics.items()},
                     },
                 )
+                describe_version(c, req.name, version, version_description(
+                    family=req.family, metrics=metrics, headline=family.headline_metrics, snapshot=prepared.snapshot.uri,
+                    logical_date=prepared.snapshot.logical_date, rows=prepared.snapshot.rows,
+                    trigger=req.trigger, run_id=run_id,
+                ))
             except BaseException:
                 _unregister(c, req.name, run_id)  # interrupted half-way: no version without its tags and alias
                 c.set_terminated(run_id, "FAILED")
@@ -578,7 +588,6 @@ def record_gate(
     _configure_mlflow(settings)
     c = client(settings)
     champion_version = decision.champion_version
-    now = datetime.now(UTC).isoformat()
     champion_after = str(version) if decision.passed else champion_version
     if decision.passed:
         c.set_registered_model_alias(name, CHAMPION, str(version))
@@ -590,10 +599,10 @@ def record_gate(
             "ledgerline.gate.decision": "promoted" if decision.passed else "rejected",
             "ledgerline.gate.reasons": json.dumps(decision.reasons),
             "ledgerline.gate.champion_version": champion_version or "none",
-            "ledgerline.gate.decided_at": now,
-            "ledgerline.gate.trigger": trigger,
         },
     )
+    record_gate_in_description(c, name, str(version), passed=decision.passed,
+                               champion_version=champion_version, reasons=decision.reasons)
     db.record_decision(
         settings.resolved_app_db_url(),
         model_name=name,
