@@ -390,3 +390,32 @@ def infer_transaction_spec(
         roles=roles,
         passthrough=tuple(partial.passthrough),
     )
+
+
+#: roles the behavioural features need; without them the forest runs on the columns given
+BEHAVIOUR_ROLES = ("customer", "timestamp", "amount")
+
+
+def has_behaviour_roles(spec: DatasetSpec) -> bool:
+    return all(role in spec.roles for role in BEHAVIOUR_ROLES)
+
+
+def dataset_from_spec(spec: DatasetSpec) -> TransactionDataset:
+    """The behavioural features' view of the spec's column roles."""
+    from features.spec import LABEL_COLUMN
+
+    r = spec.roles
+    return TransactionDataset(
+        id_column=spec.id_column or "",
+        customer_column=r["customer"],
+        timestamp_column=r["timestamp"],
+        amount_column=r["amount"],
+        currency_column=r.get("currency"),
+        country_column=r.get("country"),
+        category_column=r.get("category"),
+        channel_column=r.get("channel"),
+        device_column=r.get("device"),
+        merchant_column=r.get("merchant"),
+        label_column=LABEL_COLUMN if spec.target else None,
+        pattern_column=r.get("pattern"),
+    )

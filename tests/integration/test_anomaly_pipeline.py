@@ -33,7 +33,7 @@ def test_anomaly_model_is_trained_gated_on_its_alert_rate_and_promoted(train_ano
     mv = c.get_model_version("anomaly-pipeline", m.version)
     assert mv.tags[FAMILY_TAG] == "transaction-anomaly"
     reasons = json.loads(mv.tags["ledgerline.gate.reasons"])
-    assert any(r.startswith("alert_rate_ratio") and "inside band" in r for r in reasons)
+    assert any(r.startswith("alert_rate_ratio_low") and "<= ceiling 2.0000" in r for r in reasons)
     # the logged signature is the behavioural feature vector (what `mlflow models serve` can score)
     from mlflow.models import get_model_info
 
