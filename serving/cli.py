@@ -44,9 +44,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         settings = ServingSettings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_input=False)
+        )
         raise LedgerlineError(
-            f"serving settings are incomplete ({problems}); set LEDGERLINE_SERVING_API_KEYS and "
+            f"serving settings are incomplete or invalid ({problems}); set LEDGERLINE_SERVING_API_KEYS and "
             "LEDGERLINE_SERVING_ADMIN_KEY (and other LEDGERLINE_SERVING_* variables) in the environment"
         ) from None
     return run(settings, log_level=args.log_level)
@@ -66,11 +69,14 @@ def log_config(level: str) -> dict[str, Any]:
 
 def run(settings: object, *, log_level: str = "warning") -> int:
     """Run uvicorn in the foreground until SIGINT/SIGTERM; shutdown flushes the prediction log."""
-    import uvicorn
-
+    from serving.http_limits import HEADER_BYTES_ENV, HEADER_TIMEOUT_ENV
     from serving.settings import ServingSettings
 
     assert isinstance(settings, ServingSettings)
+    # the protocol class reads its limits from the environment: workers are separate processes
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
+    os.environ[HEADER_BYTES_ENV] = str(settings.max_header_bytes)
+    runtime: Path | None = None
     if settings.workers > 1:
         # Every worker must see the same signal file and metrics folder: decide them here,
         # before the workers start, and hand them down through the environment.
@@ -79,6 +85,19 @@ def run(settings: object, *, log_level: str = "warning") -> int:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             (runtime / "metrics").mkdir()
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime / "metrics")
+    try:
+        _run_uvicorn(settings, log_level)
+    finally:
+        if runtime is not None:  # the workers have exited: their signal file and metrics go with them
+            import shutil
+
+            shutil.rmtree(runtime, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(settings: Any, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -90,6 +109,6 @@ def run(settings: object, *, log_level: str = "warning") -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(5, int(settings.shutdown_flush_timeout_seconds) + 5),
         loop="auto",
-        http="auto",
+        # uvicorn's own protocol plus a deadline and a size cap on the request head (see serving.http_limits)
+        http="serving.http_limits:BoundedHttpProtocol",
     )
-    return 0
