@@ -202,7 +202,9 @@ class RecordSchema:
         rows = self.max_rows if many else 1
         max_keys = ncols * rows
         max_values = (ncols + 2) * rows + 2  # brackets and commas of a full valid batch, with room
-        if body.count(b":") <= max_keys and body.count(b",") + body.count(b"{") + body.count(b"[") <= max_values:
+        # every key has a colon and every value but a container's last a comma after it (deep nesting
+        # without commas is refused by the parser's depth limit)
+        if body.count(b":") <= max_keys and body.count(b",") <= max_values - 2 * rows:
             return
         names = {c.name.encode() for c in self.columns}
         depth = 0
