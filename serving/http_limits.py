@@ -45,12 +45,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.header_timeout = _env_number(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT)
         self.max_header_bytes = int(_env_number(HEADER_BYTES_ENV, DEFAULT_HEADER_BYTES))
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0
+        self._read_bytes = 0  # bytes read while the head is incomplete
+        self._parsed_bytes = 0  # request line and headers the parser handed over
         self._in_head = False
+        self._rejected = False
 
     def _start_head(self) -> None:
         self._in_head = True
-        self._head_bytes = 0
+        self._read_bytes = self._parsed_bytes = 0
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
@@ -76,19 +78,55 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self.transport.is_closing():
+            return
+        self._rejected = False
         if not self._in_head:
             self._start_head()
 
+    # the head's size is counted twice: per parsed piece (a head that arrives whole in one read)
+    # and per read (a head still incomplete, which the parser has not handed over yet)
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        if not self._rejected:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        if not self._rejected:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._end_head()
-        super().on_headers_complete()
+        if not self._rejected:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._rejected:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._rejected:
+            super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            self._head_bytes += len(data)
+            self._read_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
-            self._end_head()
+        if self._in_head and self._read_bytes > self.max_header_bytes:  # all of it head, and still no end
+            self._reject_head()
+
+    def _count_head(self, n: int) -> None:
+        self._parsed_bytes += n
+        if self._parsed_bytes > self.max_header_bytes:
+            self._reject_head()
+
+    def _reject_head(self) -> None:
+        if self._rejected:
+            return
+        self._rejected = True
+        self._end_head()
+        if self.transport is not None and not self.transport.is_closing():
             logger.info("refused a request head of more than %d bytes from %s", self.max_header_bytes, self.client)
             self._send_431()
 

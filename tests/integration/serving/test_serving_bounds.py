@@ -98,7 +98,10 @@ def test_a_16_mib_body_of_unknown_keys_gets_a_quick_bounded_422_while_health_kee
     assert 1 <= len(errors) <= 51
     assert errors[0] == {"field": "body[0].x000", "message": "Extra inputs are not permitted", "type": "extra_forbidden"}
     assert seconds < 5, f"422 took {seconds:.1f}s"
-    assert health and max(health) < 0.1, f"/health took up to {max(health) * 1000:.0f} ms while the body was checked"
+    # it was blocked for 42 s; the slowest answer gets room for a loaded test machine
+    health.sort()
+    assert len(health) >= 3 and health[len(health) // 2] < 0.1, f"/health took {health} s while the body was checked"
+    assert health[-1] < 0.5, f"/health took up to {health[-1] * 1000:.0f} ms while the body was checked"
     # the client's copy of the body, the server's, plus parsing: a small multiple of 16 MiB, not gigabytes
     assert peak[0] - before < 6 * 16, f"RSS grew {peak[0] - before:.0f} MiB"
     # and the server still answers normally
@@ -224,6 +227,17 @@ def test_ledgerline_serve_closes_half_sent_heads_refuses_huge_heads_and_removes_
         # a head larger than the cap: 431, connection closed
         answer, _ = _raw(port, b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"x-big: " + b"a" * 20000 + b"\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        # the same, sent in pieces that never finish the head
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: ")
+            for _ in range(5):
+                s.sendall(b"a" * 4000)
+                time.sleep(0.02)
+            assert s.recv(65536).startswith(b"HTTP/1.1 431")
+        # a body larger than the head cap, arriving with the head, is no head overflow
+        body = json.dumps({"prediction_id": "x", "label": "y" * 20000}).encode()
+        answer, _ = _raw(port, b"POST /v1/feedback HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
         # a client hanging up mid-upload
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(
