@@ -52,9 +52,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         settings = ServingSettings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_input=False)
+        )
         raise LedgerlineError(
-            f"serving settings are incomplete ({problems}); set LEDGERLINE_SERVING_API_KEYS and "
+            f"serving settings are incomplete or invalid ({problems}); set LEDGERLINE_SERVING_API_KEYS and "
             "LEDGERLINE_SERVING_ADMIN_KEY (and other LEDGERLINE_SERVING_* variables) in the environment"
         ) from None
     return run(settings, log_level=args.log_level)
@@ -104,9 +107,14 @@ def run(settings: object, *, log_level: str = "warning") -> int:
     Progress goes to stderr at any ``log_level``: a line when starting, one per model loaded
     (from every worker), one when ``/ready`` answers, and the prediction log's flush at shutdown.
     """
+    from serving.http_limits import HEADER_BYTES_ENV, HEADER_TIMEOUT_ENV
     from serving.settings import ServingSettings
 
     assert isinstance(settings, ServingSettings)
+    # the protocol class reads its limits from the environment: workers are separate processes
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
+    os.environ[HEADER_BYTES_ENV] = str(settings.max_header_bytes)
+    runtime: Path | None = None
     if settings.workers > 1:
         # Every worker must see the same signal file and metrics folder: decide them here,
         # before the workers start, and hand them down through the environment.
@@ -124,13 +132,17 @@ def run(settings: object, *, log_level: str = "warning") -> int:
     stop = threading.Event()
     threading.Thread(target=_announce_ready, args=(url, stop), name="ready-announcer", daemon=True).start()
     try:
-        _uvicorn_run(settings, log_level)  # on SIGTERM uvicorn re-raises the signal after its shutdown
+        _run_uvicorn(settings, log_level)  # on SIGTERM uvicorn re-raises the signal after its shutdown
     finally:
         stop.set()
+        if runtime is not None:  # the workers have exited: their signal file and metrics go with them
+            import shutil
+
+            shutil.rmtree(runtime, ignore_errors=True)
     return 0
 
 
-def _uvicorn_run(settings: Any, log_level: str) -> None:
+def _run_uvicorn(settings: Any, log_level: str) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -144,5 +156,6 @@ def _uvicorn_run(settings: Any, log_level: str) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(5, int(settings.shutdown_flush_timeout_seconds) + 5),
         loop="auto",
-        http="auto",
+        # uvicorn's own protocol plus a deadline and a size cap on the request head (see serving.http_limits)
+        http="serving.http_limits:BoundedHttpProtocol",
     )

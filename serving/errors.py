@@ -27,6 +27,10 @@ class BatchTooLarge(ServingError):
     """More records (or bytes) than one request may carry."""
 
 
+class BodyTimeout(ServingError):
+    """The client did not send the whole request body in time."""
+
+
 class UnknownModel(ServingError):
     """The model is not one this service serves."""
 

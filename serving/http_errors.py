@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from serving.errors import (
     AuthError,
     BatchTooLarge,
+    BodyTimeout,
     FeedbackConflict,
     InvalidRecords,
     LogBufferFull,
@@ -33,6 +34,7 @@ STATUS: dict[type[ServingError], int] = {
     MalformedRequest: 400,
     InvalidRecords: 422,
     BatchTooLarge: 413,
+    BodyTimeout: 408,
     UnknownModel: 404,
     UnknownPrediction: 404,
     FeedbackConflict: 409,
@@ -80,7 +82,41 @@ async def serving_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
     retry = next((v for k, v in RETRY_AFTER.items() if isinstance(exc, k)), None)
     errors = exc.errors if isinstance(exc, InvalidRecords) else None
-    return error_response(status, str(exc), errors, {"Retry-After": retry} if retry else None)
+    headers = {"Retry-After": retry} if retry else None
+    if isinstance(exc, BodyTimeout | BatchTooLarge):  # the rest of the body may still be on its way: do not wait for it
+        headers = {**(headers or {}), "Connection": "close"}
+    return error_response(status, str(exc), errors, headers)
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes | None:
+    """The request body, refused with 413 above ``limit`` bytes and 408 after ``timeout`` seconds.
+
+    None when the client hung up before sending it all (logged as one line at INFO: nobody is
+    left to answer, and a hang-up is not a server error).
+    """
+    import anyio
+    from starlette.requests import ClientDisconnect
+
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BatchTooLarge(f"the request body has {declared} bytes; the limit is {limit}: send less")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BatchTooLarge(f"the request body is larger than {limit} bytes: send less")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout:g}s ({size} bytes received); send it at once"
+        ) from None
+    except ClientDisconnect:
+        logger.info("client %s hung up while sending %s %s", request.client, request.method, request.url.path)
+        return None
+    return b"".join(chunks)
 
 
 async def request_validation_error(request: Request, exc: Exception) -> Response:

@@ -45,15 +45,16 @@ def probe_tracking_server(uri: str, timeout: float) -> None:
     """Raise RegistryUnavailable unless an http(s) tracking server answers ``/health`` in time."""
     if not uri.startswith(("http://", "https://")):
         return
+    from serving.watcher import _without_password, health_request
+
+    url, headers = health_request(uri)  # credentials in the URI go as basic auth, as the MLflow client sends them
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             if resp.status == 200:
                 return
             problem = f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         problem = str(getattr(exc, "reason", exc))
-    from serving.watcher import _without_password
-
     raise RegistryUnavailable(
         f"the tracking server {_without_password(uri)} is unreachable ({problem}); serving the loaded versions"
     )

@@ -16,11 +16,13 @@ plain dicts, which is what :meth:`features.transform.TabularFeatures.transform_r
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic_core import from_json
 from typing_extensions import TypedDict
 
 from features.spec import DatasetSpec
@@ -31,6 +33,9 @@ NUMERIC_TYPES = {"double", "float", "long", "integer"}
 FALLBACK_ABS_MAX = 1e12
 MAX_TEXT = 200
 MAX_REPORTED_ERRORS = 50
+#: JSON tokens the pre-scan counts: a whole string (with ``:`` after it when it is a key) or a bracket or comma.
+#: Outside strings JSON has no quote characters, so matching strings left to right never loses step.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[{}\[\],]')
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,8 @@ class RecordSchema:
         self._record_type = record
         self._one = TypeAdapter(record)
         # the length is checked while the array is read: an oversized batch is refused before its records are
-        self._many = TypeAdapter(Annotated[list[record], Field(max_length=self.max_rows)])  # type: ignore[valid-type]
+        # fail_fast: pydantic stops at the first invalid record instead of building errors for the whole batch
+        self._many = TypeAdapter(Annotated[list[record], Field(max_length=self.max_rows, fail_fast=True)])  # type: ignore[valid-type]
 
     @property
     def names(self) -> list[str]:
@@ -137,34 +143,154 @@ class RecordSchema:
         return schema
 
     def parse(self, body: bytes) -> list[dict[str, Any]]:
-        """Records from a request body: one JSON object, or a non-empty array of them."""
+        """Records from a request body: one JSON object, or a non-empty array of them.
+
+        The work is bounded by what a valid batch may hold, not by what is wrong in the body: a
+        body with more keys, values or records than ``max_rows`` full records could carry is
+        refused by a scan that stops at the first surplus (before any Python object is built),
+        unknown and missing fields are reported from the parsed records before pydantic sees them,
+        and pydantic stops at the first invalid record; at most ``MAX_REPORTED_ERRORS`` errors are
+        ever built.
+        """
         start = body.lstrip()[:1]
         if start == b"{":
-            adapter, many = self._one, False
+            many = False
         elif start == b"[":
-            adapter, many = self._many, True
+            many = True
         elif not start:
             raise MalformedRequest("the request body is empty; send one record as a JSON object or a JSON array of records")
         else:
             raise MalformedRequest("the request body must be a JSON object (one record) or a JSON array of records")
+        self._prescan(body, many)
         try:
-            parsed = adapter.validate_json(body)
-        except ValidationError as exc:
-            if many and any(e["type"] == "too_long" and not e["loc"] for e in exc.errors()):
-                size = next(e.get("ctx", {}).get("actual_length") for e in exc.errors() if e["type"] == "too_long")
-                raise BatchTooLarge(
-                    f"the batch has {size or 'more than ' + str(self.max_rows)} records; the limit is {self.max_rows}: "
-                    "split it into smaller requests"
-                ) from None
-            raise _invalid(exc, many) from None
+            parsed = from_json(body, cache_strings="keys")
+        except ValueError as exc:
+            raise MalformedRequest(f"the request body is not valid JSON ({exc}); send a JSON object or array") from None
         if not many:
-            return [parsed]
+            self._check_keys([parsed], many=False)
+            try:
+                return [self._one.validate_python(parsed)]
+            except ValidationError as exc:
+                raise _invalid(exc, False) from None
+        if not isinstance(parsed, list):  # pragma: no cover - the first byte was "["
+            raise MalformedRequest("the request body must be a JSON object (one record) or a JSON array of records")
+        if len(parsed) > self.max_rows:
+            raise self._too_many(str(len(parsed)))
         if not parsed:
             raise InvalidRecords(
                 "the list of records is empty; send at least one record",
                 [{"field": "body", "message": "list should have at least 1 item", "type": "too_short"}],
             )
-        return parsed
+        self._check_keys(parsed, many=True)
+        try:
+            return self._many.validate_python(parsed)  # type: ignore[no-any-return]
+        except ValidationError as exc:  # fail-fast: the first invalid record; collect a few more errors
+            first = exc.errors(include_url=False, include_input=False)[0]["loc"]
+            index = first[0] if first and isinstance(first[0], int) else 0
+        raise self._collect_errors(parsed, index)
+
+    def _too_many(self, count: str) -> BatchTooLarge:
+        return BatchTooLarge(f"the batch has {count} records; the limit is {self.max_rows}: split it into smaller requests")
+
+    def _prescan(self, body: bytes, many: bool) -> None:
+        """Refuse, before parsing, a body with more records, keys or values than a full valid batch.
+
+        Counting bytes is an upper bound on the tokens (a ``:`` or ``,`` may sit inside a string),
+        so the exact scan runs only when that bound is exceeded, and stops at the first surplus.
+        """
+        ncols = len(self.columns)
+        rows = self.max_rows if many else 1
+        max_keys = ncols * rows
+        max_values = (ncols + 2) * rows + 2  # brackets and commas of a full valid batch, with room
+        # every key has a colon and every value but a container's last a comma after it (deep nesting
+        # without commas is refused by the parser's depth limit)
+        if body.count(b":") <= max_keys and body.count(b",") <= max_values - 2 * rows:
+            return
+        names = {c.name.encode() for c in self.columns}
+        depth = 0
+        record = -1
+        keys = values = 0
+        errors: list[dict[str, Any]] = []
+        for m in _TOKEN.finditer(body):
+            tok = m.group()
+            if tok[:1] == b'"':
+                if m.group(1) is None:
+                    continue
+                keys += 1
+                key = tok[1 : tok.rindex(b'"')]
+                if depth == (2 if many else 1) and key not in names and len(errors) < MAX_REPORTED_ERRORS:
+                    field = f"body[{record}]" if many else "body"
+                    shown = key[:MAX_TEXT].decode("utf-8", "replace")
+                    errors.append({"field": f"{field}.{shown}", "message": "Extra inputs are not permitted", "type": "extra_forbidden"})
+                if len(errors) >= MAX_REPORTED_ERRORS or keys > max_keys:
+                    break
+                continue
+            values += 1
+            if tok in (b"{", b"["):
+                depth += 1
+                if many and depth == 2:
+                    record += 1
+                    if record >= self.max_rows:
+                        raise self._too_many(f"more than {self.max_rows}")
+            elif tok in (b"}", b"]"):
+                values -= 1
+                depth -= 1
+            if values > max_values:
+                break
+        else:
+            return  # the bound was loose (colons and commas in strings): nothing to refuse
+        if errors:
+            errors.append({"field": "body", "message": "further fields were not checked", "type": "truncated"})
+            raise InvalidRecords(
+                f"the records carry fields the model does not know ({errors[0]['field']}, ...); "
+                f"send only the model's fields: {', '.join(self.names)}",
+                errors,
+            )
+        raise InvalidRecords(
+            f"the body holds more fields or values than {rows} record(s) of {ncols} fields can; "
+            f"send only the model's fields ({', '.join(self.names)}) with one plain value each",
+            [{"field": "body", "message": f"more than {max_keys} fields or {max_values} values", "type": "too_long"}],
+        )
+
+    def _check_keys(self, records: list[Any], *, many: bool) -> None:
+        """Unknown and missing fields, reported before pydantic builds an error per field."""
+        names = self.names
+        known = set(names)
+        errors: list[dict[str, Any]] = []
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict) or rec.keys() == known:
+                continue
+            prefix = f"body[{i}]" if many else "body"
+            for key in rec:
+                if key not in known:
+                    errors.append({"field": f"{prefix}.{str(key)[:MAX_TEXT]}", "message": "Extra inputs are not permitted", "type": "extra_forbidden"})
+                    if len(errors) >= MAX_REPORTED_ERRORS:
+                        break
+            for name in names:
+                if name not in rec and len(errors) < MAX_REPORTED_ERRORS:
+                    errors.append({"field": f"{prefix}.{name}", "message": "Field required", "type": "missing"})
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                if i + 1 < len(records):
+                    errors.append({"field": "body", "message": "records after this one were not checked", "type": "truncated"})
+                break
+        if errors:
+            raise InvalidRecords(_summary(errors), errors)
+
+    def _collect_errors(self, records: list[Any], start: int) -> InvalidRecords:
+        """Errors of the records from ``start`` on, one record at a time, until there are enough."""
+        out: list[dict[str, Any]] = []
+        for i in range(start, len(records)):
+            try:
+                self._one.validate_python(records[i])
+            except ValidationError as exc:
+                for e in exc.errors(include_url=False, include_input=False):
+                    out.append(_error_item((i, *e["loc"]), e))
+            if len(out) >= MAX_REPORTED_ERRORS:
+                del out[MAX_REPORTED_ERRORS:]
+                if i + 1 < len(records):
+                    out.append({"field": "body", "message": "records after this one were not checked", "type": "truncated"})
+                break
+        return InvalidRecords(_summary(out), out)
 
     def validate_python(self, record: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -178,6 +304,21 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def _error_item(loc: tuple[Any, ...], e: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"field": _field_path(loc), "message": e["msg"], "type": e["type"]}
+    ctx = e.get("ctx")
+    if ctx:
+        item["constraint"] = {k: _jsonable(v) for k, v in ctx.items()}
+    return item
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    shown = [e for e in errors if e["type"] != "truncated"]
+    text = "; ".join(f"{i['field']}: {i['message']}" for i in shown[:3])
+    tail = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+    return f"the records do not match the model's input schema: {text}{tail}"
 
 
 def _invalid(exc: ValidationError, many: bool) -> MalformedRequest | InvalidRecords:

@@ -16,6 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Shortest API or admin key accepted: a short key can be guessed.
+MIN_KEY_LENGTH = 16
+
 
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
@@ -57,6 +60,14 @@ class ServingSettings(BaseSettings):
     predict_threads: int = Field(1, ge=1, le=64, description="XGBoost threads per worker process")
     max_batch_rows: int = Field(5000, ge=1, description="largest list of records one request may carry")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted")
+    feedback_max_body_bytes: int = Field(64 * 1024, ge=256, description="largest /v1/feedback body accepted")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest a client may take to send a request body before a 408"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest a client may take to send a request's headers before the connection is closed"
+    )
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request head (request line and headers)")
 
     poll_interval_seconds: float = Field(30.0, gt=0, description="how often to check whether @champion moved")
     registry_timeout_seconds: float = Field(3.0, gt=0, description="timeout of the tracking-server health probe")
@@ -115,10 +126,22 @@ class ServingSettings(BaseSettings):
             raise ValueError("models is empty; name at least one registered model to serve")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models lists a name twice: {self.models}")
-        if not self.api_keys or any(not k.get_secret_value() for k in self.api_keys):
-            raise ValueError("api_keys must hold at least one non-empty key")
-        if not self.admin_key.get_secret_value():
-            raise ValueError("admin_key must not be empty")
+        if not self.api_keys:
+            raise ValueError("api_keys must hold at least one key")
+        hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        for i, key in enumerate(self.api_keys, 1):
+            if len(key.get_secret_value()) < MIN_KEY_LENGTH:
+                raise ValueError(
+                    f"api key #{i} has {len(key.get_secret_value())} characters; keys need at least {MIN_KEY_LENGTH} ({hint})"
+                )
+        admin = self.admin_key.get_secret_value()
+        if len(admin) < MIN_KEY_LENGTH:
+            raise ValueError(f"admin_key has {len(admin)} characters; it needs at least {MIN_KEY_LENGTH} ({hint})")
+        if any(admin == k.get_secret_value() for k in self.api_keys):
+            raise ValueError(
+                "admin_key equals one of the api_keys, so every API client could reload models; "
+                f"give the admin a key of its own ({hint})"
+            )
         for name, value in self.thresholds.items():
             if not 0.0 < value < 1.0:
                 raise ValueError(f"threshold for {name} must be between 0 and 1, not {value}")

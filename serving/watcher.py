@@ -261,3 +261,31 @@ def _without_password(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def health_request(uri: str) -> tuple[str, dict[str, str]]:
+    """The tracking server's ``/health`` URL without credentials, and the headers that carry them.
+
+    The MLflow client authenticates with the ``user:password@`` of the tracking URI (or
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``) as HTTP basic auth, as MLflow's
+    basic-auth app expects; urllib does neither, so the probe sends the same header itself.
+    """
+    import base64
+    import os
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    user, password = parts.username, parts.password
+    if parts.username is not None:
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
+        user, password = unquote(user or ""), unquote(password or "")
+    else:
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    url = urlunsplit(parts).rstrip("/") + "/health"
+    if not user and not password:
+        return url, {}
+    token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+    return url, {"Authorization": f"Basic {token}"}

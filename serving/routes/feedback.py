@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from features.labels import LabelCodec, LabelError
 from serving import store
 from serving.errors import InvalidRecords, ServingError, StoreUnavailable, UnknownPrediction
-from serving.http_errors import ErrorBody
+from serving.http_errors import ErrorBody, read_body
 from serving.state import ServingState, could_be_pending, require_api_key, state_of
 from serving.wal import oldest_segment_ms
 
@@ -129,6 +131,13 @@ def _reads(codec: LabelCodec, label: int | str) -> bool:
 
 
 
+def _feedback_request_body() -> dict[str, Any]:
+    """The OpenAPI request body: the route reads the body itself (after the key check), so FastAPI
+    does not document it from a parameter."""
+    schema = FeedbackRequest.model_json_schema()
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 @router.post(
     "/v1/feedback",
     tags=["predictions"],
@@ -136,20 +145,33 @@ def _reads(codec: LabelCodec, label: int | str) -> bool:
     status_code=201,
     response_model=FeedbackResponse,
     dependencies=[Depends(require_api_key)],
+    openapi_extra={"requestBody": _feedback_request_body()},
     responses={
         200: {"model": FeedbackResponse, "description": "the same feedback was already recorded"},
         202: {"model": FeedbackResponse, "description": "kept as pending: the prediction was answered moments ago and "
               "its log record is not in the database yet; attached to it when it is"},
         400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
         404: {"model": ErrorBody, "description": "unknown prediction_id"},
+        408: {"model": ErrorBody, "description": "the body did not arrive in time"},
+        413: {"model": ErrorBody, "description": "the body is larger than feedback_max_body_bytes"},
         409: {"model": ErrorBody, "description": "a different label was already recorded"},
         422: {"model": ErrorBody}, 503: {"model": ErrorBody},
     },
 )
-def feedback(request: Request, body: FeedbackRequest) -> JSONResponse:
+async def feedback(request: Request) -> Response:
+    # the key was checked by the dependency; only now is the body read, with a size cap and a deadline
     state = state_of(request)
+    raw = await read_body(request, state.settings.feedback_max_body_bytes, state.settings.body_timeout_seconds)
+    if raw is None:  # the client hung up mid-upload
+        return Response(status_code=400)
     try:
-        result = _feedback(state, body)
+        body = FeedbackRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)[:50]]
+        ) from None
+    try:
+        result = await anyio.to_thread.run_sync(_feedback, state, body)
     except ServingError as exc:
         state.metrics.feedback.labels(type(exc).__name__).inc()
         raise

@@ -103,7 +103,7 @@ def test_unknown_fields_are_refused(schema: RecordSchema) -> None:
 def test_empty_lists_oversized_batches_and_malformed_json_are_refused(schema: RecordSchema) -> None:
     with pytest.raises(InvalidRecords, match="empty"):
         schema.parse(b"[]")
-    with pytest.raises(BatchTooLarge, match="101 records; the limit is 100"):
+    with pytest.raises(BatchTooLarge, match="(101|more than 100) records; the limit is 100"):
         schema.parse(_body([GOOD] * 101))
     for body in (b"", b"   ", b'{"annual_income": ', b"nul", b"42", b'"text"', b"[1, 2]", b"\xff\xfe"):
         with pytest.raises((MalformedRequest, InvalidRecords)):

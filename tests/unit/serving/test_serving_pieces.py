@@ -17,11 +17,11 @@ from serving.state import new_prediction_ids
 
 def test_settings_take_comma_separated_lists_and_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGERLINE_SERVING_MODELS", "credit-risk, fraud")
-    monkeypatch.setenv("LEDGERLINE_SERVING_API_KEYS", "s3cret-one,s3cret-two")
-    monkeypatch.setenv("LEDGERLINE_SERVING_ADMIN_KEY", "s3cret-admin")
+    monkeypatch.setenv("LEDGERLINE_SERVING_API_KEYS", "s3cret-one-0123456789,s3cret-two-0123456789")
+    monkeypatch.setenv("LEDGERLINE_SERVING_ADMIN_KEY", "s3cret-admin-0123456789")
     s = ServingSettings()
     assert s.models == ["credit-risk", "fraud"]
-    assert [k.get_secret_value() for k in s.api_keys] == ["s3cret-one", "s3cret-two"]
+    assert [k.get_secret_value() for k in s.api_keys] == ["s3cret-one-0123456789", "s3cret-two-0123456789"]
     assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
 
 
@@ -31,8 +31,8 @@ def test_settings_without_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ValidationError) as exc:
         ServingSettings()
     assert {e["loc"][0] for e in exc.value.errors()} == {"api_keys", "admin_key"}
-    with pytest.raises(ValidationError, match="non-empty"):
-        ServingSettings(api_keys=[""], admin_key="a")
+    with pytest.raises(ValidationError, match="at least 16"):
+        ServingSettings(api_keys=[""], admin_key="a-long-enough-admin-key")
 
 
 def test_prediction_ids_are_unique_time_ordered_uuid7s() -> None:
