@@ -7,9 +7,13 @@ The fast path skips pandas and the sklearn Pipeline: the model's own
 ``aggregate_contributions`` sums back onto the input fields. Reason codes are the fields
 with the largest positive contributions: what pushed the risk up.
 
-The contributions are XGBoost's exact ``pred_contribs`` values; for shallow trees they
-come from a table XGBoost filled at load time (:mod:`serving.treeshap`, checked against
-``pred_contribs`` before use), which is 20-40x faster than calling it per request.
+The contributions are XGBoost's exact ``pred_contribs`` values, computed from per-leaf
+TreeSHAP tables built from the trees at load time in about a second (:mod:`serving.treeshap`,
+checked against ``pred_contribs`` before use). Their cost grows linearly with the number of
+leaves, so depth-5 and depth-6 models stay on this path; single rows take a fraction of a
+millisecond, far below a ``pred_contribs`` call. Only models whose tables would exceed
+``MAX_TABLE_VALUES`` (very deep trees) fall back to ``pred_contribs``, with a WARNING at load
+and ``reason_code_path: "pred_contribs"`` in the model details.
 ``approximate=True`` uses XGBoost's cheaper path attribution (``approx_contribs``) instead.
 """
 

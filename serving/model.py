@@ -60,6 +60,9 @@ def _credit_predictor(
         "reason_codes": scorer.reason_codes,
         "reason_code_method": "approximate" if scorer.approximate else "exact",
         "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,
+        "reason_code_path": (
+            "approx_contribs" if scorer.approximate else "treeshap_tables" if scorer.shap_table is not None else "pred_contribs"
+        ),
         "trees": int(scorer.booster.num_boosted_rounds()),
         "inputs": scorer.input_names,
     }

@@ -63,7 +63,7 @@ def test_treeshap_table_matches_pred_contribs_at_thresholds_and_missing_values(p
     rng = np.random.default_rng(0)
     X = np.zeros((500, n_out), dtype=np.float32)
     for f in range(n_out):
-        t = table.thresholds[f]
+        t = np.unique(table.node_threshold[table.node_feature == f])
         if len(t):  # exactly on, just below and just above every threshold, plus missing values
             X[:, f] = rng.choice(np.concatenate([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)]), 500)
         if nullable[f]:
@@ -73,6 +73,39 @@ def test_treeshap_table_matches_pred_contribs_at_thresholds_and_missing_values(p
     np.testing.assert_allclose(got, _pred_contribs(pipeline, X), atol=1e-4)
     want_margin = booster.predict(xgb.DMatrix(X, missing=np.nan), output_margin=True)
     np.testing.assert_allclose(margins, want_margin, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [3, 5, 6])
+def test_reason_codes_of_deeper_models_equal_pred_contribs_and_stay_on_the_fast_path(
+    depth: int, records: list[dict[str, Any]]
+) -> None:
+    df = conform(generate_loan_applications(3000, seed=5), SPEC)
+    params = CreditParams(n_estimators=60, max_depth=depth, early_stopping_rounds=60, seed=5)
+    deep = train(df[SPEC.feature_names], df[LABEL_COLUMN].to_numpy(), SPEC, params)
+    scorer = credit.scorer_from_pipeline(deep, threshold=0.5, nullable=NULLABLE)
+    # the fast path is used (no fall back to pred_contribs per request), whatever the depth
+    assert scorer.shap_table is not None and scorer.shap_table.margins_ok
+    assert scorer.shap_table.max_path_features >= min(depth, 3)
+    X = scorer.features.transform_records(records)
+    for rows in (records[:1], records[:100], records):
+        got = credit.score(rows, scorer)
+        Xr = X[: len(rows)]
+        np.testing.assert_allclose(got.contributions, _pred_contribs(deep, Xr), atol=1e-5)
+        np.testing.assert_allclose(got.probabilities, scorer.booster.inplace_predict(Xr), atol=1e-6)
+
+
+def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_warning(
+    pipeline: Any, records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serving import treeshap
+
+    monkeypatch.setattr(treeshap, "MAX_TABLE_VALUES", 10)
+    with caplog.at_level("WARNING", logger="serving.treeshap"):
+        scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=NULLABLE)
+    assert scorer.shap_table is None
+    assert "pred_contribs" in caplog.text
+    got = credit.score(records[:30], scorer).contributions
+    np.testing.assert_allclose(got, _pred_contribs(pipeline, scorer.features.transform_records(records[:30])), atol=1e-6)
 
 
 def test_a_missing_value_the_table_has_no_cell_for_falls_back_to_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
