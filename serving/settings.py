@@ -58,8 +58,15 @@ class ServingSettings(BaseSettings):
     max_batch_rows: int = Field(5000, ge=1, description="largest list of records one request may carry")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted")
 
-    poll_interval_seconds: float = Field(30.0, gt=0, description="how often to check whether @champion moved")
-    registry_timeout_seconds: float = Field(3.0, gt=0, description="timeout of the tracking-server health probe")
+    poll_interval_seconds: float = Field(
+        5.0, gt=0, description="how often to check whether @champion moved (one bounded alias lookup per model)"
+    )
+    registry_timeout_seconds: float = Field(
+        3.0, gt=0, description="timeout of the tracking-server health probe and of each alias lookup"
+    )
+    reload_wait_seconds: float = Field(
+        10.0, gt=0, le=120, description="longest POST /admin/reload waits for the check before answering 202"
+    )
     reload_signal_file: Path | None = Field(
         None, description="file whose mtime change makes every worker reload (set by `ledgerline serve`)"
     )
