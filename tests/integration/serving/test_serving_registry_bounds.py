@@ -47,7 +47,7 @@ def test_admin_reload_answers_within_a_bound_and_ready_says_unreachable_when_the
     via = platform.model_copy(update={"tracking_uri": tracking_uri, "registry_uri": None})
     server = live_app(sv.serving_settings(registry_timeout_seconds=2, reload_wait_seconds=4), via)
     record = sv.example_record(server)
-    with server.client(timeout=60) as c:
+    with server.client() as c:
         ready = c.get("/ready").json()
         assert ready["ready"] is True and ready["registry"]["reachable"] is True
         details = c.get("/v1/models", headers=sv.HEADERS).json()["models"][sv.MODEL]["details"]

@@ -108,8 +108,8 @@ def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_war
     np.testing.assert_allclose(got, _pred_contribs(pipeline, scorer.features.transform_records(records[:30])), atol=1e-6)
 
 
-def test_a_missing_value_the_table_has_no_cell_for_falls_back_to_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
-    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=frozenset())  # no missing cells at all
+def test_a_missing_value_outside_the_training_nulls_follows_the_default_branch_as_in_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=frozenset())  # no field declared nullable
     recs = [dict(r) for r in records[:20]]
     recs[3]["annual_income"] = None
     got = credit.score(recs, scorer)
