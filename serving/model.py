@@ -42,6 +42,7 @@ def _credit_predictor(
     pipeline: Any, name: str, settings: ServingSettings, schema: RecordSchema
 ) -> tuple[Predictor, dict[str, Any]]:
     from serving import credit
+    from serving.treeshap import TreeShapTable
 
     scorer = credit.scorer_from_pipeline(
         pipeline,
@@ -61,7 +62,10 @@ def _credit_predictor(
         "reason_code_method": "approximate" if scorer.approximate else "exact",
         "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,
         "reason_code_path": (
-            "approx_contribs" if scorer.approximate else "treeshap_tables" if scorer.shap_table is not None else "pred_contribs"
+            "approx_contribs" if scorer.approximate
+            else "pred_contribs" if scorer.shap_table is None
+            else "treeshap_cells" if isinstance(scorer.shap_table, TreeShapTable)
+            else "treeshap_leaves"
         ),
         "trees": int(scorer.booster.num_boosted_rounds()),
         "inputs": scorer.input_names,

@@ -1,31 +1,32 @@
-"""Exact TreeSHAP contributions of an XGBoost model in vectorised NumPy, from per-leaf tables.
+"""Exact TreeSHAP contributions of an XGBoost model by table lookup, built without XGBoost calls.
 
 XGBoost's ``pred_contribs`` computes path-dependent TreeSHAP at O(trees x leaves x depth^2)
-per row, plus a DMatrix per call: 0.2-0.5 ms for one row. We compute the same numbers
-differently. For a leaf with value ``v`` whose root path splits on the distinct features
-``P`` (``d = |P|``), feature ``i`` in ``P`` receives
+per row plus a DMatrix per call: tenths of a millisecond to milliseconds for one row. Two
+exact tables replace it, both checked against ``pred_contribs`` on probe rows before use.
+
+Per-leaf tables (:class:`LeafShapTable`). For a leaf with value ``v`` whose root path splits
+on the distinct features ``P`` (``d = |P|``), feature ``i`` in ``P`` receives
 
     v * (o_i - z_i) * sum over S in P\\{i}: |S|! (d-|S|-1)! / d! * prod_{j in S} o_j * prod_{j not in S, j != i} z_j
 
-where ``z_j`` is the product of the cover fractions of the path's edges on ``j`` (how much of
-the training data takes them) and ``o_j`` is 1 when the row follows all of them, else 0
-(missing values take the default branch); features off the path get nothing. This is the
-closed form of Lundberg's algorithm that XGBoost runs (repeated features on a path merge
-exactly as in its ``unwind``). Since the ``o_j`` are bits, a leaf's contributions depend on
-the row only through a ``d``-bit mask: at build time we tabulate ``2^d x d`` values per leaf
-(from the tree's JSON, no XGBoost calls, well under a second for a few hundred trees), and
-a request evaluates every split once, forms each leaf's mask with two sparse products and
-sums one table row per leaf. The cost grows with the number of leaves times ``d``
-(linear in leaves, not exponential in the splits a tree holds), so a depth-6 model costs
-about twice a depth-5 one and single rows stay far below XGBoost's per-call overhead.
+where ``z_j`` is the product of the cover fractions of the path's edges on ``j`` and ``o_j`` is
+1 when the row follows all of them, else 0 (missing values take the default branch): the
+closed form of the algorithm XGBoost runs. Since the ``o_j`` are bits, a leaf's contributions
+depend on the row only through a ``d``-bit mask, so we tabulate ``2^d x d`` values per leaf
+from the tree's JSON, and a request evaluates every split once, forms each leaf's mask with
+two sparse products and sums one table entry per leaf and path feature. Cost per row grows
+linearly with leaves x d, never exponentially with the splits a tree holds.
 
-The leaf a row reaches is the one whose mask is full, so the same pass gives the margin
-(log-odds): ``base_margin`` plus the reached leaf values, an exact evaluation of the trees.
+Cell tables (:class:`TreeShapTable`). A tree's TreeSHAP values depend on a row only through
+which side of each of the tree's thresholds its features fall ("cells"). When a model's cells
+are few (shallow trees, e.g. the depth-4 credit models) we evaluate each tree's per-leaf
+tables at one point per cell and store the result: a request then costs one table row per
+tree, the fastest path for large batches. Filling the cells used to take one XGBoost call per
+tree (20-38 s at load); the per-leaf tables fill them in a few seconds.
 
-Built only for gbtree ``binary:logistic`` models with numeric splits and one tree per round,
-while the tables stay under :data:`MAX_TABLE_VALUES`; it is checked against ``pred_contribs``
-on probe rows before use. Otherwise :meth:`TreeShapTable.build` returns None (and logs a
-WARNING) and the caller uses ``pred_contribs`` directly.
+Both also carry the leaf values, so the margin (log-odds) is an exact evaluation of the same
+trees, sparing XGBoost's per-call overhead. Models too large for both (tables beyond
+:data:`MAX_TABLE_VALUES`) fall back to ``pred_contribs`` with a WARNING.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+MAX_CELLS = 2_000_000  # cell-table rows over all trees (x inputs x 4 bytes)
+MAX_CELLS_PER_TREE = 200_000
+BROADCAST_LIMIT = 250_000  # n x features x thresholds below which one broadcast compare beats searchsorted
+_UNSUPPORTED = -(1 << 26)  # a tree's cell sums one entry per feature it uses (<= 31): stays negative in int32
 MAX_TABLE_VALUES = 32_000_000  # float32 values over all leaf tables (128 MB); indices stay in int32
 MAX_PATH_FEATURES = 12
 CHUNK_ROWS = 64  # rows per block of the lookup  # distinct features on one root-to-leaf path (2^d table rows per leaf)
@@ -50,6 +55,226 @@ MARGIN_TOLERANCE = 1e-4
 
 @dataclass(frozen=True)
 class TreeShapTable:
+    thresholds: list[np.ndarray]  # per output feature: sorted unique split thresholds over all trees (float32)
+    padded: np.ndarray  # (F, Kmax) thresholds padded with +inf, for the broadcast path
+    nan_code: np.ndarray  # (F,) global code of a missing value (K_f + 1)
+    by_feature: list[np.ndarray]  # per feature (K_f + 2, T) int32: global code -> local state x stride per tree
+    tree_offset: np.ndarray  # (T,) first table row of each tree
+    table: np.ndarray  # (cells, n_inputs + 1) float32: contributions, then the tree's leaf value
+    base_margin: float  # intercept plus the leaves of split-less trees, in log-odds
+    margins_ok: bool = False  # the margins matched XGBoost's at build time
+
+    @property
+    def cells(self) -> int:
+        return int(self.table.shape[0])
+
+    # ------------------------------------------------------------------ lookup
+    def codes(self, X: np.ndarray) -> np.ndarray:
+        """(F, n) int: per feature, how many of its thresholds each value reaches; NaN -> nan_code."""
+        n, F = X.shape
+        kmax = self.padded.shape[1]
+        if n * F * kmax <= BROADCAST_LIMIT:
+            g = (X[:, :, None] >= self.padded[None, :, :]).sum(axis=2).T.copy()
+        else:
+            g = np.empty((F, n), dtype=np.intp)
+            for f in range(F):
+                g[f] = np.searchsorted(self.thresholds[f], X[:, f], side="right")
+        nan = np.isnan(X)
+        if nan.any():
+            rows, cols = np.nonzero(nan)
+            g[cols, rows] = self.nan_code[cols]
+        return g
+
+    def lookup(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(n, n_inputs) contributions, (n,) margins, and a mask of rows the table cannot answer (or None)."""
+        g = self.codes(X)
+        cells = np.take(self.by_feature[0], g[0], axis=0)  # (n, T): a whole row of per-tree offsets per code
+        for f in range(1, len(self.by_feature)):
+            cells += np.take(self.by_feature[f], g[f], axis=0)
+        cells += self.tree_offset
+        unsupported = None
+        if int(cells.min()) < 0:
+            bad = cells < 0
+            unsupported = bad.any(axis=1)
+            cells = np.where(bad, 0, cells)
+        out = np.take(self.table, cells.T, axis=0).sum(axis=0, dtype=np.float64)  # (T, n, k) -> (n, k)
+        return out[:, :-1], out[:, -1] + self.base_margin, unsupported
+
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        contribs, _, unsupported = self.lookup(X)
+        return contribs, unsupported
+
+    # ------------------------------------------------------------------- build
+    @classmethod
+    def build(
+        cls,
+        booster: Any,
+        n_features: int,
+        aggregate: Callable[[np.ndarray], np.ndarray],
+        nullable: Sequence[bool],
+        *,
+        probe: np.ndarray | None = None,
+    ) -> TreeShapTable | None:
+        """The table for ``booster``, or None when it would be too large or cannot be exact."""
+        try:
+            table = cls._build(booster, n_features, aggregate, nullable)
+        except _NotTabulable as exc:
+            logger.info("TreeSHAP cell table not used: %s; per-leaf tables instead", exc)
+            return None
+        if not table._agrees(booster, n_features, aggregate, nullable, probe):
+            return None
+        return table
+
+    @classmethod
+    def _build(
+        cls, booster: Any, F: int, aggregate: Callable[[np.ndarray], np.ndarray], nullable: Sequence[bool]
+    ) -> TreeShapTable:
+        model = json.loads(bytes(booster.save_raw(raw_format="json")))
+        gb = model["learner"]["gradient_booster"]
+        if gb.get("name") != "gbtree":
+            raise _NotTabulable(f"booster type {gb.get('name')}")
+        trees = gb["model"]["trees"]
+        if int(gb["model"]["gbtree_model_param"].get("num_parallel_tree", "1")) != 1:
+            raise _NotTabulable("more than one tree per round")
+        if len(trees) != booster.num_boosted_rounds():
+            raise _NotTabulable("trees and rounds differ (multi-class?)")
+        if len(nullable) != F:
+            raise _NotTabulable("nullable mask does not match the features")
+        base_margin = _intercept(model)
+        to_inputs = np.asarray(aggregate(np.eye(F)), dtype=np.float64)
+
+        per_tree: list[dict[int, np.ndarray]] = []
+        global_thr: list[set[float]] = [set() for _ in range(F)]
+        total = 0
+        for t in trees:
+            if any(int(s) != 0 for s in t.get("split_type", [])):
+                raise _NotTabulable("categorical splits")
+            left = t["left_children"]
+            thr: dict[int, set[float]] = {}
+            for node, child in enumerate(left):
+                if child != -1:
+                    f = int(t["split_indices"][node])
+                    if f >= F:
+                        raise _NotTabulable(f"split on feature {f} of {F}")
+                    thr.setdefault(f, set()).add(float(np.float32(t["split_conditions"][node])))
+            local = {f: np.array(sorted(v), dtype=np.float32) for f, v in thr.items()}
+            cells = 1
+            for f, v in local.items():
+                cells *= len(v) + 1 + (1 if nullable[f] else 0)
+                global_thr[f].update(v.tolist())
+            if cells > MAX_CELLS_PER_TREE:
+                raise _NotTabulable(f"a tree has {cells} cells (deep trees)")
+            total += cells if local else 0
+            if total > MAX_CELLS:
+                raise _NotTabulable(f"more than {MAX_CELLS} cells in all")
+            per_tree.append(local)
+
+        thresholds = [np.array(sorted(s), dtype=np.float32) for s in global_thr]
+        kmax = max(1, max(len(t) for t in thresholds))
+        padded = np.full((F, kmax), np.inf, dtype=np.float32)
+        for f, t in enumerate(thresholds):
+            padded[f, : len(t)] = t
+        nan_code = np.array([len(t) + 1 for t in thresholds], dtype=np.int64)
+
+        if max((len(local) for local in per_tree), default=0) > 31:
+            raise _NotTabulable("a tree splits on more than 31 features")
+        one_tree_base = _intercept(model)
+        split_trees = [ti for ti, local in enumerate(per_tree) if local]
+        T = len(split_trees)
+        if T == 0:
+            raise _NotTabulable("the model has no splits")
+        by_feature = [np.zeros((len(thresholds[f]) + 2, T), dtype=np.int64) for f in range(F)]
+        tree_offset: list[int] = []
+        tables: list[np.ndarray] = []
+        row_offset = 0
+        for ti, local in enumerate(per_tree):
+            if not local:  # a tree without splits adds a constant to every margin and nothing else
+                base_margin += float(np.float32(trees[ti]["split_conditions"][0]))
+        for column, ti in enumerate(split_trees):
+            local = per_tree[ti]
+            feats = sorted(local)
+            counts = [len(local[f]) + 1 + (1 if nullable[f] else 0) for f in feats]
+            strides = np.cumprod([1, *counts[:-1]]).tolist()
+            cells = int(np.prod(counts))
+            reps = np.zeros((cells, F), dtype=np.float32)
+            idx = np.arange(cells)
+            tree_offset.append(row_offset)
+            for f, count, stride in zip(feats, counts, strides, strict=True):
+                lt = local[f]
+                values = np.empty(count, dtype=np.float32)
+                values[0] = np.nextafter(lt[0], np.float32(-np.inf), dtype=np.float32)
+                values[1 : len(lt) + 1] = lt
+                if nullable[f]:
+                    values[len(lt) + 1] = np.nan
+                reps[:, f] = values[(idx // stride) % count]
+                # global code -> local state: how many of this tree's thresholds the value reaches
+                gt = thresholds[f]
+                seg = by_feature[f][:, column]
+                seg[0] = 0
+                seg[1 : len(gt) + 1] = np.searchsorted(lt, gt, side="right") * stride
+                seg[len(gt) + 1] = (len(lt) + 1) * stride if nullable[f] else _UNSUPPORTED
+            # the tree's exact TreeSHAP values at one point per cell, from its leaf tables (no XGBoost call)
+            one_tree = LeafShapTable.from_trees([trees[ti]], F, to_inputs, one_tree_base)
+            agg, margin, _ = one_tree.lookup(reps, chunk=4096)
+            leaf = margin - one_tree_base
+            tables.append(np.concatenate([agg, leaf.reshape(-1, 1)], axis=1).astype(np.float32))
+            row_offset += cells
+        return cls(
+            thresholds=thresholds,
+            padded=padded,
+            nan_code=nan_code.astype(np.intp),
+            by_feature=[m.astype(np.int32) for m in by_feature],
+            tree_offset=np.asarray(tree_offset, dtype=np.int32),
+            table=np.concatenate(tables, axis=0),
+            base_margin=base_margin,
+        )
+    def _agrees(
+        self,
+        booster: Any,
+        F: int,
+        aggregate: Callable[[np.ndarray], np.ndarray],
+        nullable: Sequence[bool],
+        probe: np.ndarray | None,
+    ) -> bool:
+        """Compare with pred_contribs on probe rows: thresholds, their neighbours, gaps, NaN."""
+        import xgboost as xgb
+
+        rng = np.random.default_rng(0)
+        n = 400
+        X = np.zeros((n, F), dtype=np.float32)
+        for f in range(F):
+            t = self.thresholds[f]
+            if len(t) == 0:
+                continue
+            choices = np.concatenate(
+                [t, np.nextafter(t, np.float32(-np.inf)), np.nextafter(t, np.float32(np.inf)), [t[0] - 1, t[-1] + 1]]
+            ).astype(np.float32)
+            X[:, f] = rng.choice(choices, n)
+            if nullable[f]:
+                X[rng.random(n) < 0.1, f] = np.nan
+        if probe is not None and probe.shape[1] == F:
+            X = np.concatenate([X, probe.astype(np.float32)])
+        dm = xgb.DMatrix(X, missing=np.nan)
+        want = aggregate(np.asarray(booster.predict(dm, pred_contribs=True, validate_features=False)))
+        want_margin = np.asarray(booster.predict(dm, output_margin=True, validate_features=False), dtype=np.float64)
+        got, margin, unsupported = self.lookup(X)
+        if unsupported is not None:
+            keep = ~unsupported
+            want, got, want_margin, margin = want[keep], got[keep], want_margin[keep], margin[keep]
+        err = float(np.max(np.abs(want - got))) if got.size else 0.0
+        if not err <= TOLERANCE:
+            logger.warning("TreeSHAP table disagrees with pred_contribs (max error %.2g); not using it", err)
+            return False
+        margin_err = float(np.max(np.abs(want_margin - margin))) if margin.size else 0.0
+        object.__setattr__(self, "margins_ok", margin_err <= MARGIN_TOLERANCE)
+        if not self.margins_ok:
+            logger.warning("tree margins from the table disagree with XGBoost (%.2g); scoring with inplace_predict", margin_err)
+        logger.info("TreeSHAP table: %d cells, max error %.1g (contributions), %.1g (margins)", self.cells, err, margin_err)
+        return True
+
+
+@dataclass(frozen=True)
+class LeafShapTable:
     node_feature: np.ndarray  # (N,) feature index of every split node over all trees
     node_threshold: np.ndarray  # (N,) float32 split condition: left when x < threshold
     node_default_left: np.ndarray  # (N,) bool: where a missing value goes
@@ -78,13 +303,13 @@ class TreeShapTable:
         return int(self.leaf_value.shape[0])
 
     # ------------------------------------------------------------------ lookup
-    def lookup(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def lookup(self, X: np.ndarray, chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(n, n_inputs) contributions, (n,) margins, and None (every row is answered)."""
         X = np.asarray(X, dtype=np.float32)
-        if X.shape[0] <= CHUNK_ROWS:
+        if X.shape[0] <= chunk:
             contribs, margin = self._lookup(X)
         else:  # blocks of rows keep the (slots x rows) intermediates in cache
-            parts = [self._lookup(X[i : i + CHUNK_ROWS]) for i in range(0, X.shape[0], CHUNK_ROWS)]
+            parts = [self._lookup(X[i : i + chunk]) for i in range(0, X.shape[0], chunk)]
             contribs = np.concatenate([c for c, _ in parts])
             margin = np.concatenate([m for _, m in parts])
         return contribs, margin, None
@@ -119,7 +344,7 @@ class TreeShapTable:
         nullable: Sequence[bool] | None = None,
         *,
         probe: np.ndarray | None = None,
-    ) -> TreeShapTable | None:
+    ) -> LeafShapTable | None:
         """The tables for ``booster``, or None (with a WARNING) when too large or not exact.
 
         ``nullable`` is accepted for compatibility; missing values follow each split's default branch.
@@ -134,9 +359,7 @@ class TreeShapTable:
         return table
 
     @classmethod
-    def _build(cls, booster: Any, F: int, aggregate: Callable[[np.ndarray], np.ndarray]) -> TreeShapTable:
-        import scipy.sparse as sp
-
+    def _build(cls, booster: Any, F: int, aggregate: Callable[[np.ndarray], np.ndarray]) -> LeafShapTable:
         model = json.loads(bytes(booster.save_raw(raw_format="json")))
         gb = model["learner"]["gradient_booster"]
         if gb.get("name") != "gbtree":
@@ -146,8 +369,13 @@ class TreeShapTable:
             raise _NotTabulable("more than one tree per round")
         if len(trees) != booster.num_boosted_rounds():
             raise _NotTabulable("trees and rounds differ (multi-class?)")
-        base_margin = _intercept(model)
         to_inputs = np.asarray(aggregate(np.eye(F)), dtype=np.float64)  # (F, n_inputs): the linear aggregation
+        return cls.from_trees(trees, F, to_inputs, _intercept(model))
+
+    @classmethod
+    def from_trees(cls, trees: list[dict[str, Any]], F: int, to_inputs: np.ndarray, base_margin: float) -> LeafShapTable:
+        """Tables for XGBoost JSON ``trees``; ``to_inputs`` (F, n_inputs) maps model columns onto input fields."""
+        import scipy.sparse as sp
 
         node_feature: list[int] = []
         node_threshold: list[float] = []

@@ -12,7 +12,7 @@ import xgboost as xgb
 from features.generator import credit_spec, generate_loan_applications
 from features.spec import LABEL_COLUMN, conform
 from serving import credit
-from serving.treeshap import TreeShapTable
+from serving.treeshap import LeafShapTable, TreeShapTable
 from training.credit_risk import CreditParams, train
 
 SPEC = credit_spec()
@@ -63,7 +63,7 @@ def test_treeshap_table_matches_pred_contribs_at_thresholds_and_missing_values(p
     rng = np.random.default_rng(0)
     X = np.zeros((500, n_out), dtype=np.float32)
     for f in range(n_out):
-        t = np.unique(table.node_threshold[table.node_feature == f])
+        t = table.thresholds[f]
         if len(t):  # exactly on, just below and just above every threshold, plus missing values
             X[:, f] = rng.choice(np.concatenate([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)]), 500)
         if nullable[f]:
@@ -85,13 +85,19 @@ def test_reason_codes_of_deeper_models_equal_pred_contribs_and_stay_on_the_fast_
     scorer = credit.scorer_from_pipeline(deep, threshold=0.5, nullable=NULLABLE)
     # the fast path is used (no fall back to pred_contribs per request), whatever the depth
     assert scorer.shap_table is not None and scorer.shap_table.margins_ok
-    assert scorer.shap_table.max_path_features >= min(depth, 3)
+    # and the per-leaf tables (what deep models use when the cell table is too large) are exact too
+    leaves = LeafShapTable.build(deep.named_steps["model"].get_booster(), len(scorer.features.feature_names_out_),
+                                 scorer.features.aggregate_contributions)
+    assert leaves is not None and leaves.max_path_features >= min(depth, 3)
     X = scorer.features.transform_records(records)
     for rows in (records[:1], records[:100], records):
         got = credit.score(rows, scorer)
         Xr = X[: len(rows)]
         np.testing.assert_allclose(got.contributions, _pred_contribs(deep, Xr), atol=1e-5)
         np.testing.assert_allclose(got.probabilities, scorer.booster.inplace_predict(Xr), atol=1e-6)
+        leaf_contribs, leaf_margin, _ = leaves.lookup(Xr)
+        np.testing.assert_allclose(leaf_contribs, _pred_contribs(deep, Xr), atol=1e-5)
+        np.testing.assert_allclose(leaf_margin, scorer.booster.predict(xgb.DMatrix(Xr), output_margin=True), atol=1e-4)
 
 
 def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_warning(
@@ -100,6 +106,7 @@ def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_war
     from serving import treeshap
 
     monkeypatch.setattr(treeshap, "MAX_TABLE_VALUES", 10)
+    monkeypatch.setattr(treeshap, "MAX_CELLS", 10)
     with caplog.at_level("WARNING", logger="serving.treeshap"):
         scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=NULLABLE)
     assert scorer.shap_table is None
