@@ -97,8 +97,11 @@ def test_a_rollback_from_the_cli_reaches_the_running_api_at_once(
             credit_v1_v2.set_champion(v2)  # what `ledgerline rollback` / promotion does to the alias
             monkeypatch.setenv("LEDGERLINE_SERVING_URL", server.url)
             monkeypatch.setenv("LEDGERLINE_SERVING_ADMIN_KEY", sv.ADMIN_KEY)
-            cli._tell_serving_api()
-            assert c.get("/version").json()["models"][sv.MODEL] == v2
+            cli._tell_serving_api()  # answers 200 when loaded within reload_wait_seconds, else 202 and loads on
+            deadline = time.monotonic() + 60  # far below the hour-long poll: the CLI's call did it
+            while c.get("/version").json()["models"][sv.MODEL] != v2:
+                assert time.monotonic() < deadline, "the API did not load the rolled-back champion"
+                time.sleep(0.2)
     finally:
         credit_v1_v2.set_champion(v1)
 
