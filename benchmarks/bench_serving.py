@@ -7,14 +7,16 @@ one answers on 127.0.0.1:5432, as in production; SQLite otherwise). Then, one se
 time and with the same number of workers, it drives
 
 * single-record requests at 8 concurrent connections (requests/s, p50, p99), and
-* 1,000-record requests (records/s),
+* 100-record and 1,000-record requests (records/s),
+
+for two models: the default credit model (depth 4) and a depth-6 one (``max_depth=6``), so a
+cost cliff with tree depth (reason codes leaving the fast path) shows up here,
 
 with ``wrk`` (installed with apt-get when missing), sampling the peak RSS of each
-server's whole process tree. Ours runs as in production: prediction log on (with its
-write-ahead log: an answer leaves once its log record is written), reason codes on; it
-then runs again with ``LEDGERLINE_SERVING_LOG_WAL=fsync`` and ``=off`` and the cost of the
-write-ahead log is printed. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
-over MLflow's for the ratios; p99 is ours, single record, 8 connections).
+server's whole process tree. Ours runs as in production: prediction log on, reason
+codes on. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
+over MLflow's for the ratios, single record and 1,000-record batches; p99 is ours, single
+record, 8 connections), for the default model.
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
 """
@@ -44,8 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODEL = "bench-credit"
+MODELS = {MODEL: {}, "bench-credit-d6": {"max_depth": 6}}  # registered name -> hyper-parameter overrides
 CONNECTIONS = 8
 BATCH = 1000
+BATCHES = (100, BATCH)
 PG_ADMIN = os.environ.get("LEDGERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 WRK_LUA = r"""
@@ -84,10 +88,15 @@ class LoadResult:
 @dataclass
 class ServerResult:
     name: str
+    model: str
     single: LoadResult
-    batch: LoadResult
+    batches: dict[int, LoadResult]
     peak_rss_mb: float
     rows_answered: int  # records in completed 2xx answers, warm-ups included
+
+    @property
+    def batch(self) -> LoadResult:
+        return self.batches[BATCH]
 
 
 def log(msg: str) -> None:
@@ -204,19 +213,25 @@ def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: in
     )
 
 
-def drive(name: str, wrk: str, url: str, single: Path, batch: Path, headers: dict[str, str], pgid: int,
+def drive(name: str, model: str, wrk: str, url: str, bodies: dict[int, Path], headers: dict[str, str], pgid: int,
           duration: int, tmp: Path) -> ServerResult:
+    """Single records, then each batch size; ``bodies`` maps records per request -> request body file."""
+    answered = 0
+    batches: dict[int, LoadResult] = {}
     with rss_sampler(pgid) as peak:
-        w1 = run_wrk(wrk, url, single, headers, 3, tmp)  # warm-up
-        s = run_wrk(wrk, url, single, headers, duration, tmp)
-        log(f"{name}: single {s.rps:,.0f} req/s, p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
+        w1 = run_wrk(wrk, url, bodies[1], headers, 3, tmp)  # warm-up
+        s = run_wrk(wrk, url, bodies[1], headers, duration, tmp)
+        answered += sum(r.requests - r.status_errors for r in (w1, s))
+        log(f"{name} [{model}]: single {s.rps:,.0f} req/s, p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
             f"{s.status_errors} non-2xx, {s.socket_errors} socket errors")
-        w2 = run_wrk(wrk, url, batch, headers, 3, tmp)
-        b = run_wrk(wrk, url, batch, headers, duration, tmp)
-        log(f"{name}: batch {b.rps * BATCH:,.0f} rows/s ({b.rps:.1f} req/s, p99 {b.p99_ms:.0f} ms), "
-            f"{b.status_errors} non-2xx, {b.socket_errors} socket errors")
-    answered = sum(r.requests - r.status_errors for r in (w1, s)) + BATCH * sum(r.requests - r.status_errors for r in (w2, b))
-    return ServerResult(name, s, b, peak[0], answered)
+        for n in BATCHES:
+            w2 = run_wrk(wrk, url, bodies[n], headers, 3, tmp)
+            b = run_wrk(wrk, url, bodies[n], headers, duration, tmp)
+            batches[n] = b
+            answered += n * sum(r.requests - r.status_errors for r in (w2, b))
+            log(f"{name} [{model}]: {n}-row batch {b.rps * n:,.0f} rows/s ({b.rps:.1f} req/s, p99 {b.p99_ms:.0f} ms), "
+                f"{b.status_errors} non-2xx, {b.socket_errors} socket errors")
+    return ServerResult(name, model, s, batches, peak[0], answered)
 
 
 def make_app_db(tmp: Path) -> tuple[str, str | None]:
@@ -267,49 +282,6 @@ def count_rows(url: str) -> int:
         engine.dispose()
 
 
-def _cost(with_wal: float, without: float) -> str:
-    """How much lower the throughput is with the write-ahead log than without."""
-    if not without:
-        return "n/a"
-    change = (without - with_wal) / without * 100
-    return f"{change:.0f}% lower" if change >= 0 else f"{-change:.0f}% higher (noise: load on the machine)"
-
-
-def run_ours(wrk: str, args: argparse.Namespace, tmp: Path, tracking: str, app_db_url: str, pg_name: str | None,
-             wal: str) -> ServerResult:
-    port = free_port()
-    key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    env = {
-        **os.environ,
-        "LEDGERLINE_TRACKING_URI": tracking,
-        "LEDGERLINE_HOME": str(tmp / "home"),
-        "LEDGERLINE_APP_DB_URL": app_db_url,
-        "LEDGERLINE_SERVING_MODELS": MODEL,
-        "LEDGERLINE_SERVING_API_KEYS": key,
-        "LEDGERLINE_SERVING_ADMIN_KEY": admin,
-        "LEDGERLINE_SERVING_LOG_WAL": wal,
-        "PYTHONUNBUFFERED": "1",
-    }
-    olog = tmp / f"ledgerline-serve-wal-{wal}.log"
-    with olog.open("ab") as fh:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
-        time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
-        log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
-            f"{'Postgres' if pg_name else 'SQLite'}, write-ahead log {wal}, reason codes on)")
-        url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
-        name = "ledgerline serve" if wal == "write" else f"ledgerline (wal {wal})"
-        return drive(name, wrk, url, tmp / "ours-1.json", tmp / "ours-1000.json",
-                     {"X-API-Key": key}, proc.pid, args.duration, tmp)
-    finally:
-        stop_group(proc)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="workers of each server (default 2)")
@@ -345,9 +317,11 @@ def main() -> int:
         settings = Settings(tracking_uri=tracking, home=tmp / "home", data_dir=tmp / "data", app_db_url=app_db_url)  # type: ignore[call-arg]
         from training.pipeline import TrainRequest, run_training
 
-        log(f"training {MODEL} on {args.rows} generated rows through the pipeline")
-        result = run_training(settings, TrainRequest(family="credit-risk", model_name=MODEL, rows=args.rows, seed=7), lambda m: None)
-        log(f"{MODEL} v{result.version} is @champion={result.champion}")
+        for name, overrides in MODELS.items():
+            log(f"training {name} ({overrides or 'default parameters'}) on {args.rows} generated rows through the pipeline")
+            result = run_training(settings, TrainRequest(family="credit-risk", model_name=name, rows=args.rows, seed=7, params=overrides or None),
+                                  lambda m: None)
+            log(f"{name} v{result.version} is @champion={result.champion}")
 
         from features.generator import credit_spec, generate_loan_applications
         from features.spec import conform
@@ -355,58 +329,98 @@ def main() -> int:
         spec = credit_spec()
         frame = conform(generate_loan_applications(BATCH, 11), spec)[spec.feature_names]
         records = json.loads(frame.to_json(orient="records"))
-        (tmp / "ours-1.json").write_text(json.dumps(records[0]))
-        (tmp / "ours-1000.json").write_text(json.dumps(records))
-        (tmp / "mlflow-1.json").write_text(json.dumps({"dataframe_records": records[:1]}))
-        (tmp / "mlflow-1000.json").write_text(json.dumps({"dataframe_records": records}))
+        ours_bodies: dict[int, Path] = {}
+        mlflow_bodies: dict[int, Path] = {}
+        for n in (1, *BATCHES):
+            ours_bodies[n] = tmp / f"ours-{n}.json"
+            ours_bodies[n].write_text(json.dumps(records[0] if n == 1 else records[:n]))
+            mlflow_bodies[n] = tmp / f"mlflow-{n}.json"
+            mlflow_bodies[n].write_text(json.dumps({"dataframe_records": records[:n]}))
 
-        # --- MLflow's scoring server
-        port = free_port()
-        bindir = str(Path(sys.executable).parent)  # mlflow's scoring server runs `uvicorn` from PATH
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1",
-               "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        mlog = tmp / "mlflow-serve.log"
-        with mlog.open("ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
-                 "--env-manager", "local", "-w", str(args.workers), "-h", "127.0.0.1", "-p", str(port)],
-                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
-            )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, mlog)
-            log(f"mlflow models serve ready on :{port} ({args.workers} workers)")
-            results.append(drive("mlflow models serve", wrk, f"http://127.0.0.1:{port}/invocations",
-                                 tmp / "mlflow-1.json", tmp / "mlflow-1000.json", {}, proc.pid, args.duration, tmp))
-        finally:
-            stop_group(proc)
+        for name in MODELS:
+            # --- MLflow's scoring server
+            port = free_port()
+            bindir = str(Path(sys.executable).parent)  # mlflow's scoring server runs `uvicorn` from PATH
+            env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1",
+                   "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+            mlog = tmp / f"mlflow-serve-{name}.log"
+            with mlog.open("ab") as fh:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+                     "--env-manager", "local", "-w", str(args.workers), "-h", "127.0.0.1", "-p", str(port)],
+                    stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+                )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, mlog)
+                log(f"mlflow models serve [{name}] ready on :{port} ({args.workers} workers)")
+                results.append(drive("mlflow models serve", name, wrk, f"http://127.0.0.1:{port}/invocations",
+                                     mlflow_bodies, {}, proc.pid, args.duration, tmp))
+            finally:
+                stop_group(proc)
 
-        # --- ours, as in production (write-ahead log, no fsync wait), then with fsync, then without the log
-        for wal in ("write", "fsync", "off"):
-            before = count_rows(app_db_url) if results[1:] else 0
-            ours = run_ours(wrk, args, tmp, tracking, app_db_url, pg_name, wal)
-            results.append(ours)
-            logged = count_rows(app_db_url) - before
-            log(f"prediction log after shutdown: {logged:,} rows for {ours.rows_answered:,} records in completed "
-                f"answers (more is fine: wrk stops counting while the last requests are in flight)")
+            # --- ours
+            port = free_port()
+            key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+            env = {
+                **os.environ,
+                "LEDGERLINE_TRACKING_URI": tracking,
+                "LEDGERLINE_HOME": str(tmp / "home"),
+                "LEDGERLINE_APP_DB_URL": app_db_url,
+                "LEDGERLINE_SERVING_MODELS": name,
+                "LEDGERLINE_SERVING_API_KEYS": key,
+                "LEDGERLINE_SERVING_ADMIN_KEY": admin,
+                "PYTHONUNBUFFERED": "1",
+            }
+            olog = tmp / f"ledgerline-serve-{name}.log"
+            started = time.monotonic()
+            with olog.open("ab") as fh:
+                proc = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
+                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                    stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
+                )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
+                log(f"ledgerline serve [{name}] ready after {time.monotonic() - started:.1f}s")
+                time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
+                with urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}/v1/models", headers={"X-API-Key": key}), timeout=10) as r:
+                    details = json.loads(r.read())["models"][name]["details"]
+                log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
+                    f"{'Postgres' if pg_name else 'SQLite'}, reason codes on via {details.get('reason_code_path')})")
+                url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
+                ours = drive("ledgerline serve", name, wrk, url, ours_bodies, {"X-API-Key": key}, proc.pid,
+                             args.duration, tmp)
+                results.append(ours)
+            finally:
+                stop_group(proc)
+        logged = count_rows(app_db_url)
+        answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve")
+        log(f"prediction log after shutdown: {logged:,} rows for {answered:,} records in completed answers "
+            f"(more is fine: wrk stops counting while the last requests are in flight)")
     finally:
         stop_server(tracking_proc)
         drop_app_db(pg_name)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    ml, us, fsync, no_wal = results
     print()
-    print(f"{'server':<22}{'1-row req/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
-    for r in (ml, us):
-        print(f"{r.name:<22}{r.single.rps:>13,.0f}{r.single.p50_ms:>9.1f}{r.single.p99_ms:>9.1f}"
-              f"{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
-    errors = sum(r.single.status_errors + r.batch.status_errors + r.single.socket_errors + r.batch.socket_errors for r in results)
+    print(f"{'server':<22}{'model':<18}{'1-row req/s':>12}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'100-row rows/s':>16}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
+    for r in results:
+        print(f"{r.name:<22}{r.model:<18}{r.single.rps:>12,.0f}{r.single.p50_ms:>8.1f}{r.single.p99_ms:>8.1f}"
+              f"{r.batches[100].rps * 100:>16,.0f}{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
+    errors = sum(r.single.status_errors + r.single.socket_errors
+                 + sum(b.status_errors + b.socket_errors for b in r.batches.values()) for r in results)
     print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
           f"{errors} failed requests; ours logs every prediction and returns reason codes)")
-    print("write-ahead log (LEDGERLINE_SERVING_LOG_WAL), 1-row req/s, p99 ms, 1000-row rows/s, throughput cost vs off:")
-    for mode, r in (("write", us), ("fsync", fsync), ("off", no_wal)):
-        print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
-              f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
+    ml = next(r for r in results if r.model == MODEL and r.name == "mlflow models serve")
+    us = next(r for r in results if r.model == MODEL and r.name == "ledgerline serve")
+    for r in results:
+        if r.model != MODEL and r.name == "ledgerline serve":
+            other = next(m for m in results if m.model == r.model and m.name == "mlflow models serve")
+            print(f"{r.model}: throughput_ratio={r.single.rps / max(other.single.rps, 1e-9):.2f} "
+                  f"batch_ratio={r.batch.rps / max(other.batch.rps, 1e-9):.2f} p99_ms={r.single.p99_ms:.1f}")
     throughput = us.single.rps / ml.single.rps if ml.single.rps else float("inf")
     batch = us.batch.rps / ml.batch.rps if ml.batch.rps else float("inf")
     print(f"throughput_ratio={throughput:.2f} batch_ratio={batch:.2f} p99_ms={us.single.p99_ms:.1f}")

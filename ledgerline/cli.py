@@ -129,7 +129,41 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings()
     check_tracking_server(settings.tracking_uri)
     rollback(settings, args.name, progress=_progress)
+    _tell_serving_api()
     return 0
+
+
+def _tell_serving_api() -> None:
+    """After a rollback, make the running API reload now (it also notices within one poll, default 5 s).
+
+    Done when LEDGERLINE_SERVING_URL and LEDGERLINE_SERVING_ADMIN_KEY are set; a failure is reported,
+    not fatal: the alias has moved and the API's watcher follows it.
+    """
+    import os
+    import urllib.error
+    import urllib.request
+
+    url, key = os.environ.get("LEDGERLINE_SERVING_URL"), os.environ.get("LEDGERLINE_SERVING_ADMIN_KEY")
+    if not url or not key:
+        _progress("the serving API follows @champion within its poll interval (set LEDGERLINE_SERVING_URL and "
+                  "LEDGERLINE_SERVING_ADMIN_KEY to make it reload at once)")
+        return
+    header = os.environ.get("LEDGERLINE_SERVING_API_KEY_HEADER", "X-API-Key")
+    req = urllib.request.Request(url.rstrip("/") + "/admin/reload", data=b"", method="POST", headers={header: key})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        _progress(f"note: could not reach the serving API at {url} ({exc}); it follows @champion within its poll interval")
+        return
+    if status == 200:
+        _progress(f"serving API at {url} reloaded @champion")
+    elif status == 202:
+        _progress(f"serving API at {url} is loading the new @champion (see {url.rstrip('/')}/ready)")
+    else:
+        _progress(f"note: the serving API at {url} answered {status} to /admin/reload; it follows @champion within its poll interval")
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

@@ -7,9 +7,13 @@ The fast path skips pandas and the sklearn Pipeline: the model's own
 ``aggregate_contributions`` sums back onto the input fields. Reason codes are the fields
 with the largest positive contributions: what pushed the risk up.
 
-The contributions are XGBoost's exact ``pred_contribs`` values; for shallow trees they
-come from a table XGBoost filled at load time (:mod:`serving.treeshap`, checked against
-``pred_contribs`` before use), which is 20-40x faster than calling it per request.
+The contributions are XGBoost's exact ``pred_contribs`` values, from tables built from the
+trees at load time in a second or two (:mod:`serving.treeshap`, checked against
+``pred_contribs`` before use): a per-tree cell table (one lookup per tree and row) when it
+is small enough, as for the depth-4 credit models, else per-leaf tables whose cost grows
+linearly with the number of leaves, so depth-5 and depth-6 models stay off XGBoost's
+per-call path too. Only models too large for both fall back to ``pred_contribs``, with a
+WARNING at load and ``reason_code_path: "pred_contribs"`` in the model details.
 ``approximate=True`` uses XGBoost's cheaper path attribution (``approx_contribs``) instead.
 """
 
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from features.transform import TabularFeatures
-from serving.treeshap import TreeShapTable
+from serving.treeshap import LeafShapTable, TreeShapTable
 
 APPROVE = "approve"
 DECLINE = "decline"
@@ -39,7 +43,7 @@ class CreditScorer:
     reason_codes: int = 3
     approximate: bool = False
     nthread: int = 1
-    shap_table: TreeShapTable | None = None
+    shap_table: TreeShapTable | LeafShapTable | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -80,13 +84,15 @@ def scorer_from_pipeline(
     if objective != "binary:logistic":
         raise ValueError(f"credit-risk serving expects a binary:logistic booster, not {objective}")
     booster.set_param({"nthread": nthread})
-    table = None
+    table: TreeShapTable | LeafShapTable | None = None
     if shap_table and not approximate:
         n_out = len(features.feature_names_out_)
         numeric = list(features.numeric)
         allowed = set(numeric) if nullable is None else set(nullable)
         null_mask = [i < len(numeric) and numeric[i] in allowed for i in range(n_out)]
         table = TreeShapTable.build(booster, n_out, features.aggregate_contributions, null_mask)
+        if table is None:  # deep trees: too many cells; per-leaf tables cost more per row but grow linearly
+            table = LeafShapTable.build(booster, n_out, features.aggregate_contributions)
     return CreditScorer(features, booster, threshold, reason_codes, approximate, nthread, table)
 
 

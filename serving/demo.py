@@ -97,7 +97,9 @@ def start_serving(settings: Settings, model_name: str, progress: Progress) -> li
             raise LedgerlineError(
                 f"a Ledgerline serving API already runs on {URL} with other keys; stop it (make down) and run the demo again"
             )
-        if code != 200:
+        if code == 202:  # still loading in the background (bounded reload)
+            report = {"models": "reload under way; see /ready"}
+        elif code != 200:
             raise LedgerlineError(f"the serving API on {URL} could not reload ({code}: {report}); see its log")
         progress(f"serving API already running at {URL}; reloaded @champion ({report['models']})")
     elif status != 0:

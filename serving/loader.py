@@ -83,6 +83,52 @@ def champion_ref(client: Any, name: str) -> ChampionRef | None:
     return ChampionRef(name, str(mv.version), run_id, tags.get("ledgerline.family", DEFAULT_FAMILY))
 
 
+def champion_ref_rest(registry_uri: str, name: str, timeout: float) -> ChampionRef | None:
+    """``name@champion`` by one REST call bounded by ``timeout`` (MLflow's client retries for minutes).
+
+    Raises RegistryUnavailable when the server does not answer in time or answers with an
+    error (e.g. its database is down); None when the model or the alias does not exist.
+    """
+    import requests
+
+    from serving.watcher import _without_password
+
+    url = registry_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias"
+    where = f"{_without_password(registry_uri)}"
+    try:
+        resp = requests.get(url, params={"name": name, "alias": CHAMPION}, timeout=timeout, auth=_basic_auth())
+    except requests.Timeout:
+        raise RegistryUnavailable(
+            f"the registry at {where} did not resolve {name}@{CHAMPION} within {timeout:g}s; serving the loaded versions"
+        ) from None
+    except requests.RequestException as exc:
+        raise RegistryUnavailable(f"the registry at {where} is unreachable ({type(exc).__name__}); serving the loaded versions") from exc
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if resp.status_code != 200:
+        code = body.get("error_code") if isinstance(body, dict) else None
+        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND") or resp.status_code == 404:
+            return None
+        message = (body.get("message") if isinstance(body, dict) else None) or resp.text[:200]
+        raise RegistryUnavailable(
+            f"the registry at {where} could not resolve {name}@{CHAMPION} (HTTP {resp.status_code}: {message}); "
+            "serving the loaded versions"
+        )
+    mv = body.get("model_version") or {}
+    tags = {t["key"]: t["value"] for t in mv.get("tags") or []}
+    run_id = mv.get("run_id") or tags.get("ledgerline.run_id")
+    return ChampionRef(name, str(mv["version"]), run_id, tags.get("ledgerline.family", DEFAULT_FAMILY))
+
+
+def _basic_auth() -> tuple[str, str] | None:
+    import os
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
+
+
 def _load_spec(client: Any, run_id: str | None, dst: Path) -> Any:
     """The run's ``data/spec.yaml`` as a DatasetSpec, or None when the run has none."""
     if not run_id:

@@ -45,6 +45,7 @@ def _credit_predictor(
     pipeline: Any, name: str, settings: ServingSettings, schema: RecordSchema
 ) -> tuple[Predictor, dict[str, Any]]:
     from serving import credit
+    from serving.treeshap import TreeShapTable
 
     scorer = credit.scorer_from_pipeline(
         pipeline,
@@ -63,6 +64,12 @@ def _credit_predictor(
         "reason_codes": scorer.reason_codes,
         "reason_code_method": "approximate" if scorer.approximate else "exact",
         "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,
+        "reason_code_path": (
+            "approx_contribs" if scorer.approximate
+            else "pred_contribs" if scorer.shap_table is None
+            else "treeshap_cells" if isinstance(scorer.shap_table, TreeShapTable)
+            else "treeshap_leaves"
+        ),
         "trees": int(scorer.booster.num_boosted_rounds()),
         "inputs": scorer.input_names,
     }

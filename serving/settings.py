@@ -69,8 +69,15 @@ class ServingSettings(BaseSettings):
     )
     max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request head (request line and headers)")
 
-    poll_interval_seconds: float = Field(30.0, gt=0, description="how often to check whether @champion moved")
-    registry_timeout_seconds: float = Field(3.0, gt=0, description="timeout of the tracking-server health probe")
+    poll_interval_seconds: float = Field(
+        5.0, gt=0, description="how often to check whether @champion moved (one bounded alias lookup per model)"
+    )
+    registry_timeout_seconds: float = Field(
+        3.0, gt=0, description="timeout of the tracking-server health probe and of each alias lookup"
+    )
+    reload_wait_seconds: float = Field(
+        10.0, gt=0, le=120, description="longest POST /admin/reload waits for the check before answering 202"
+    )
     reload_signal_file: Path | None = Field(
         None, description="file whose mtime change makes every worker reload (set by `ledgerline serve`)"
     )

@@ -4,7 +4,12 @@
 the whole mapping on a swap, so a request sees one consistent version from start to end
 and never waits for a lock. :class:`ChampionWatcher` polls the registry every
 ``poll_interval_seconds`` (or at once on ``POST /admin/reload``), loads and warms a new
-champion off the request path, then swaps. A version that fails to load is reported and
+champion off the request path, then swaps. Over HTTP a poll is one bounded REST call per
+model (``GET registered-models/alias``, timeout ``registry_timeout_seconds``, no retries)
+comparing the alias's version with the served one, so it is cheap enough to run every few
+seconds (default 5 s) and a rollback or promotion takes effect within one poll even when
+nobody calls ``/admin/reload``. ``/admin/reload`` itself never runs the check in the
+request: it asks the watcher thread and waits at most ``reload_wait_seconds``. A version that fails to load is reported and
 not retried until it changes or a reload is forced; the old version keeps serving.
 
 With several workers each one watches for itself; ``/admin/reload`` reloads the worker
@@ -47,6 +52,7 @@ class RegistryStatus:
     last_success: datetime | None = None
     last_error: str | None = None
     unreachable_since: datetime | None = None
+    last_checked: datetime | None = None
 
 
 class ModelHolder:
@@ -100,8 +106,27 @@ class ChampionWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._signal_mtime = self._signal_stamp()
+        self._done = threading.Condition()
+        self._force_pending = False
+        self._running = False
+        self._completed = 0  # checks finished by the watcher thread
+        self._last_report: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ checks
+    def reload(self, wait: float) -> dict[str, Any] | None:
+        """Ask the watcher thread for a forced check; its report, or None if not done within ``wait`` s.
+
+        The check itself never runs on the caller's thread, so a slow or hung registry cannot
+        hold a request longer than ``wait``; the check goes on and ``/ready`` shows its outcome.
+        """
+        with self._done:
+            self._force_pending = True
+            target = self._completed + (2 if self._running else 1)  # a running check may predate the request
+            self._wake.set()
+            if not self._done.wait_for(lambda: self._completed >= target, timeout=wait):
+                return None
+            return self._last_report
+
     def check(self, *, force: bool = False) -> dict[str, Any]:
         """Resolve every model's champion and swap in new versions; returns what happened."""
         with self._lock:
@@ -110,8 +135,11 @@ class ChampionWatcher:
     def _check(self, force: bool) -> dict[str, Any]:
         now = datetime.now(UTC)
         outcome: dict[str, Any] = {}
+        timeout = self.settings.registry_timeout_seconds
+        registry_uri = self.platform.resolved_registry_uri()
+        rest = registry_uri.startswith(("http://", "https://"))
         try:
-            loader.probe_tracking_server(self.platform.tracking_uri, self.settings.registry_timeout_seconds)
+            loader.probe_tracking_server(self.platform.tracking_uri, timeout)
             client = loader.mlflow_client(self.platform)
         except RegistryUnavailable as exc:
             self._registry_down(str(exc), now)
@@ -122,7 +150,10 @@ class ChampionWatcher:
             status.checked_at = now
             current = self.holder.current(name)
             try:
-                ref = loader.champion_ref(client, name)
+                if rest:  # bounded: a server whose database hangs must not hold the watcher for minutes
+                    ref = loader.champion_ref_rest(registry_uri, name, timeout)
+                else:
+                    ref = loader.champion_ref(client, name)
             except RegistryUnavailable as exc:
                 self._registry_down(str(exc), now)
                 registry_ok = False
@@ -169,6 +200,7 @@ class ChampionWatcher:
             self.on_swap(model, old)
 
     def _registry_down(self, message: str, now: datetime) -> None:
+        self.registry.last_checked = now
         if self.registry.reachable is not False:
             logger.warning("%s", message)
             self.registry.unreachable_since = now
@@ -181,6 +213,7 @@ class ChampionWatcher:
         if self.registry.reachable is False:
             logger.warning("tracking server %s reachable again", self.platform.tracking_uri)
         self.registry.reachable = True
+        self.registry.last_checked = now
         self.registry.last_success = now
         self.registry.unreachable_since = None
         self.metrics.registry_up.set(1)
@@ -190,6 +223,7 @@ class ChampionWatcher:
         return {
             "tracking_uri": _without_password(self.platform.tracking_uri),
             "reachable": r.reachable,
+            "last_checked": r.last_checked.isoformat() if r.last_checked else None,
             "last_success": r.last_success.isoformat() if r.last_success else None,
             "unreachable_since": r.unreachable_since.isoformat() if r.unreachable_since else None,
             "last_error": r.last_error if r.reachable is False else None,
@@ -244,12 +278,25 @@ class ChampionWatcher:
             stamp = self._signal_stamp()
             signalled = stamp is not None and stamp != self._signal_mtime
             self._signal_mtime = stamp
-            if woken or signalled or time.monotonic() - last >= interval:
-                last = time.monotonic()
-                try:
-                    self.check(force=signalled)
-                except Exception:  # the watcher must survive anything a check throws
-                    logger.exception("champion check failed")
+            with self._done:
+                forced, self._force_pending = self._force_pending, False
+                if woken or signalled or forced or time.monotonic() - last >= interval:
+                    self._running = True
+                else:
+                    continue
+            last = time.monotonic()
+            report: dict[str, Any] | None = None
+            try:
+                report = self.check(force=signalled or forced)
+            except Exception as exc:  # the watcher must survive anything a check throws
+                logger.exception("champion check failed")
+                report = {"registry": self._registry_dict(), "models": {}, "error": str(exc)}
+            finally:
+                with self._done:
+                    self._running = False
+                    self._completed += 1
+                    self._last_report = report
+                    self._done.notify_all()
 
 
 def _without_password(uri: str) -> str:

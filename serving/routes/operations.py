@@ -93,12 +93,27 @@ async def list_models(request: Request) -> dict[str, Any]:
     tags=["operations"],
     summary="check @champion now and hot-swap any model whose champion moved (admin key)",
     dependencies=[Depends(require_admin_key)],
-    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={
+        202: {"description": "the check did not finish within reload_wait_seconds; it goes on, see /ready"},
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
 )
 def reload(request: Request) -> JSONResponse:
     state = state_of(request)
-    report = state.watcher.check(force=True)
     state.watcher.signal_others()
+    wait = state.settings.reload_wait_seconds
+    report = state.watcher.reload(wait)
+    if report is None:  # still checking or loading: the watcher carries on, /ready shows the outcome
+        return JSONResponse(
+            {
+                "status": "reloading",
+                "detail": f"the champion check did not finish within {wait:g}s; it goes on in the background",
+                "status_url": "/ready",
+            },
+            status_code=202,
+        )
     ok = report["registry"]["reachable"] is not False
     if not ok:
         detail = report["registry"]["last_error"] or "tracking server unreachable"

@@ -72,7 +72,7 @@ def test_a_promotion_under_continuous_load_fails_no_request_and_switches_the_ver
 
 def test_admin_reload_picks_up_a_moved_champion_at_once(credit_v1_v2: Any, platform: Any, live_app: Any, sv: Any) -> None:
     v1, v2 = credit_v1_v2.v1, credit_v1_v2.v2
-    server = live_app(sv.serving_settings(poll_interval_seconds=3600), platform)
+    server = live_app(sv.serving_settings(poll_interval_seconds=3600, reload_wait_seconds=120), platform)
     record = sv.example_record(server)
     try:
         with server.client() as c:

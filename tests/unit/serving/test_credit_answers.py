@@ -12,7 +12,7 @@ import xgboost as xgb
 from features.generator import credit_spec, generate_loan_applications
 from features.spec import LABEL_COLUMN, conform
 from serving import credit
-from serving.treeshap import TreeShapTable
+from serving.treeshap import LeafShapTable, TreeShapTable
 from training.credit_risk import CreditParams, train
 
 SPEC = credit_spec()
@@ -75,8 +75,48 @@ def test_treeshap_table_matches_pred_contribs_at_thresholds_and_missing_values(p
     np.testing.assert_allclose(margins, want_margin, atol=1e-4)
 
 
-def test_a_missing_value_the_table_has_no_cell_for_falls_back_to_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
-    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=frozenset())  # no missing cells at all
+@pytest.mark.parametrize("depth", [3, 5, 6])
+def test_reason_codes_of_deeper_models_equal_pred_contribs_and_stay_on_the_fast_path(
+    depth: int, records: list[dict[str, Any]]
+) -> None:
+    df = conform(generate_loan_applications(3000, seed=5), SPEC)
+    params = CreditParams(n_estimators=60, max_depth=depth, early_stopping_rounds=60, seed=5)
+    deep = train(df[SPEC.feature_names], df[LABEL_COLUMN].to_numpy(), SPEC, params)
+    scorer = credit.scorer_from_pipeline(deep, threshold=0.5, nullable=NULLABLE)
+    # the fast path is used (no fall back to pred_contribs per request), whatever the depth
+    assert scorer.shap_table is not None and scorer.shap_table.margins_ok
+    # and the per-leaf tables (what deep models use when the cell table is too large) are exact too
+    leaves = LeafShapTable.build(deep.named_steps["model"].get_booster(), len(scorer.features.feature_names_out_),
+                                 scorer.features.aggregate_contributions)
+    assert leaves is not None and leaves.max_path_features >= min(depth, 3)
+    X = scorer.features.transform_records(records)
+    for rows in (records[:1], records[:100], records):
+        got = credit.score(rows, scorer)
+        Xr = X[: len(rows)]
+        np.testing.assert_allclose(got.contributions, _pred_contribs(deep, Xr), atol=1e-5)
+        np.testing.assert_allclose(got.probabilities, scorer.booster.inplace_predict(Xr), atol=1e-6)
+        leaf_contribs, leaf_margin, _ = leaves.lookup(Xr)
+        np.testing.assert_allclose(leaf_contribs, _pred_contribs(deep, Xr), atol=1e-5)
+        np.testing.assert_allclose(leaf_margin, scorer.booster.predict(xgb.DMatrix(Xr), output_margin=True), atol=1e-4)
+
+
+def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_warning(
+    pipeline: Any, records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serving import treeshap
+
+    monkeypatch.setattr(treeshap, "MAX_TABLE_VALUES", 10)
+    monkeypatch.setattr(treeshap, "MAX_CELLS", 10)
+    with caplog.at_level("WARNING", logger="serving.treeshap"):
+        scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=NULLABLE)
+    assert scorer.shap_table is None
+    assert "pred_contribs" in caplog.text
+    got = credit.score(records[:30], scorer).contributions
+    np.testing.assert_allclose(got, _pred_contribs(pipeline, scorer.features.transform_records(records[:30])), atol=1e-6)
+
+
+def test_a_missing_value_outside_the_training_nulls_follows_the_default_branch_as_in_xgboost(pipeline: Any, records: list[dict[str, Any]]) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=frozenset())  # no field declared nullable
     recs = [dict(r) for r in records[:20]]
     recs[3]["annual_income"] = None
     got = credit.score(recs, scorer)
