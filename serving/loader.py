@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from features.labels import LabelCodec
+from ledgerline.families import FAMILY_TAG
 from ledgerline.registry import CHAMPION
 from ledgerline.settings import Settings
 from serving.errors import ModelLoadError, RegistryUnavailable
-from serving.model import ServedModel, build_predictor, predict
-from serving.schema import RecordSchema, columns_from
+from serving.model import ServedModel, predict
+from serving.schema import RecordSchema
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FAMILY = "credit-risk"
 WARMUP_ROUNDS = 3
 
 
@@ -38,7 +38,7 @@ class ChampionRef:
     name: str
     version: str
     run_id: str | None
-    family: str
+    family: str | None  # None: the version carries no family tag (an error when it is loaded)
 
 
 def probe_tracking_server(uri: str, timeout: float) -> None:
@@ -80,7 +80,7 @@ def champion_ref(client: Any, name: str) -> ChampionRef | None:
         raise RegistryUnavailable(f"the registry could not resolve {name}@{CHAMPION}: {exc}") from exc
     tags = dict(mv.tags or {})
     run_id = mv.run_id or tags.get("ledgerline.run_id")
-    return ChampionRef(name, str(mv.version), run_id, tags.get("ledgerline.family", DEFAULT_FAMILY))
+    return ChampionRef(name, str(mv.version), run_id, tags.get(FAMILY_TAG))
 
 
 def champion_ref_rest(registry_uri: str, name: str, timeout: float) -> ChampionRef | None:
@@ -119,7 +119,7 @@ def champion_ref_rest(registry_uri: str, name: str, timeout: float) -> ChampionR
     mv = body.get("model_version") or {}
     tags = {t["key"]: t["value"] for t in mv.get("tags") or []}
     run_id = mv.get("run_id") or tags.get("ledgerline.run_id")
-    return ChampionRef(name, str(mv["version"]), run_id, tags.get("ledgerline.family", DEFAULT_FAMILY))
+    return ChampionRef(name, str(mv["version"]), run_id, tags.get(FAMILY_TAG))
 
 
 def _basic_auth() -> tuple[str, str] | None:
@@ -193,6 +193,13 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
     import mlflow
     from mlflow.models import Model
 
+    from ledgerline.families import UnknownFamily, family_from_tags
+    from serving.families import ServingContext, get_serving_family
+
+    try:
+        family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, f"{ref.name} v{ref.version}"))
+    except UnknownFamily as exc:
+        raise ModelLoadError(f"cannot serve {ref.name} v{ref.version}: {exc}") from exc
     client = client or mlflow_client(platform)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ledgerline-serving-") as tmp:
@@ -208,30 +215,37 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
                 raise ModelLoadError(f"{ref.name} v{ref.version} was logged without a signature; log it with one")
             signature_inputs = meta.signature.inputs.to_dict()
             spec = _load_spec(client, ref.run_id, Path(tmp) / "spec")
-            pipeline = load_sklearn_dir(local)
+            pipeline = family.load(local)
         except ModelLoadError:
             raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load {ref.name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
         try:
-            schema = RecordSchema(ref.name, columns_from(signature_inputs, spec), settings.max_batch_rows)
-            predictor, details = build_predictor(ref.family, pipeline, ref.name, settings, schema)
+            columns = family.request_columns(signature_inputs, spec)
+            schema = RecordSchema(ref.name, columns, settings.max_batch_rows)
+            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local)
+            predictor, details = family.build(pipeline, ctx)
         except ValueError as exc:
             raise ModelLoadError(f"{ref.name} v{ref.version} cannot be served: {exc}") from exc
-        schema.example = _example(local, schema) or _synthetic_example(schema)
+        example = family.example(spec, columns)
+        schema.example = (schema.validate_python(example) if example is not None else None) or _example(local, schema) or _synthetic_example(schema)
+    status = details.pop("status", None)
     model = ServedModel(
         name=ref.name,
         version=ref.version,
-        family=ref.family,
+        family=family.name,
         schema=schema,
         predictor=predictor,
         loaded_at=datetime.now(UTC),
         run_id=ref.run_id,
         source=f"models:/{ref.name}/{ref.version}",
         details=details,
-        label_codec=spec.label_codec if spec is not None else LabelCodec.canonical_only(),
+        label_codec=spec.label_codec if spec is not None and spec.target is not None else LabelCodec.canonical_only(),
+        answer_model=family.answer_model,
+        status=status if callable(status) else None,
     )
-    warm_up(model)
+    if not family.stateful:  # a stateful family's answers change state: never fed made-up records
+        warm_up(model)
     logger.info("loaded %s v%s (%s) in %.1fs", ref.name, ref.version, ref.family, time.perf_counter() - t0)
     return model
 

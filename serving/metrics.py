@@ -92,6 +92,12 @@ class ServingMetrics:
             f"{PREFIX}_model_load_failures", "versions that could not be loaded", ["model"], registry=r
         )
         self.swaps = Counter(f"{PREFIX}_model_swaps", "hot swaps to a new champion", ["model"], registry=r)
+        self.model_component = Gauge(
+            f"{PREFIX}_model_component",
+            "a served model's own machinery, per worker summed (e.g. profile_store_available: workers that reach "
+            "the customer profile store; profile_fallback_answers_total: answers given without a profile)",
+            ["model", "key"], registry=r, multiprocess_mode="livesum",
+        )
         self.log_db_up.set(1)
         self.registry_up.set(1)
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -133,6 +139,10 @@ class ServingMetrics:
         self.log_db_up.set(1 if db_up else 0)
 
     # ------------------------------------------------------------ exposition
+    def component_state(self, model: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.model_component.labels(model, key).set(float(value))
+
     def forget_dead_workers(self) -> list[int]:
         """Drop the live gauges (database up, queue depth, ...) of worker processes that no longer exist.
 

@@ -9,7 +9,6 @@ from urllib.parse import quote
 from fastapi import FastAPI
 
 from serving.http_errors import ErrorBody
-from serving.routes.predict import PredictResponse
 from serving.state import ServingState
 
 
@@ -30,7 +29,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for path, scheme in (("/v1/feedback", "ApiKey"), ("/v1/models", "ApiKey"), ("/admin/reload", "AdminKey")):
         for op in schema.get("paths", {}).get(path, {}).values():
             op["security"] = [{scheme: []}]
-    for model_cls in (PredictResponse, ErrorBody):
+    for model_cls in (ErrorBody,):
         js = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
         for def_name, d in js.pop("$defs", {}).items():
             schemas.setdefault(def_name, d)
@@ -46,6 +45,18 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 {"type": "array", "items": ref, "minItems": 1, "maxItems": state.settings.max_batch_rows},
             ]
         }
+        answer = model.answer_model
+        response_ref: dict[str, Any] = {"type": "object"}
+        if answer is not None:
+            js = answer.model_json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, d in js.pop("$defs", {}).items():
+                schemas.setdefault(def_name, d)
+            schemas[answer.__name__] = js
+            response_ref = {
+                "type": "object",
+                "required": ["predictions"],
+                "properties": {"predictions": {"type": "array", "items": {"$ref": f"#/components/schemas/{answer.__name__}"}}},
+            }
         err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
         op = {
             "tags": ["predictions"],
@@ -59,7 +70,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             "responses": {
                 "200": {
                     "description": "one answer per record, in order",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
+                    "content": {"application/json": {"schema": response_ref}},
                 },
                 "400": {"description": "malformed JSON", **err},
                 "401": {"description": "no API key", **err},

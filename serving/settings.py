@@ -51,7 +51,16 @@ class ServingSettings(BaseSettings):
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="per-model decision thresholds overriding decision_threshold"
     )
-    reason_codes: int = Field(3, ge=0, le=20, description="how many reason codes each credit answer carries")
+    reason_codes: int = Field(3, ge=0, le=20, description="how many reasons each answer carries (credit: reason codes)")
+    profile_store_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="customer profiles of the transaction-anomaly family: a Redis URL, or 'memory' (one process only)",
+    )
+    profile_key_prefix: str = Field("ledgerline:profile:", min_length=1, description="Redis key prefix; the model name follows")
+    profile_ttl_days: float = Field(180.0, gt=0, description="a customer's profile expires this long after their last transaction")
+    profile_timeout_seconds: float = Field(
+        0.05, gt=0, le=5, description="Redis socket timeout; when it passes, the answer uses profile-free features"
+    )
     reason_code_method: Literal["exact", "approximate"] = Field(
         "exact",
         description="exact: XGBoost's TreeSHAP contributions; approximate: XGBoost's faster path attribution "

@@ -47,6 +47,7 @@ class ServingContext:
     version: str
     settings: ServingSettings
     spec: DatasetSpec | None
+    columns: Sequence[Column]  # the request fields (from request_columns)
     model_dir: Path  # the downloaded model folder (artifacts logged next to the model live here)
     options: Mapping[str, object] = field(default_factory=dict)
 
@@ -58,6 +59,9 @@ class ServingFamily(Protocol):
     answer_model: type[PredictionBase]
     #: flat columns an answer adds to a scored file (``ledgerline score``), in order
     answer_columns: tuple[str, ...]
+    #: True when answering changes state (e.g. customer profiles): the loader then never warms
+    #: the predictor up with made-up records
+    stateful: bool
 
     def load(self, model_dir: Path) -> object:
         """The model object from a downloaded MLflow model folder."""
@@ -75,6 +79,10 @@ class ServingFamily(Protocol):
 
     def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
         """An answer as the flat values of :attr:`answer_columns`."""
+        ...
+
+    def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
+        """A request example (OpenAPI, the warm-up); None: the logged input example or a synthetic one."""
         ...
 
 

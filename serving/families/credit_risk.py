@@ -36,6 +36,7 @@ class CreditRiskServing:
     name = "credit-risk"
     answer_model = CreditPrediction
     answer_columns = ("probability_of_default", "decision", "reason_codes")
+    stateful = False
 
     def load(self, model_dir: Path) -> object:
         from serving.loader import load_sklearn_dir
@@ -51,9 +52,10 @@ class CreditRiskServing:
 
     def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
         from serving import credit
+        from serving.treeshap import TreeShapTable
 
         settings = ctx.settings
-        nullable = frozenset(c.name for c in (ctx.spec.columns if ctx.spec else ()) if c.max_null_fraction > 0)
+        nullable = frozenset(c.name for c in ctx.columns if c.nullable)
         scorer = credit.scorer_from_pipeline(
             model,
             threshold=settings.threshold_for(ctx.model_name),
@@ -71,6 +73,12 @@ class CreditRiskServing:
             "reason_codes": scorer.reason_codes,
             "reason_code_method": "approximate" if scorer.approximate else "exact",
             "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,
+            "reason_code_path": (
+                "approx_contribs" if scorer.approximate
+                else "pred_contribs" if scorer.shap_table is None
+                else "treeshap_cells" if isinstance(scorer.shap_table, TreeShapTable)
+                else "treeshap_leaves"
+            ),
             "trees": int(scorer.booster.num_boosted_rounds()),
             "inputs": scorer.input_names,
         }
@@ -83,6 +91,10 @@ class CreditRiskServing:
             "decision": answer["decision"],
             "reason_codes": json.dumps(reasons, separators=(",", ":")) if reasons else "",
         }
+
+
+    def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
+        return None  # the logged input example is a real applicant
 
 
 FAMILY = CreditRiskServing()

@@ -52,6 +52,7 @@ class TransactionAnomalyServing:
     name = "transaction-anomaly"
     answer_model = AnomalyPrediction
     answer_columns = ("anomaly_score", "is_anomaly", "risk_level", "reasons")
+    stateful = True  # every answer folds the transaction into its customer's profile
 
     def load(self, model_dir: Path) -> object:
         from serving.loader import load_sklearn_dir
@@ -96,6 +97,32 @@ class TransactionAnomalyServing:
             "risk_level": answer["risk_level"],
             "reasons": "; ".join(str(r["text"]) for r in reasons) if isinstance(reasons, list) else "",  # type: ignore[index]
         }
+
+    def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
+        if spec is None:
+            return None
+        roles = {column: role for role, column in spec.roles.items()}
+        out: dict[str, object] = {}
+        for c in columns:
+            role = roles.get(c.name)
+            if c.name == spec.id_column:
+                out[c.name] = "t-000001"
+            elif role == "timestamp":
+                out[c.name] = "2026-03-01T14:05:00Z"
+            elif role == "amount":
+                out[c.name] = 42.5
+            elif role == "customer":
+                out[c.name] = "c-000001"
+            elif c.kind == "numeric":
+                lo, hi = c.min if c.min is not None else 0.0, c.max if c.max is not None else 0.0
+                out[c.name] = 0.0 if lo <= 0.0 <= hi else lo
+            elif c.values:
+                out[c.name] = "EUR" if role == "currency" and "EUR" in c.values else c.values[0]
+            elif c.kind == "boolean":
+                out[c.name] = False
+            else:
+                out[c.name] = {"country": "DE", "channel": "pos", "device": "d-1", "merchant": "m-1"}.get(role or "", "x")
+        return out
 
 
 def _invalid(index: int, many: bool, field: str, message: str) -> InvalidRecords:

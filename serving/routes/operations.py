@@ -26,7 +26,7 @@ async def health() -> dict[str, str]:
 )
 async def ready(request: Request) -> JSONResponse:
     state = state_of(request)
-    models = {}
+    models: dict[str, dict[str, object]] = {}
     for name in state.holder.names:
         m = state.holder.current(name)
         st = state.holder.status[name]
@@ -37,6 +37,8 @@ async def ready(request: Request) -> JSONResponse:
             "loaded_at": m.loaded_at.isoformat() if m else None,
             "error": st.error,
         }
+        if m is not None and m.status is not None:  # e.g. the anomaly family's profile store
+            models[name]["components"] = m.status()
     ok = state.holder.ready
     body = {
         "ready": ok,
@@ -52,6 +54,9 @@ async def metrics(request: Request) -> Response:
     state = state_of(request)
     log = state.log
     state.metrics.log_state(log.pending_rows, log.capacity, log.full, log.db_available)
+    for model in state.holder.models().values():
+        if model.status is not None:
+            state.metrics.component_state(model.name, model.status())
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 @router.get("/version", tags=["operations"], summary="service, model and library versions")

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
 
 import anyio
 import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from serving.errors import AuthError, ServingError
@@ -101,28 +99,3 @@ async def predict_endpoint(request: Request) -> Response:
         raise
     state.metrics.observed(model.name, model.version, seconds, scores)
     return Response(payload, media_type="application/json")
-
-
-# --------------------------------------------------------------------------- response models (OpenAPI)
-
-
-class ReasonCode(BaseModel):
-    feature: str
-    value: float | str | bool | None
-    contribution: float = Field(description="log-odds added to the risk by this field (TreeSHAP)")
-
-
-class CreditPrediction(BaseModel):
-    prediction_id: str
-    model: str
-    version: str
-    probability_of_default: float
-    decision: Literal["approve", "decline"]
-    threshold: float
-    reason_codes: list[ReasonCode] = Field(description="fields that pushed the risk up most, largest first")
-
-
-class PredictResponse(BaseModel):
-    predictions: list[CreditPrediction]
-
-

@@ -23,7 +23,8 @@ def test_anomaly_model_is_trained_gated_on_its_alert_rate_and_promoted(train_ano
 
     run = c.get_run(m.run_id)
     metrics = run.data.metrics
-    assert 0.0025 <= metrics["test_alert_rate"] <= 0.01  # within the band around the 0.5 % budget
+    # the holdout's alert rate, with its sampling noise, reaches into the 0.5-2x band around the 0.5 % budget
+    assert metrics["test_alert_rate_ratio_low"] <= 2.0 and metrics["test_alert_rate_ratio_high"] >= 0.5
     assert metrics["test_roc_auc"] > 0.8  # generated fraud is far from normal behaviour
     assert "test_recall_account_takeover" in metrics
     assert run.data.params["alert_budget"] == "0.005"

@@ -13,7 +13,7 @@ from serving.settings import ServingSettings
 
 
 def _client(tmp_path: Path) -> TestClient:
-    settings = ServingSettings(models=["credit-risk"], api_keys=["k"], admin_key="a")  # type: ignore[call-arg]
+    settings = ServingSettings(models=["credit-risk"], api_keys=["k" * 16], admin_key="a" * 16)  # type: ignore[call-arg]
     platform = Settings(home=tmp_path, app_db_url=f"sqlite:///{tmp_path / 'app.db'}")  # type: ignore[call-arg]
     return TestClient(create_app(settings, platform))  # no lifespan: nothing is loaded
 
