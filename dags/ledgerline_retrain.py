@@ -7,7 +7,7 @@ promote (move ``@champion`` on a pass; ledger row either way).
 The run conf's ``reason`` (schedule | drift | performance | manual; default schedule)
 goes to the MLflow run, the model version and the promotion ledger. The monitoring DAG
 triggers these DAGs with ``reason`` = drift/performance and the ``model_name`` to retrain.
-Task bodies only call ``ledgerline.orchestration``, which documents every setting.
+Task bodies only call ``ledgerline.app.orchestration``, which documents every setting.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, task
 
+from ledgerline.app.orchestration import REASONS, dag_config, retrain_dag_id, timetable
 from ledgerline.families import FAMILIES
-from ledgerline.orchestration import REASONS, dag_config, retrain_dag_id, timetable
 
 CONFIG = dag_config()
 
@@ -55,7 +55,7 @@ def build(family: str) -> DAG:
     def retrain() -> None:
         @task
         def ingest() -> str:
-            from ledgerline import orchestration as orch
+            from ledgerline.app import orchestration as orch
 
             with orch.fail_fast():  # bad conf or data: fail now, retrying cannot help
                 settings, job = orch.retrain_inputs(family)
@@ -63,7 +63,7 @@ def build(family: str) -> DAG:
 
         @task
         def validate(snapshot_uri: str) -> str:
-            from ledgerline import orchestration as orch
+            from ledgerline.app import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -71,7 +71,7 @@ def build(family: str) -> DAG:
 
         @task
         def train(snapshot_uri: str, mlflow_run_id: str) -> str:
-            from ledgerline import orchestration as orch
+            from ledgerline.app import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -79,7 +79,7 @@ def build(family: str) -> DAG:
 
         @task
         def gate(version: str) -> dict[str, Any]:
-            from ledgerline import orchestration as orch
+            from ledgerline.app import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -87,7 +87,7 @@ def build(family: str) -> DAG:
 
         @task
         def promote(version: str, mlflow_run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
-            from ledgerline import orchestration as orch
+            from ledgerline.app import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -106,23 +105,3 @@ def record_gate_in_description(
     current = c.get_model_version(name, version).description or ""
     paragraphs = [p for p in current.split("\n\n") if p and not p.startswith(GATE_LINE_PREFIX)]
     describe_version(c, name, version, "\n\n".join([*paragraphs, gate_line]))
-
-
-def load_sklearn_model(model_uri: str) -> Any:
-    """``mlflow.sklearn.load_model`` without leaving the model's code folder on ``sys.path``.
-
-    Our ``features`` package is imported first, so the copy logged with the model
-    (``code_paths``) never shadows it; long-lived processes (Airflow workers, serving)
-    would otherwise collect one temporary folder per load.
-    """
-    import sys
-
-    import mlflow.sklearn
-
-    import features.transform  # noqa: F401
-
-    saved = list(sys.path)
-    try:
-        return mlflow.sklearn.load_model(model_uri)
-    finally:
-        sys.path[:] = saved

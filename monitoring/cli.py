@@ -24,7 +24,7 @@ def _parse_now(value: str) -> datetime:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from ledgerline.cli import check_tracking_server
+    from ledgerline.app.cli import check_tracking_server
     from ledgerline.settings import Settings
     from monitoring.jobs import run_monitoring
     from monitoring.settings import MonitoringSettings

@@ -194,9 +194,9 @@ def load_reference(
 def _build_reference(
     settings: Settings, champion: Champion, scorer: Callable[[pd.DataFrame], np.ndarray] | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
+    from features.model_io import load_model
     from features.sources import load_snapshot
     from features.spec import conform
-    from ledgerline.registry import load_sklearn_model
 
     try:
         frame = conform(load_snapshot(champion.snapshot_uri), champion.spec)
@@ -208,8 +208,8 @@ def _build_reference(
     features = frame[champion.spec.feature_names]
     if scorer is None:
         configure_mlflow(settings)
-        model = load_sklearn_model(f"models:/{champion.model_name}/{champion.version}")
-        scores = model.predict_proba(features)[:, 1]
+        model = load_model(f"models:/{champion.model_name}/{champion.version}")
+        scores = model.predict_proba(features)[:, 1]  # type: ignore[attr-defined]
     else:
         scores = scorer(features)
     return features, scores

@@ -71,7 +71,7 @@ def evaluate_performance(
     """Metrics on the labelled window and whether they degraded beyond tolerance vs ``baseline``."""
     import numpy as np
 
-    from training.metrics import binary_metrics
+    from ledgerline.metrics import binary_metrics
 
     y = np.asarray(y).astype(int)
     n = int(len(y))

@@ -61,7 +61,7 @@ def _call(method: str, path: str, key: str | None = None, body: Any = None, time
 def _start(settings: Settings, model_name: str, keys: dict[str, str], progress: Progress) -> None:
     import sys
 
-    from ledgerline.demo import _write_pid
+    from ledgerline.app.demo import _write_pid
     from ledgerline.mlflow_server import start_process, wait_for_http
 
     home = settings.home.resolve()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import tempfile
 import time
 import urllib.error
@@ -173,19 +172,6 @@ def _synthetic_example(schema: RecordSchema) -> dict[str, Any]:
         else:
             row[c.name] = c.values[0] if c.values else "x"
     return row
-
-
-def load_sklearn_dir(local: Path) -> Any:
-    """mlflow.sklearn.load_model without leaving the model's code folder on sys.path."""
-    import mlflow.sklearn
-
-    import features.transform  # noqa: F401  - ours first: the model's copy of `features` is not imported
-
-    saved = list(sys.path)
-    try:
-        return mlflow.sklearn.load_model(str(local))
-    finally:
-        sys.path[:] = saved
 
 
 def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef, client: Any | None = None) -> ServedModel:

@@ -20,7 +20,7 @@ from xgboost import XGBClassifier
 
 from features.spec import DatasetSpec
 from features.transform import TabularFeatures
-from training.metrics import binary_metrics
+from ledgerline.metrics import binary_metrics
 
 
 @dataclass(frozen=True)

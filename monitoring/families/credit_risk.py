@@ -23,10 +23,10 @@ class CreditRiskMonitoring:
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
 
-        from ledgerline.registry import load_sklearn_model
+        from features.model_io import load_model
 
-        model = load_sklearn_model(model_uri)
-        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]
+        model = load_model(model_uri)
+        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]  # type: ignore[attr-defined]
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         return (
@@ -36,7 +36,7 @@ class CreditRiskMonitoring:
         )
 
     def live_metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        from training.metrics import binary_metrics
+        from ledgerline.metrics import binary_metrics
 
         if len(y) and y.min() == y.max():
             raise InsufficientLabels(f"all {len(y)} labels are {int(y[0])}; ROC-AUC needs both outcomes")

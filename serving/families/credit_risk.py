@@ -39,9 +39,9 @@ class CreditRiskServing:
     stateful = False
 
     def load(self, model_dir: Path) -> object:
-        from serving.loader import load_sklearn_dir
+        from features.model_io import load_model
 
-        return load_sklearn_dir(model_dir)
+        return load_model(model_dir)
 
     def request_columns(
         self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None

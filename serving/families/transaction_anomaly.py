@@ -55,9 +55,9 @@ class TransactionAnomalyServing:
     stateful = True  # every answer folds the transaction into its customer's profile
 
     def load(self, model_dir: Path) -> object:
-        from serving.loader import load_sklearn_dir
+        from features.model_io import load_model
 
-        return load_sklearn_dir(model_dir)
+        return load_model(model_dir)
 
     def request_columns(
         self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ledgerline import orchestration as orch
+from ledgerline.app import orchestration as orch
 from training.families import FAMILIES
 from training.pipeline import TRIGGERS
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ledgerline import orchestration as orch
+from ledgerline.app import orchestration as orch
 
 pytestmark = pytest.mark.integration
 

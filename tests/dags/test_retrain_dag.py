@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ledgerline import db
-from ledgerline import orchestration as orch
+from ledgerline.app import orchestration as orch
 from ledgerline.registry import CHAMPION, alias_version, client
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from ledgerline import db
-from ledgerline import orchestration as orch
+from ledgerline.app import orchestration as orch
 from ledgerline.mlflow_server import start_process, stop_server, wait_for_http
 from ledgerline.registry import client
 

@@ -64,7 +64,7 @@ def test_the_demo_links_straight_to_the_validation_page_in_the_local_artifact_st
 ) -> None:
     import shutil
 
-    from ledgerline.demo import data_docs_link
+    from ledgerline.app.demo import data_docs_link
     from ledgerline.settings import Settings
 
     assert site.data_docs_dir is not None and site.data_docs_page is not None

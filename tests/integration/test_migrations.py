@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 
 from ledgerline import db, migrations
-from ledgerline.cli import main
+from ledgerline.app.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -245,7 +245,7 @@ def test_separate_processes_upgrading_an_unversioned_database_together_all_succe
     before = contents(url)
     env = {**os.environ, "LEDGERLINE_APP_DB_URL": url}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "ledgerline.cli", "db", "upgrade"], env=env,
+        subprocess.Popen([sys.executable, "-m", "ledgerline.app.cli", "db", "upgrade"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]

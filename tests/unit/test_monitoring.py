@@ -149,7 +149,7 @@ def _scored(n: int, seed: int, *, inverted: bool = False) -> tuple[np.ndarray, n
 
 def test_labels_consistent_with_the_model_are_within_tolerance() -> None:
     y, p = _scored(5000, 4)
-    from training.metrics import binary_metrics
+    from ledgerline.metrics import binary_metrics
 
     baseline = {k: binary_metrics(y, p)[k] for k in ("roc_auc", "pr_auc", "calibration_error")}
     result = evaluate_performance(y, p, baseline, MonitoringSettings())

@@ -5,9 +5,9 @@ from features.generator import credit_spec, generate_loan_applications
 from features.spec import conform
 from features.transform import TabularFeatures
 from ledgerline.families import GatePolicy, MetricRule, UnknownFamily
+from ledgerline.metrics import binary_metrics, ks_statistic
 from ledgerline.settings import GateThresholds, Settings
 from training.gate import decide
-from training.metrics import binary_metrics, ks_statistic
 
 
 def test_record_and_frame_transforms_agree_including_unknowns_and_missing():

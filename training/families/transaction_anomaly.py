@@ -214,9 +214,9 @@ class TransactionAnomalyFamily:
         return str(info.model_uri)
 
     def load_model(self, model_uri: str) -> FittedModel:
-        from ledgerline.registry import load_sklearn_model
+        from features.model_io import load_model
 
-        return load_sklearn_model(model_uri)
+        return load_model(model_uri)
 
 
 FAMILY = TransactionAnomalyFamily()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from features.generator import generate_loan_applications
-from ledgerline.cli import main
+from ledgerline.app.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -180,7 +180,7 @@ def test_too_little_current_data_gives_not_enough_data_not_a_verdict(monitor_set
 
 
 def test_the_monitor_command_prints_the_decision_and_exits_0(monitor_settings, prediction_log, monkeypatch, capsys) -> None:
-    from ledgerline.cli import main
+    from ledgerline.app.cli import main
 
     start, end = _last_week(NOW)
     prediction_log.log(

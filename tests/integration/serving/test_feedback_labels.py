@@ -94,7 +94,7 @@ def test_feedback_in_the_datasets_own_labels_makes_the_monitor_retrain_for_perfo
     })
     now = datetime.now(UTC) + timedelta(minutes=1)
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
+        [sys.executable, "-m", "ledgerline.app.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

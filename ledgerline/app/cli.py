@@ -15,7 +15,7 @@ from types import FrameType
 from ledgerline.errors import LedgerlineError, Terminated, ValidationFailed
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
-PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli", "ledgerline.dbcli")
+PLUGIN_COMMANDS: tuple[str, ...] = ("monitoring.cli", "serving.cli", "ledgerline.app.dbcli")
 
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION = 3
@@ -179,13 +179,13 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ledgerline.demo import run_demo
+    from ledgerline.app.demo import run_demo
 
     return run_demo(_settings(), rows=args.rows, progress=_progress)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from ledgerline.demo import stop_all
+    from ledgerline.app.demo import stop_all
 
     stop_all(_settings(), progress=_progress)
     return 0

@@ -1,4 +1,4 @@
-"""Binary-classifier metrics used by the credit gate and by monitoring."""
+"""Binary-classifier metrics (pure NumPy and scikit-learn), shared by training families and monitoring."""
 
 from __future__ import annotations
 

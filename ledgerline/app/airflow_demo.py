@@ -60,7 +60,7 @@ def _jwt_secret(home: Path) -> str:
 
 def airflow_env(settings: Settings, *, port: int = DEFAULT_PORT) -> dict[str, str]:
     """The environment of the Airflow processes: Ledgerline's settings plus Airflow's own config."""
-    from ledgerline.orchestration import settings_env
+    from ledgerline.app.orchestration import settings_env
 
     home = airflow_home(settings)
     bin_dir = Path(sys.executable).parent
@@ -93,10 +93,10 @@ def ensure_airflow(settings: Settings, *, port: int = DEFAULT_PORT) -> list[str]
     Does not wait for Airflow to be ready (its first start migrates a fresh SQLite DB, about
     a minute): the lines say where to look.
     """
-    from ledgerline.demo import _write_pid
+    from ledgerline.app.demo import _write_pid
+    from ledgerline.app.orchestration import MONITORING_DAG_ID, retrain_dag_id
     from ledgerline.families import FAMILIES
     from ledgerline.mlflow_server import start_process
-    from ledgerline.orchestration import MONITORING_DAG_ID, retrain_dag_id
 
     home = airflow_home(settings)
     log = settings.home.resolve() / "logs" / "airflow.log"

@@ -88,7 +88,7 @@ def _is_serving_api(port: int) -> bool:
 
 def port_problems(settings: Settings, *, serving_port: int = 8000, airflow_port: int = 8080) -> list[str]:
     """Ports the demo needs that another program holds (ours, from an earlier demo, are reused)."""
-    from ledgerline.airflow_demo import healthy as airflow_healthy
+    from ledgerline.app.airflow_demo import healthy as airflow_healthy
 
     problems: list[str] = []
     parsed = urlparse(settings.tracking_uri)
@@ -152,7 +152,7 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
         "",
         "The MLflow server, the serving API and Airflow keep running; `make down` stops them.",
     ]
-    from ledgerline.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
+    from ledgerline.app.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
 
     lines[-2:-2] = ensure_airflow(settings)
     from serving.demo import start_serving  # the prediction API on :8000 with the promoted model
