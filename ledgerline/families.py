@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ledgerline import lineage
 from ledgerline.errors import LedgerlineError
 
 #: family name -> module stem of its plug-in modules in each layer
@@ -25,7 +26,7 @@ FAMILIES: dict[str, str] = {
 }
 
 #: the registry tag that carries a version's family
-FAMILY_TAG = "ledgerline.family"
+FAMILY_TAG = lineage.FAMILY
 
 TargetKind = Literal["binary", "multiclass", "none", "timeseries"]
 Direction = Literal["higher", "lower"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from features.labels import LabelCodec
+from ledgerline import lineage
 from ledgerline.families import FAMILY_TAG
 from ledgerline.registry import CHAMPION
 from ledgerline.settings import Settings
@@ -78,7 +79,7 @@ def champion_ref(client: Any, name: str) -> ChampionRef | None:
     except OSError as exc:
         raise RegistryUnavailable(f"the registry could not resolve {name}@{CHAMPION}: {exc}") from exc
     tags = dict(mv.tags or {})
-    run_id = mv.run_id or tags.get("ledgerline.run_id")
+    run_id = mv.run_id or tags.get(lineage.RUN_ID)
     return ChampionRef(name, str(mv.version), run_id, tags.get(FAMILY_TAG))
 
 
@@ -117,7 +118,7 @@ def champion_ref_rest(registry_uri: str, name: str, timeout: float) -> ChampionR
         )
     mv = body.get("model_version") or {}
     tags = {t["key"]: t["value"] for t in mv.get("tags") or []}
-    run_id = mv.get("run_id") or tags.get("ledgerline.run_id")
+    run_id = mv.get("run_id") or tags.get(lineage.RUN_ID)
     return ChampionRef(name, str(mv["version"]), run_id, tags.get(FAMILY_TAG))
 
 

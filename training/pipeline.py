@@ -34,7 +34,7 @@ from features.sources import (
     snapshot_from_uri,
 )
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec, with_observed_labels
-from ledgerline import db
+from ledgerline import db, lineage
 from ledgerline.errors import DataError, LedgerlineError, RegistryError, SpecError, ValidationFailed
 from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.names import check_model_name
@@ -288,7 +288,7 @@ def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) 
 def _experiment_id(settings: Settings, model_name: str) -> str:
     from ledgerline.registry import ensure_experiment
 
-    return ensure_experiment(settings, settings.experiment_name(model_name), {"ledgerline.model_name": model_name})
+    return ensure_experiment(settings, settings.experiment_name(model_name), {lineage.MODEL_NAME: model_name})
 
 
 def validate(
@@ -318,13 +318,13 @@ def validate(
         exp_id,
         run_name=f"{req.name}-{snap.logical_date}-{req.trigger}",
         tags={
-            "ledgerline.model_name": req.name,
+            lineage.MODEL_NAME: req.name,
             FAMILY_TAG: req.family,
-            "ledgerline.trigger": req.trigger,
-            "ledgerline.logical_date": snap.logical_date,
-            "ledgerline.snapshot_uri": snap.uri,
-            "ledgerline.snapshot_digest": snap.digest,
-            "ledgerline.stage": "validate",
+            lineage.TRIGGER: req.trigger,
+            lineage.LOGICAL_DATE: snap.logical_date,
+            lineage.SNAPSHOT_URI: snap.uri,
+            lineage.SNAPSHOT_DIGEST: snap.digest,
+            lineage.STAGE: "validate",
             **(extra_tags or {}),
         },
     )
@@ -350,9 +350,9 @@ def validate(
             mlflow.log_metrics(
                 {"validation_failed_expectations": len(report.failures), "validation_evaluated": report.evaluated}
             )
-            mlflow.set_tag("ledgerline.validation", "passed" if report.success else "failed")
+            mlflow.set_tag(lineage.VALIDATION, "passed" if report.success else "failed")
             if not report.success:
-                mlflow.set_tag("ledgerline.stage", "validation_failed")
+                mlflow.set_tag(lineage.STAGE, "validation_failed")
                 mark_rejected(snap, f"{report.message()} (MLflow run {run_id})")
                 raise ValidationFailed(
                     f"{snap.dataset}@{snap.logical_date} {report.message()}; nothing was trained "
@@ -370,7 +370,7 @@ def validate(
         path.write_text(spec.to_yaml())
         progress(f"spec frozen at first accepted snapshot: {path}")
     # leave the run open for training
-    mlflow.MlflowClient().set_tag(run_id, "ledgerline.stage", "validated")
+    mlflow.MlflowClient().set_tag(run_id, lineage.STAGE, "validated")
     return run_id
 
 
@@ -400,7 +400,7 @@ def train_and_register(
         train_df, test_df = family.split(frame, spec, seed)
         params = family.params(seed, req.params)
         with mlflow.start_run(run_id=run_id):
-            mlflow.set_tag("ledgerline.stage", "train")
+            mlflow.set_tag(lineage.STAGE, "train")
             mlflow.log_params({**params.as_dict(), "rows_train": len(train_df), "rows_test": len(test_df), "split_seed": seed})
             with _step(progress, f"training {family.name} on {len(train_df)} rows"):
                 model = family.train(train_df, spec, params)
@@ -418,7 +418,7 @@ def train_and_register(
         # the run is complete (FINISHED); register last so a failure above registers nothing
         with _step(progress, f"registering {req.name}"):
             try:
-                mv = mlflow.register_model(model_uri, req.name, tags={"ledgerline.run_id": run_id, FAMILY_TAG: req.family})
+                mv = mlflow.register_model(model_uri, req.name, tags={lineage.RUN_ID: run_id, FAMILY_TAG: req.family})
                 version = str(mv.version)
                 c.set_registered_model_alias(req.name, CHALLENGER, version)
                 # tags for machines only (serving, monitoring, the DAGs); the run keeps the rest
@@ -427,8 +427,8 @@ def train_and_register(
                     req.name,
                     version,
                     {
-                        "ledgerline.trigger": req.trigger,
-                        "ledgerline.logical_date": prepared.snapshot.logical_date,
+                        lineage.TRIGGER: req.trigger,
+                        lineage.LOGICAL_DATE: prepared.snapshot.logical_date,
                     },
                 )
                 describe_version(c, req.name, version, version_description(
@@ -476,7 +476,7 @@ def same_as_champion(settings: Settings, req: TrainRequest, prepared: Prepared) 
     if not mv.run_id:
         return None
     run = c.get_run(mv.run_id)
-    if run.data.tags.get("ledgerline.snapshot_digest") != prepared.snapshot.digest:
+    if run.data.tags.get(lineage.SNAPSHOT_DIGEST) != prepared.snapshot.digest:
         return None
     seed = settings.seed if req.seed is None else req.seed
     params = get_family(req.family).params(seed, req.params)
@@ -522,11 +522,11 @@ def _holdout_for_version(
 
     c = client(settings)
     mv = c.get_model_version(name, version)
-    run_id = mv.run_id or mv.tags.get("ledgerline.run_id")
+    run_id = mv.run_id or mv.tags.get(lineage.RUN_ID)
     if not run_id:
         raise RegistryError(f"{name} v{version} has no source run, so its holdout cannot be re-created")
     run = c.get_run(run_id)
-    snapshot_uri = run.data.tags["ledgerline.snapshot_uri"]
+    snapshot_uri = run.data.tags[lineage.SNAPSHOT_URI]
     seed = int(run.data.params.get("split_seed", settings.seed))
     spec_text = mlflow.artifacts.load_text(f"runs:/{run_id}/data/spec.yaml")
     import yaml
@@ -596,9 +596,9 @@ def record_gate(
         name,
         str(version),
         {
-            "ledgerline.gate.decision": "promoted" if decision.passed else "rejected",
-            "ledgerline.gate.reasons": json.dumps(decision.reasons),
-            "ledgerline.gate.champion_version": champion_version or "none",
+            lineage.GATE_DECISION: "promoted" if decision.passed else "rejected",
+            lineage.GATE_REASONS: json.dumps(decision.reasons),
+            lineage.GATE_CHAMPION_VERSION: champion_version or "none",
         },
     )
     record_gate_in_description(c, name, str(version), passed=decision.passed,
@@ -699,7 +699,7 @@ def rollback(settings: Settings, name: str, *, trigger: str = "manual", progress
         )
     c.set_registered_model_alias(name, CHAMPION, previous)
     reason = f"rollback from v{current} to v{previous}"
-    set_version_tags(c, name, current, {"ledgerline.rolled_back_at": datetime.now(UTC).isoformat()})
+    set_version_tags(c, name, current, {lineage.ROLLED_BACK_AT: datetime.now(UTC).isoformat()})
     db.record_decision(
         url, model_name=name, version=previous, action="rollback", passed=True, reasons=[reason],
         trigger=trigger, previous_champion=current, champion_after=previous,

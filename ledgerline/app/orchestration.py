@@ -54,6 +54,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledgerline import lineage
 from ledgerline.errors import LedgerlineError
 from ledgerline.names import check_model_name
 from ledgerline.settings import Settings
@@ -72,8 +73,8 @@ DEFAULT_REASON = "schedule"
 #: (tests/dags checks the two agree).
 REASONS = ("schedule", "drift", "performance", "manual")
 DEFAULT_ROWS = 20_000
-RUN_TAG = "ledgerline.airflow.run"  # "<dag_id>/<run_id>" on the MLflow run
-DECISION_TAG = "ledgerline.airflow.decision_id"
+RUN_TAG = lineage.AIRFLOW_RUN  # "<dag_id>/<run_id>" on the MLflow run
+DECISION_TAG = lineage.AIRFLOW_DECISION_ID
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]+")  # Airflow's default allowed_run_id_pattern
 
 Lookup = Callable[[str], str | None]
@@ -314,7 +315,7 @@ def validate(settings: Settings, job: RetrainJob, snapshot_uri: str) -> str:
     prepared = pipeline.prepared_from_uri(settings, req, snapshot_uri)
     c = client(settings)
     for run in _runs_of(settings, job, prepared.snapshot.digest):
-        if run.data.tags.get("ledgerline.validation") == "passed":
+        if run.data.tags.get(lineage.VALIDATION) == "passed":
             logger.info("reusing MLflow run %s: this DAG run already validated %s", run.info.run_id, snapshot_uri)
             return str(run.info.run_id)
         if run.info.status == "RUNNING":  # an attempt that died half-way
@@ -447,7 +448,7 @@ def registry_family(settings: Settings) -> Callable[[str], str | None]:
         from ledgerline.registry import CHAMPION, client
 
         try:
-            return client(settings).get_model_version_by_alias(name, CHAMPION).tags.get("ledgerline.family")
+            return client(settings).get_model_version_by_alias(name, CHAMPION).tags.get(lineage.FAMILY)
         except MlflowException:
             return None
 

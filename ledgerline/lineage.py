@@ -1,0 +1,25 @@
+"""Every tag key Ledgerline writes to MLflow runs, experiments and model versions: defined here once,
+imported everywhere else. Version tags are the few that code reads; runs carry the rest."""
+
+from __future__ import annotations
+
+# --- runs and versions: what a model was trained from, and why
+MODEL_NAME = "ledgerline.model_name"
+FAMILY = "ledgerline.family"  # on the run and on the registered version (serving, gate, monitoring read it)
+TRIGGER = "ledgerline.trigger"  # manual | schedule | drift | performance
+LOGICAL_DATE = "ledgerline.logical_date"
+SNAPSHOT_URI = "ledgerline.snapshot_uri"
+SNAPSHOT_DIGEST = "ledgerline.snapshot_digest"
+STAGE = "ledgerline.stage"  # validate | validation_failed | validated | train
+VALIDATION = "ledgerline.validation"  # passed | failed
+RUN_ID = "ledgerline.run_id"  # on a version: its training run
+
+# --- the promotion gate's verdict, on the version
+GATE_DECISION = "ledgerline.gate.decision"  # promoted | rejected
+GATE_REASONS = "ledgerline.gate.reasons"  # JSON list
+GATE_CHAMPION_VERSION = "ledgerline.gate.champion_version"
+ROLLED_BACK_AT = "ledgerline.rolled_back_at"
+
+# --- Airflow
+AIRFLOW_RUN = "ledgerline.airflow.run"  # "<dag_id>/<run_id>" on the MLflow run
+AIRFLOW_DECISION_ID = "ledgerline.airflow.decision_id"
