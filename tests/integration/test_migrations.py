@@ -97,7 +97,8 @@ def contents(url: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     try:
         with engine.connect() as conn:
-            for name in sorted(APP_TABLES):
+            present = set(sa.inspect(conn).get_table_names())
+            for name in sorted(APP_TABLES & present):  # a pre-migration database has only 0001's tables
                 table = db.metadata.tables[name]
                 rows = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
                 out[name] = [dict(r._mapping) for r in rows]
@@ -142,7 +143,8 @@ def test_a_database_created_before_migrations_is_adopted_with_every_row_kept(mak
 
     assert done.adopted and done.before is None and done.after == db.head_revision()
     after = contents(url)
-    assert after == before
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert after["feedback_pending"] == []  # revision 0002 added it, empty
     assert after["predictions"][7]["inputs"] == {"income": 1007.0, "purpose": "car"}
     assert after["promotion_ledger"][2]["previous_champion"] == "2"
     assert after["feedback"][1]["received_at"] == T0 + timedelta(days=2, minutes=3)
