@@ -25,8 +25,10 @@ from features.labels import LabelCodec
 from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
+from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.registry import CHAMPION, alias_version, client
 from ledgerline.settings import Settings
+from monitoring.families import MonitoringFamily, get_monitoring_family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMN = "__score__"
-OFFLINE_METRICS = ("roc_auc", "pr_auc", "calibration_error")
+#: run metrics ``test_<name>`` (and version tags ``ledgerline.test_<name>``) are the offline baseline
+OFFLINE_PREFIX = "test_"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,23 @@ class Champion:
     created_at: datetime | None
     offline_metrics: dict[str, float] = field(default_factory=dict)
     lineage: str = "dataset_input"  # or "run_tag" when the dataset input was missing
+    family: str | None = None  # from the version's ledgerline.family tag
+
+    def family_name(self) -> str:
+        """The champion's family; a champion without one is an error (never a default family)."""
+        return family_from_tags({FAMILY_TAG: self.family} if self.family else {}, f"{self.model_name} v{self.version}")
+
+    @property
+    def monitoring(self) -> MonitoringFamily:
+        """The monitoring plug-in of the champion's family."""
+        return get_monitoring_family(self.family_name())
+
+    @property
+    def label_codec(self) -> LabelCodec:
+        """The codec the feedback route stored the champion's labels with (the family's, via serving)."""
+        from serving.families import get_serving_family
+
+        return get_serving_family(self.family_name()).label_codec(self.spec)
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -108,6 +128,7 @@ def resolve_champion(settings: Settings, model_name: str) -> Champion:
             f"{model_name}), or check the name and MLFLOW_TRACKING_URI"
         )
     mv = c.get_model_version(model_name, version)
+    family = family_from_tags(mv.tags, f"{model_name} v{version}")
     run_id = mv.run_id or (mv.tags or {}).get("ledgerline.run_id")
     if not run_id:
         raise RegistryError(f"{model_name} v{version} has no source run; monitoring needs the training run's lineage")
@@ -129,13 +150,19 @@ def resolve_champion(settings: Settings, model_name: str) -> Champion:
         except MlflowException as exc:
             raise DataError(f"run {run_id} of {model_name} v{version} has no data/spec.yaml artifact") from exc
         spec = DatasetSpec.from_dict(yaml.safe_load(Path(local).read_text()), source=f"run {run_id} data/spec.yaml")
-    metrics = {k: float(run.data.metrics[f"test_{k}"]) for k in OFFLINE_METRICS if f"test_{k}" in run.data.metrics}
-    for k in OFFLINE_METRICS:  # fall back to the version tags the pipeline writes
-        tag = (mv.tags or {}).get(f"ledgerline.test_{k}")
-        if k not in metrics and tag is not None:
-            metrics[k] = float(tag)
+    metrics = {
+        k.removeprefix(OFFLINE_PREFIX): float(v) for k, v in run.data.metrics.items() if k.startswith(OFFLINE_PREFIX)
+    }
+    tag_prefix = f"ledgerline.{OFFLINE_PREFIX}"
+    for key, tag in (mv.tags or {}).items():  # fall back to the version tags the pipeline writes
+        name = key.removeprefix(tag_prefix)
+        if key.startswith(tag_prefix) and name not in metrics:
+            try:
+                metrics[name] = float(tag)
+            except ValueError:
+                logger.warning("%s v%s: version tag %s=%r is not a number; ignored", model_name, version, key, tag)
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
-    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage)
+    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage, family)
 
 
 def reference_cache_path(settings: Settings, champion: Champion) -> Path:
@@ -196,7 +223,6 @@ def _build_reference(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     from features.sources import load_snapshot
     from features.spec import conform
-    from ledgerline.registry import load_sklearn_model
 
     try:
         frame = conform(load_snapshot(champion.snapshot_uri), champion.spec)
@@ -208,8 +234,8 @@ def _build_reference(
     features = frame[champion.spec.feature_names]
     if scorer is None:
         configure_mlflow(settings)
-        model = load_sklearn_model(f"models:/{champion.model_name}/{champion.version}")
-        scores = model.predict_proba(features)[:, 1]
+        model_uri = f"models:/{champion.model_name}/{champion.version}"
+        scores = champion.monitoring.reference_scores(model_uri, frame, champion.spec)
     else:
         scores = scorer(features)
     return features, scores
@@ -342,6 +368,7 @@ class LabelledWindow:
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
     undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
+    outputs: list[dict[str, Any]] | None = None  # the answers of the labelled predictions (with_outputs)
 
 
 def load_labelled_window(
@@ -353,6 +380,7 @@ def load_labelled_window(
     *,
     labels_until: datetime,
     codec: LabelCodec,
+    with_outputs: bool = False,
 ) -> LabelledWindow:
     """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
 
@@ -363,8 +391,9 @@ def load_labelled_window(
 
     p, f = db.predictions.c, db.feedback.c
     conds = _window_filter(model_name, version, start, end)
+    cols = [p.score, f.label, *([p.outputs] if with_outputs else [])]
     joined = (
-        sa.select(p.score, f.label)
+        sa.select(*cols)
         .select_from(db.predictions.join(db.feedback, f.prediction_id == p.prediction_id))
         .where(*conds, f.received_at <= labels_until, p.score.is_not(None))
     )
@@ -373,17 +402,46 @@ def load_labelled_window(
         rows = conn.execute(joined).all()
         n_total = int(conn.execute(total).scalar_one())
     ys, ps = [], []
+    outs: list[dict[str, Any]] = []
     bad: list[str] = []
-    for score, label in rows:
+    for row in rows:
         try:
-            ys.append(codec.decode(label))
+            ys.append(codec.decode(row.label))
         except ValueError:
-            bad.append(str(label))
+            bad.append(str(row.label))
             continue
-        ps.append(float(score))
+        ps.append(float(row.score))
+        if with_outputs:
+            outs.append(_as_dict(row.outputs))
     if bad:
         logger.warning(
             "feedback of %s: %d stored labels are not canonical ('1'/'0') and were left out, e.g. %s",
             model_name, len(bad), sorted(set(bad))[:5],
         )
-    return LabelledWindow(np.asarray(ys, dtype=np.int64), np.asarray(ps, dtype=np.float64), n_total, len(ys), len(bad))
+    return LabelledWindow(
+        np.asarray(ys, dtype=np.int64),
+        np.asarray(ps, dtype=np.float64),
+        n_total,
+        len(ys),
+        len(bad),
+        outs if with_outputs else None,
+    )
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    parsed = json.loads(value) if isinstance(value, (str, bytes)) else value
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def load_window_outputs(
+    url: str, model_name: str, version: str | None, start: datetime, end: datetime
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Scores and answers (``outputs``) of the predictions in ``[start, end)``, for label-free window checks."""
+    import numpy as np
+
+    p = db.predictions.c
+    q = sa.select(p.score, p.outputs).where(*_window_filter(model_name, version, start, end))
+    with db.engine_for(url).connect() as conn:
+        rows = conn.execute(q).all()
+    scores = np.asarray([np.nan if r.score is None else float(r.score) for r in rows], dtype=np.float64)
+    return scores, [_as_dict(r.outputs) for r in rows]

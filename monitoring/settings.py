@@ -57,6 +57,11 @@ class MonitoringSettings(BaseSettings):
     calibration_tolerance: float | None = Field(
         0.05, ge=0, description="calibration error rise vs offline test that degrades"
     )
+    tolerances: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-metric tolerance of a family's live metric vs its offline test metric, e.g. "
+        '{"precision_at_budget": 0.15} (JSON in the environment); credit-risk reads the three above',
+    )
 
     # --- decision -------------------------------------------------------------
     cooldown_days: float = Field(3.0, ge=0, description="after a retrain decision, later ones are suppressed")

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from features.labels import LabelCodec
 from ledgerline.families import FAMILY_TAG
 from ledgerline.registry import CHAMPION
 from ledgerline.settings import Settings
@@ -240,7 +239,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         run_id=ref.run_id,
         source=f"models:/{ref.name}/{ref.version}",
         details=details,
-        label_codec=spec.label_codec if spec is not None and spec.target is not None else LabelCodec.canonical_only(),
+        label_codec=family.label_codec(spec),
         answer_model=family.answer_model,
         status=status if callable(status) else None,
     )

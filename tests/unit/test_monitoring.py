@@ -16,6 +16,7 @@ from monitoring import psi
 from monitoring.data import parse_dataset_source, snapshot_source
 from monitoring.decision import Decision, choose_reason, in_cooldown
 from monitoring.drift import compute_drift
+from monitoring.families.credit_risk import FAMILY as CREDIT
 from monitoring.performance import evaluate_performance, label_window, label_window_closed
 from monitoring.settings import MonitoringSettings
 from monitoring.store import jsonable
@@ -152,14 +153,14 @@ def test_labels_consistent_with_the_model_are_within_tolerance() -> None:
     from training.metrics import binary_metrics
 
     baseline = {k: binary_metrics(y, p)[k] for k in ("roc_auc", "pr_auc", "calibration_error")}
-    result = evaluate_performance(y, p, baseline, MonitoringSettings())
+    result = evaluate_performance(y, p, baseline, MonitoringSettings(), family=CREDIT)
     assert result.status == "ok" and result.degraded == ()
     assert result.deltas["roc_auc"] == pytest.approx(0.0)
 
 
 def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
     y, p = _scored(5000, 5, inverted=True)
-    result = evaluate_performance(y, p, {"roc_auc": 0.80, "pr_auc": 0.40, "calibration_error": 0.02}, MonitoringSettings())
+    result = evaluate_performance(y, p, {"roc_auc": 0.80, "pr_auc": 0.40, "calibration_error": 0.02}, MonitoringSettings(), family=CREDIT)
     assert result.status == "degraded" and "roc_auc" in result.degraded and "calibration_error" in result.degraded
     assert result.metrics["roc_auc"] < 0.5
 
@@ -167,15 +168,15 @@ def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
 def test_a_disabled_tolerance_is_reported_but_not_judged() -> None:
     y, p = _scored(5000, 6, inverted=True)
     mon = MonitoringSettings(roc_auc_tolerance=None, pr_auc_tolerance=None, calibration_tolerance=None)
-    result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon)
+    result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon, family=CREDIT)
     assert result.status == "ok" and result.deltas["roc_auc"] < -0.2
 
 
 def test_too_few_labels_or_one_class_give_not_enough_data() -> None:
     y, p = _scored(100, 7)
-    assert evaluate_performance(y, p, {}, MonitoringSettings(min_labelled_rows=200)).status == "insufficient_data"
+    assert evaluate_performance(y, p, {}, MonitoringSettings(min_labelled_rows=200), family=CREDIT).status == "insufficient_data"
     ones = np.ones(500, dtype=int)
-    result = evaluate_performance(ones, np.full(500, 0.3), {}, MonitoringSettings())
+    result = evaluate_performance(ones, np.full(500, 0.3), {}, MonitoringSettings(), family=CREDIT)
     assert result.status == "insufficient_data" and "both outcomes" in result.message
 
 
