@@ -288,8 +288,10 @@ def run_performance_job(
         result = with_window(result, check)
         window_params = {"check_window_start": w_start.isoformat(), "check_window_end": w_end.isoformat()}
     summary = result.summary()
-    if "window" in summary:
-        summary["window"].update({"start": window_params["check_window_start"], "end": window_params["check_window_end"]})
+    if "window_check" in summary:  # its own window: the recent predictions, not the labelled ones
+        summary["window_check"].update(
+            {"start": window_params["check_window_start"], "end": window_params["check_window_end"]}
+        )
     if labelled.undecodable:
         summary["undecodable_labels"] = labelled.undecodable
     metrics = {"labelled_rows": float(result.labelled), "predictions": float(result.predictions)}

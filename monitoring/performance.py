@@ -60,7 +60,7 @@ class PerformanceResult:
             "degraded": list(self.degraded),
         }
         if self.window is not None:
-            out["window"] = self.window.summary()
+            out["window_check"] = self.window.summary()
         return out
 
 

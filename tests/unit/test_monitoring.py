@@ -443,7 +443,7 @@ def test_an_alert_rate_without_the_champions_budget_is_not_judged_and_credit_has
     breached = evaluate_window(np.zeros(1000), outputs, {"alert_budget": 0.005}, MonitoringSettings(), family=ANOMALY)
     folded = with_window(PerformanceResult("insufficient_data", "not enough data: no verdicts", 1000, 0), breached)
     assert folded.status == "degraded" and folded.message.startswith("window check failed")
-    assert folded.summary()["window"]["metrics"]["alert_rate"] == pytest.approx(0.1)
+    assert folded.summary()["window_check"]["metrics"]["alert_rate"] == pytest.approx(0.1)
 
 
 def test_anomaly_drift_watches_raw_fields_but_not_datetimes_or_identifiers() -> None:
