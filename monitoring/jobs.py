@@ -344,13 +344,25 @@ def run_monitoring(
     *,
     now: datetime | None = None,
     mon: MonitoringSettings | None = None,
+    expected_family: str | None = None,
 ) -> Decision:
-    """Run both jobs for ``model_name``'s champion, decide, apply the cooldown, record and return the decision."""
+    """Run both jobs for ``model_name``'s champion, decide, apply the cooldown, record and return the decision.
+
+    ``expected_family`` (the monitoring DAG's configuration): a champion of another family is an
+    error, since its retrain decision would start the wrong family's retrain DAG.
+    """
+    from ledgerline.errors import LedgerlineError
     from monitoring import data
 
     now = _now(now)
     mon = mon or MonitoringSettings()  # from the environment
     champion = data.resolve_champion(settings, model_name)
+    if expected_family is not None and champion.family != expected_family:
+        raise LedgerlineError(
+            f"{model_name} v{champion.version} is a '{champion.family}' model, but it is monitored as "
+            f"'{expected_family}'; fix LEDGERLINE_MONITORED_MODELS ({model_name}={champion.family}) or the version's "
+            f"ledgerline.family tag"
+        )
     drift = run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
     performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
 
