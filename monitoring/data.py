@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,7 +368,7 @@ class LabelledWindow:
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
     undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
-    outputs: list[dict[str, Any]] | None = None  # the answers of the labelled predictions (with_outputs)
+    outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
 def load_labelled_window(
@@ -380,7 +380,7 @@ def load_labelled_window(
     *,
     labels_until: datetime,
     codec: LabelCodec,
-    with_outputs: bool = False,
+    output_fields: Sequence[str] = (),
 ) -> LabelledWindow:
     """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
 
@@ -391,7 +391,7 @@ def load_labelled_window(
 
     p, f = db.predictions.c, db.feedback.c
     conds = _window_filter(model_name, version, start, end)
-    cols = [p.score, f.label, *([p.outputs] if with_outputs else [])]
+    cols = [p.score, f.label, *_output_columns(output_fields)]
     joined = (
         sa.select(*cols)
         .select_from(db.predictions.join(db.feedback, f.prediction_id == p.prediction_id))
@@ -411,8 +411,8 @@ def load_labelled_window(
             bad.append(str(row.label))
             continue
         ps.append(float(row.score))
-        if with_outputs:
-            outs.append(_as_dict(row.outputs))
+        if output_fields:
+            outs.append(_answer(row, output_fields))
     if bad:
         logger.warning(
             "feedback of %s: %d stored labels are not canonical ('1'/'0') and were left out, e.g. %s",
@@ -424,24 +424,28 @@ def load_labelled_window(
         n_total,
         len(ys),
         len(bad),
-        outs if with_outputs else None,
+        outs if output_fields else None,
     )
 
 
-def _as_dict(value: object) -> dict[str, Any]:
-    parsed = json.loads(value) if isinstance(value, (str, bytes)) else value
-    return parsed if isinstance(parsed, dict) else {}
+def _output_columns(fields: Sequence[str]) -> list[Any]:
+    """``outputs -> 'field'`` of each field (the database extracts them: answers can be large)."""
+    return [db.predictions.c.outputs[name].label(f"out_{i}") for i, name in enumerate(fields)]
+
+
+def _answer(row: Any, fields: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(row, f"out_{i}") for i, name in enumerate(fields)}
 
 
 def load_window_outputs(
-    url: str, model_name: str, version: str | None, start: datetime, end: datetime
+    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str]
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Scores and answers (``outputs``) of the predictions in ``[start, end)``, for label-free window checks."""
+    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for label-free window checks."""
     import numpy as np
 
     p = db.predictions.c
-    q = sa.select(p.score, p.outputs).where(*_window_filter(model_name, version, start, end))
+    q = sa.select(p.score, *_output_columns(fields)).where(*_window_filter(model_name, version, start, end))
     with db.engine_for(url).connect() as conn:
         rows = conn.execute(q).all()
     scores = np.asarray([np.nan if r.score is None else float(r.score) for r in rows], dtype=np.float64)
-    return scores, [_as_dict(r.outputs) for r in rows]
+    return scores, [_answer(r, fields) for r in rows]

@@ -269,7 +269,7 @@ def run_performance_job(
         end,
         labels_until=now,
         codec=champion.label_codec,
-        with_outputs=family.uses_outputs,
+        output_fields=family.output_fields,
     )
     result = evaluate_performance(
         labelled.y,
@@ -283,7 +283,7 @@ def run_performance_job(
     window_params: dict[str, Any] = {}
     if family.window_rules(mon):  # label-free checks run on the recent window (no label delay)
         w_start, w_end = now - timedelta(days=mon.window_days), now
-        scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end)
+        scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end, family.output_fields)
         check = evaluate_window(scores, outputs, champion.offline_metrics, mon, family=family)
         result = with_window(result, check)
         window_params = {"check_window_start": w_start.isoformat(), "check_window_end": w_end.isoformat()}

@@ -77,6 +77,9 @@ class MonitoringSettings(BaseSettings):
             raise ValueError(
                 f"psi_moderate ({self.psi_moderate}) must be below psi_significant ({self.psi_significant})"
             )
+        negative = {k: v for k, v in self.tolerances.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"tolerances must be 0 or more, not {negative}")
         return self
 
     @property

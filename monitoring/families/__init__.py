@@ -31,8 +31,9 @@ class InsufficientLabels(Exception):
 @runtime_checkable
 class MonitoringFamily(Protocol):
     name: str
-    #: True when :meth:`live_metrics` reads the answers (``outputs``) of the labelled predictions
-    uses_outputs: bool
+    #: the answer fields (``outputs``) :meth:`live_metrics` and :meth:`window_metrics` read; only these are
+    #: loaded from the prediction log (empty: none, and ``live_metrics`` gets ``outputs=None``)
+    output_fields: tuple[str, ...]
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         """(numeric, categorical) logged inputs that drift is measured on."""
@@ -49,8 +50,8 @@ class MonitoringFamily(Protocol):
     def live_metrics(
         self, y: np.ndarray, scores: np.ndarray, outputs: Sequence[Mapping[str, object]] | None
     ) -> dict[str, float]:
-        """Metrics of labelled predictions (``y`` decoded by the label codec; ``outputs`` their answers when
-        :attr:`uses_outputs`, else None); InsufficientLabels when impossible."""
+        """Metrics of labelled predictions (``y`` decoded by the label codec; ``outputs`` their answers'
+        :attr:`output_fields`, None when there are none); InsufficientLabels when impossible."""
         ...
 
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class CreditRiskMonitoring:
     name = "credit-risk"
-    uses_outputs = False
+    output_fields: tuple[str, ...] = ()
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         return list(spec.numeric), list(spec.categorical)

@@ -39,7 +39,7 @@ def _alerted(outputs: Sequence[Mapping[str, object]]) -> np.ndarray:
 
 class TransactionAnomalyMonitoring:
     name = "transaction-anomaly"
-    uses_outputs = True
+    output_fields = (ALERT_FIELD,)
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         identifiers = {spec.roles[r] for r in IDENTIFIER_ROLES if r in spec.roles}

@@ -473,3 +473,33 @@ def test_an_analyst_verdict_is_accepted_as_fraud_or_legitimate_and_stored_canoni
 def test_an_alias_never_overrides_a_datasets_own_label() -> None:
     codec = LabelCodec("verdict", "fraud", ("ok",)).with_aliases(positive=("x",), negative=("fraud",))
     assert codec.accept("fraud") == "1" and codec.accept("x") == "1" and codec.accept("ok") == "0"
+
+
+def test_only_the_answer_fields_a_family_reads_are_loaded_from_the_prediction_log(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ledgerline import db
+    from monitoring.data import load_labelled_window, load_window_outputs
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    rows = [
+        {"prediction_id": f"p{i}", "model_name": "m", "model_version": "1", "created_at": NOW - timedelta(hours=i + 1),
+         "inputs": {}, "outputs": {"is_anomaly": i % 4 == 0, "anomaly_score": 0.1 * i, "reasons": [{"text": "x"}]},
+         "score": 0.1 * i}
+        for i in range(8)
+    ]
+    with db.engine_for(url).begin() as conn:
+        conn.execute(sa.insert(db.predictions), rows)
+        conn.execute(sa.insert(db.feedback), [{"prediction_id": "p4", "model_name": "m", "label": "0", "received_at": NOW}])
+
+    scores, outputs = load_window_outputs(url, "m", "1", NOW - timedelta(days=1), NOW, ("is_anomaly",))
+    assert len(scores) == 8 and sorted(o["is_anomaly"] for o in outputs) == [False] * 6 + [True] * 2
+    assert all(set(o) == {"is_anomaly"} for o in outputs)
+    labelled = load_labelled_window(url, "m", "1", NOW - timedelta(days=1), NOW, labels_until=NOW,
+                                    codec=LabelCodec.canonical_only(), output_fields=("is_anomaly",))
+    assert labelled.outputs == [{"is_anomaly": True}] and labelled.y.tolist() == [0]
+
+
+def test_a_negative_tolerance_is_refused() -> None:
+    with pytest.raises(ValueError, match="tolerances must be 0 or more"):
+        MonitoringSettings(tolerances={"precision_at_budget": -0.1})
