@@ -61,6 +61,9 @@ class LabelCodec:
     target: str
     positive_label: str
     negative_labels: tuple[str, ...] = ()
+    #: a family's own words for the outcomes (e.g. ``("fraud", "1"), ("legitimate", "0")``): alias -> canonical;
+    #: accepted after the dataset's labels, and never in place of one of them
+    aliases: tuple[tuple[str, str], ...] = ()
     _table: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,12 @@ class LabelCodec:
         object.__setattr__(self, "positive_label", pos)
         object.__setattr__(self, "negative_labels", negs)
         table = {pos: POSITIVE, **{n: NEGATIVE for n in negs}}
+        aliases = tuple((str(a), str(c)) for a, c in self.aliases)
+        for alias, canonical in aliases:
+            if canonical not in CANONICAL:
+                raise DataError(f"label alias '{alias}' of '{self.target}' must map to '1' or '0', not {canonical!r}")
+            table.setdefault(alias, canonical)
+        object.__setattr__(self, "aliases", aliases)
         for token in (POSITIVE, NEGATIVE):  # 0/1 aliases only where they do not collide with the dataset's own values
             table.setdefault(token, token)
         object.__setattr__(self, "_table", table)
@@ -85,6 +94,11 @@ class LabelCodec:
     def canonical_only(cls, target: str = "label") -> LabelCodec:
         """A codec knowing nothing but the canonical 0/1 (1 = the positive class)."""
         return cls(target, POSITIVE, (NEGATIVE,))
+
+    def with_aliases(self, positive: Iterable[str] = (), negative: Iterable[str] = ()) -> LabelCodec:
+        """This codec also accepting ``positive``/``negative`` words (e.g. an analyst's "fraud"/"legitimate")."""
+        extra = tuple((a, POSITIVE) for a in positive) + tuple((a, NEGATIVE) for a in negative)
+        return LabelCodec(self.target, self.positive_label, self.negative_labels, self.aliases + extra)
 
     # --- training ----------------------------------------------------------------------------
     def encode_training(self, series: pd.Series) -> np.ndarray:

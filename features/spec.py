@@ -582,3 +582,8 @@ def coerce_datetime(series: pd.Series, name: str) -> pd.Series:
 
 def with_name(spec: DatasetSpec, name: str) -> DatasetSpec:
     return replace(spec, name=name)
+
+
+def label_codec_of(spec: DatasetSpec | None) -> LabelCodec:
+    """The codec of the spec's target, or the canonical 0/1 alone when there is no spec or no target."""
+    return spec.label_codec if spec is not None and spec.target is not None else LabelCodec.canonical_only()

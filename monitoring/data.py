@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +25,10 @@ from features.labels import LabelCodec
 from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
+from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.registry import CHAMPION, alias_version, client
 from ledgerline.settings import Settings
+from monitoring.families import MonitoringFamily, get_monitoring_family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMN = "__score__"
-OFFLINE_METRICS = ("roc_auc", "pr_auc", "calibration_error")
+#: run metrics ``test_<name>`` (and version tags ``ledgerline.test_<name>``) are the offline baseline
+OFFLINE_PREFIX = "test_"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,24 @@ class Champion:
     created_at: datetime | None
     offline_metrics: dict[str, float] = field(default_factory=dict)
     lineage: str = "dataset_input"  # or "run_tag" when the dataset input was missing
+    family: str | None = None  # from the version's ledgerline.family tag
+
+    def family_name(self) -> str:
+        """The champion's family; a champion without one is an error (never a default family)."""
+        return family_from_tags({FAMILY_TAG: self.family} if self.family else {}, f"{self.model_name} v{self.version}")
+
+    @property
+    def monitoring(self) -> MonitoringFamily:
+        """The monitoring plug-in of the champion's family."""
+        return get_monitoring_family(self.family_name())
+
+    @property
+    def label_codec(self) -> LabelCodec:
+        """Decodes the labels the feedback route stored (canonical "1"/"0"; a family's aliases, such as an
+        analyst's "fraud", were resolved when the label was accepted)."""
+        from features.spec import label_codec_of
+
+        return label_codec_of(self.spec)
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -108,6 +129,7 @@ def resolve_champion(settings: Settings, model_name: str) -> Champion:
             f"{model_name}), or check the name and MLFLOW_TRACKING_URI"
         )
     mv = c.get_model_version(model_name, version)
+    family = family_from_tags(mv.tags, f"{model_name} v{version}")
     run_id = mv.run_id or (mv.tags or {}).get("ledgerline.run_id")
     if not run_id:
         raise RegistryError(f"{model_name} v{version} has no source run; monitoring needs the training run's lineage")
@@ -129,13 +151,19 @@ def resolve_champion(settings: Settings, model_name: str) -> Champion:
         except MlflowException as exc:
             raise DataError(f"run {run_id} of {model_name} v{version} has no data/spec.yaml artifact") from exc
         spec = DatasetSpec.from_dict(yaml.safe_load(Path(local).read_text()), source=f"run {run_id} data/spec.yaml")
-    metrics = {k: float(run.data.metrics[f"test_{k}"]) for k in OFFLINE_METRICS if f"test_{k}" in run.data.metrics}
-    for k in OFFLINE_METRICS:  # fall back to the version tags the pipeline writes
-        tag = (mv.tags or {}).get(f"ledgerline.test_{k}")
-        if k not in metrics and tag is not None:
-            metrics[k] = float(tag)
+    metrics = {
+        k.removeprefix(OFFLINE_PREFIX): float(v) for k, v in run.data.metrics.items() if k.startswith(OFFLINE_PREFIX)
+    }
+    tag_prefix = f"ledgerline.{OFFLINE_PREFIX}"
+    for key, tag in (mv.tags or {}).items():  # fall back to the version tags the pipeline writes
+        name = key.removeprefix(tag_prefix)
+        if key.startswith(tag_prefix) and name not in metrics:
+            try:
+                metrics[name] = float(tag)
+            except ValueError:
+                logger.warning("%s v%s: version tag %s=%r is not a number; ignored", model_name, version, key, tag)
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
-    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage)
+    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage, family)
 
 
 def reference_cache_path(settings: Settings, champion: Champion) -> Path:
@@ -194,7 +222,6 @@ def load_reference(
 def _build_reference(
     settings: Settings, champion: Champion, scorer: Callable[[pd.DataFrame], np.ndarray] | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    from features.model_io import load_model
     from features.sources import load_snapshot
     from features.spec import conform
 
@@ -208,8 +235,8 @@ def _build_reference(
     features = frame[champion.spec.feature_names]
     if scorer is None:
         configure_mlflow(settings)
-        model = load_model(f"models:/{champion.model_name}/{champion.version}")
-        scores = model.predict_proba(features)[:, 1]  # type: ignore[attr-defined]
+        model_uri = f"models:/{champion.model_name}/{champion.version}"
+        scores = champion.monitoring.reference_scores(model_uri, frame, champion.spec)
     else:
         scores = scorer(features)
     return features, scores
@@ -342,6 +369,7 @@ class LabelledWindow:
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
     undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
+    outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
 def load_labelled_window(
@@ -353,6 +381,7 @@ def load_labelled_window(
     *,
     labels_until: datetime,
     codec: LabelCodec,
+    output_fields: Sequence[str] = (),
 ) -> LabelledWindow:
     """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
 
@@ -363,8 +392,9 @@ def load_labelled_window(
 
     p, f = db.predictions.c, db.feedback.c
     conds = _window_filter(model_name, version, start, end)
+    cols = [p.score, f.label, *_output_columns(output_fields)]
     joined = (
-        sa.select(p.score, f.label)
+        sa.select(*cols)
         .select_from(db.predictions.join(db.feedback, f.prediction_id == p.prediction_id))
         .where(*conds, f.received_at <= labels_until, p.score.is_not(None))
     )
@@ -373,17 +403,50 @@ def load_labelled_window(
         rows = conn.execute(joined).all()
         n_total = int(conn.execute(total).scalar_one())
     ys, ps = [], []
+    outs: list[dict[str, Any]] = []
     bad: list[str] = []
-    for score, label in rows:
+    for row in rows:
         try:
-            ys.append(codec.decode(label))
+            ys.append(codec.decode(row.label))
         except ValueError:
-            bad.append(str(label))
+            bad.append(str(row.label))
             continue
-        ps.append(float(score))
+        ps.append(float(row.score))
+        if output_fields:
+            outs.append(_answer(row, output_fields))
     if bad:
         logger.warning(
             "feedback of %s: %d stored labels are not canonical ('1'/'0') and were left out, e.g. %s",
             model_name, len(bad), sorted(set(bad))[:5],
         )
-    return LabelledWindow(np.asarray(ys, dtype=np.int64), np.asarray(ps, dtype=np.float64), n_total, len(ys), len(bad))
+    return LabelledWindow(
+        np.asarray(ys, dtype=np.int64),
+        np.asarray(ps, dtype=np.float64),
+        n_total,
+        len(ys),
+        len(bad),
+        outs if output_fields else None,
+    )
+
+
+def _output_columns(fields: Sequence[str]) -> list[Any]:
+    """``outputs -> 'field'`` of each field (the database extracts them: answers can be large)."""
+    return [db.predictions.c.outputs[name].label(f"out_{i}") for i, name in enumerate(fields)]
+
+
+def _answer(row: Any, fields: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(row, f"out_{i}") for i, name in enumerate(fields)}
+
+
+def load_window_outputs(
+    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for label-free window checks."""
+    import numpy as np
+
+    p = db.predictions.c
+    q = sa.select(p.score, *_output_columns(fields)).where(*_window_filter(model_name, version, start, end))
+    with db.engine_for(url).connect() as conn:
+        rows = conn.execute(q).all()
+    scores = np.asarray([np.nan if r.score is None else float(r.score) for r in rows], dtype=np.float64)
+    return scores, [_answer(r, fields) for r in rows]

@@ -147,15 +147,13 @@ def run_drift_job(
     now = _now(now)
     mon = mon or MonitoringSettings()  # from the environment
     champion = champion or data.resolve_champion(settings, model_name)
-    spec = champion.spec
+    numeric, categorical = champion.monitoring.monitored_columns(champion.spec)
     url = settings.resolved_app_db_url()
     start, end = now - timedelta(days=mon.window_days), now
     version = champion.version if mon.current_version_only else None
 
     t0 = time.perf_counter()
-    current = data.load_prediction_window(
-        url, model_name, version, start, end, numeric=spec.numeric, categorical=spec.categorical
-    )
+    current = data.load_prediction_window(url, model_name, version, start, end, numeric=numeric, categorical=categorical)
     load_current_s = time.perf_counter() - t0
     reference_cached = False
     if len(current) < mon.min_current_rows:
@@ -173,10 +171,10 @@ def run_drift_job(
         reference, reference_scores = data.load_reference(settings, champion)
         load_reference_s = time.perf_counter() - t0
         result = compute_drift(
-            reference,
+            reference[[*numeric, *categorical]],
             current,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
+            numeric=numeric,
+            categorical=categorical,
             mon=mon,
             reference_scores=reference_scores,
             current_scores=current[data.SCORE_COLUMN].to_numpy(),
@@ -254,30 +252,54 @@ def run_performance_job(
 ) -> JobOutcome:
     """Live metrics on labelled predictions whose label window has closed, vs the champion's offline test metrics."""
     from monitoring import data
-    from monitoring.performance import evaluate_performance, label_window
+    from monitoring.performance import evaluate_performance, evaluate_window, label_window, with_window
 
     now = _now(now)
     mon = mon or MonitoringSettings()  # from the environment
     champion = champion or data.resolve_champion(settings, model_name)
+    family = champion.monitoring
     url = settings.resolved_app_db_url()
     start, end = label_window(now, mon)
+    version = champion.version if mon.current_version_only else None
     labelled = data.load_labelled_window(
         url,
         model_name,
-        champion.version if mon.current_version_only else None,
+        version,
         start,
         end,
         labels_until=now,
-        codec=champion.spec.label_codec,
+        codec=champion.label_codec,
+        output_fields=family.output_fields,
     )
-    result = evaluate_performance(labelled.y, labelled.p, champion.offline_metrics, mon, predictions=labelled.predictions)
+    result = evaluate_performance(
+        labelled.y,
+        labelled.p,
+        champion.offline_metrics,
+        mon,
+        family=family,
+        outputs=labelled.outputs,
+        predictions=labelled.predictions,
+    )
+    window_params: dict[str, Any] = {}
+    if family.window_rules(mon):  # label-free checks run on the recent window (no label delay)
+        w_start, w_end = now - timedelta(days=mon.window_days), now
+        scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end, family.output_fields)
+        check = evaluate_window(scores, outputs, champion.offline_metrics, mon, family=family)
+        result = with_window(result, check)
+        window_params = {"check_window_start": w_start.isoformat(), "check_window_end": w_end.isoformat()}
     summary = result.summary()
+    if "window_check" in summary:  # its own window: the recent predictions, not the labelled ones
+        summary["window_check"].update(
+            {"start": window_params["check_window_start"], "end": window_params["check_window_end"]}
+        )
     if labelled.undecodable:
         summary["undecodable_labels"] = labelled.undecodable
     metrics = {"labelled_rows": float(result.labelled), "predictions": float(result.predictions)}
     metrics.update({f"live_{k}": v for k, v in result.metrics.items()})
     metrics.update({f"offline_{k}": v for k, v in result.baseline.items()})
     metrics.update({f"delta_{k}": v for k, v in result.deltas.items()})
+    if result.window is not None:
+        metrics.update({f"window_{k}": v for k, v in result.window.metrics.items()})
     run_id, run_url = _log_run(
         settings,
         mon,
@@ -290,10 +312,10 @@ def run_performance_job(
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
             "label_window_days": mon.label_window_days,
-            "roc_auc_tolerance": mon.roc_auc_tolerance,
-            "pr_auc_tolerance": mon.pr_auc_tolerance,
-            "calibration_tolerance": mon.calibration_tolerance,
+            "family": family.name,
+            **{f"{r.metric}_tolerance": r.tolerance for r in family.performance_rules(mon)},
             "min_labelled_rows": mon.min_labelled_rows,
+            **window_params,
         },
         texts={"performance/summary.json": json.dumps(store.jsonable(summary), indent=2)},
     )
@@ -322,13 +344,25 @@ def run_monitoring(
     *,
     now: datetime | None = None,
     mon: MonitoringSettings | None = None,
+    expected_family: str | None = None,
 ) -> Decision:
-    """Run both jobs for ``model_name``'s champion, decide, apply the cooldown, record and return the decision."""
+    """Run both jobs for ``model_name``'s champion, decide, apply the cooldown, record and return the decision.
+
+    ``expected_family`` (the monitoring DAG's configuration): a champion of another family is an
+    error, since its retrain decision would start the wrong family's retrain DAG.
+    """
+    from ledgerline.errors import LedgerlineError
     from monitoring import data
 
     now = _now(now)
     mon = mon or MonitoringSettings()  # from the environment
     champion = data.resolve_champion(settings, model_name)
+    if expected_family is not None and champion.family != expected_family:
+        raise LedgerlineError(
+            f"{model_name} v{champion.version} is a '{champion.family}' model, but it is monitored as "
+            f"'{expected_family}'; fix LEDGERLINE_MONITORED_MODELS ({model_name}={champion.family}) or the version's "
+            f"ledgerline.family tag"
+        )
     drift = run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
     performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
 

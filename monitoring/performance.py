@@ -1,5 +1,7 @@
-"""Label-based performance: ROC-AUC, PR-AUC and calibration error of the champion on labelled
-predictions, compared with the champion's offline test metrics.
+"""Label-based performance: the family's live metrics of the champion on labelled predictions
+(credit-risk: ROC-AUC, PR-AUC, calibration error; transaction-anomaly: alert precision), each
+compared with the champion's offline test metric of the same name by the family's rule; and the
+family's label-free window checks (e.g. the alert rate against its band), which degrade it too.
 
 Labels arrive late. A prediction counts only when its label window has closed, that
 is when it is at least ``label_window_days`` old; the performance window is the
@@ -9,16 +11,18 @@ arrived after ``now`` are ignored, so a rerun for a past ``now`` sees what was k
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from monitoring.families import InsufficientLabels
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
     import numpy as np
 
-COMPARED = ("roc_auc", "pr_auc", "calibration_error")
+    from monitoring.families import MonitoringFamily
 
 
 def label_window(now: datetime, mon: MonitoringSettings) -> tuple[datetime, datetime]:
@@ -42,9 +46,10 @@ class PerformanceResult:
     baseline: dict[str, float] = field(default_factory=dict)
     deltas: dict[str, float] = field(default_factory=dict)
     degraded: tuple[str, ...] = ()
+    window: WindowCheck | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "status": self.status,
             "message": self.message,
             "predictions": self.predictions,
@@ -54,24 +59,24 @@ class PerformanceResult:
             "deltas": {k: round(v, 6) for k, v in self.deltas.items()},
             "degraded": list(self.degraded),
         }
-
-
-def _tolerances(mon: MonitoringSettings) -> dict[str, float | None]:
-    return {"roc_auc": mon.roc_auc_tolerance, "pr_auc": mon.pr_auc_tolerance, "calibration_error": mon.calibration_tolerance}
+        if self.window is not None:
+            out["window_check"] = self.window.summary()
+        return out
 
 
 def evaluate_performance(
     y: np.ndarray,
     p: np.ndarray,
-    baseline: dict[str, float],
+    baseline: Mapping[str, float],
     mon: MonitoringSettings,
     *,
+    family: MonitoringFamily,
+    outputs: Sequence[Mapping[str, object]] | None = None,
     predictions: int | None = None,
 ) -> PerformanceResult:
-    """Metrics on the labelled window and whether they degraded beyond tolerance vs ``baseline``."""
+    """The family's live metrics on the labelled window, each compared by its :class:`MetricRule`
+    (direction and tolerance) with the champion's offline test metric of the same name."""
     import numpy as np
-
-    from ledgerline.metrics import binary_metrics
 
     y = np.asarray(y).astype(int)
     n = int(len(y))
@@ -85,32 +90,32 @@ def evaluate_performance(
             n,
             baseline=dict(baseline),
         )
-    if y.min() == y.max():
-        return PerformanceResult(
-            "insufficient_data",
-            f"not enough data: all {n} labels are {int(y[0])}; ROC-AUC needs both outcomes",
-            total,
-            n,
-            baseline=dict(baseline),
-        )
-    full = binary_metrics(y, p)
-    metrics = {k: full[k] for k in COMPARED}
-    metrics["positive_rate"] = full["positive_rate"]
+    try:
+        metrics = family.live_metrics(y, np.asarray(p, dtype=np.float64), outputs)
+    except InsufficientLabels as exc:
+        return PerformanceResult("insufficient_data", f"not enough data: {exc}", total, n, baseline=dict(baseline))
+    rules = family.performance_rules(mon)
     deltas: dict[str, float] = {}
     degraded: list[str] = []
     notes: list[str] = []
-    for name, tol in _tolerances(mon).items():
+    compared: list[str] = []
+    for rule in rules:
+        name = rule.metric
+        if name not in metrics:
+            if rule.required:
+                notes.append(f"no live {name}")
+            continue
         if name not in baseline:
             notes.append(f"no offline {name} to compare")
             continue
-        delta = metrics[name] - baseline[name]
-        deltas[name] = delta
-        if tol is None:
+        compared.append(name)
+        deltas[name] = metrics[name] - baseline[name]
+        if rule.tolerance is None:
             continue
-        worse = -delta if name != "calibration_error" else delta  # AUCs drop, calibration error rises
-        if worse > tol:
+        ok, _ = rule.check_against(metrics[name], baseline[name], "offline test")
+        if not ok:
             degraded.append(name)
-    parts = [f"{k} {metrics[k]:.3f} (offline {baseline[k]:.3f})" for k in COMPARED if k in baseline]
+    parts = [f"{k} {metrics[k]:.3f} (offline {baseline[k]:.3f})" for k in compared]
     if degraded:
         message = "degraded beyond tolerance: " + ", ".join(
             f"{k} {metrics[k]:.3f} vs offline {baseline[k]:.3f}" for k in degraded
@@ -121,4 +126,91 @@ def evaluate_performance(
         message += " (" + "; ".join(notes) + ")"
     return PerformanceResult(
         "degraded" if degraded else "ok", message, total, n, metrics, dict(baseline), deltas, tuple(degraded)
+    )
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """Label-free checks of the prediction log window (e.g. the alert rate against its band)."""
+
+    status: str  # ok | degraded | insufficient_data
+    message: str
+    rows: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    breached: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "rows": self.rows,
+            "metrics": {k: round(v, 6) for k, v in self.metrics.items()},
+            "breached": list(self.breached),
+        }
+
+
+def evaluate_window(
+    scores: np.ndarray,
+    outputs: Sequence[Mapping[str, object]],
+    baseline: Mapping[str, float],
+    mon: MonitoringSettings,
+    *,
+    family: MonitoringFamily,
+) -> WindowCheck | None:
+    """The family's window rules on the window's predictions; None when the family has none."""
+    rules = family.window_rules(mon)
+    if not rules:
+        return None
+    n = len(outputs)
+    if n < mon.min_current_rows:
+        return WindowCheck(
+            "insufficient_data",
+            f"not enough data: {n} predictions in the window, at least {mon.min_current_rows} needed "
+            f"(LEDGERLINE_MONITORING_MIN_CURRENT_ROWS); no window check",
+            n,
+        )
+    metrics = family.window_metrics(scores, outputs, baseline)
+    breached: list[str] = []
+    parts: list[str] = []
+    missing: list[str] = []
+    for rule in rules:
+        if rule.metric not in metrics:
+            if rule.required:
+                missing.append(rule.metric)
+            continue
+        ok, text = rule.check_absolute(metrics[rule.metric])
+        parts.append(text)
+        if not ok:
+            breached.append(rule.metric)
+    if missing and not breached:
+        return WindowCheck(
+            "insufficient_data",
+            f"not enough data: {', '.join(missing)} cannot be computed (the champion's offline metrics lack "
+            f"what they need: {sorted(baseline) or 'none recorded'})",
+            n,
+            metrics,
+        )
+    status = "degraded" if breached else "ok"
+    head = "window check failed" if breached else "window check passed"
+    return WindowCheck(status, f"{head}: " + "; ".join(parts), n, metrics, tuple(breached))
+
+
+def with_window(result: PerformanceResult, window: WindowCheck | None) -> PerformanceResult:
+    """The performance result with the window check folded in: a breached window rule degrades it."""
+    from dataclasses import replace
+
+    if window is None:
+        return result
+    status = result.status
+    if window.status == "degraded":
+        status = "degraded"
+        message = f"{window.message}; labels: {result.message}"
+    else:
+        message = f"{result.message}; {window.message}"
+    return replace(
+        result,
+        status=status,
+        message=message,
+        degraded=result.degraded + tuple(f"window:{m}" for m in window.breached),
+        window=window,
     )

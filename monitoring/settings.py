@@ -57,6 +57,11 @@ class MonitoringSettings(BaseSettings):
     calibration_tolerance: float | None = Field(
         0.05, ge=0, description="calibration error rise vs offline test that degrades"
     )
+    tolerances: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-metric tolerance of a family's live metric vs its offline test metric, e.g. "
+        '{"precision_at_budget": 0.15} (JSON in the environment); credit-risk reads the three above',
+    )
 
     # --- decision -------------------------------------------------------------
     cooldown_days: float = Field(3.0, ge=0, description="after a retrain decision, later ones are suppressed")
@@ -72,6 +77,9 @@ class MonitoringSettings(BaseSettings):
             raise ValueError(
                 f"psi_moderate ({self.psi_moderate}) must be below psi_significant ({self.psi_significant})"
             )
+        negative = {k: v for k, v in self.tolerances.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"tolerances must be 0 or more, not {negative}")
         return self
 
     @property

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from features.labels import LabelCodec
 from ledgerline import lineage
 from ledgerline.families import FAMILY_TAG
 from ledgerline.registry import CHAMPION
@@ -227,7 +226,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         run_id=ref.run_id,
         source=f"models:/{ref.name}/{ref.version}",
         details=details,
-        label_codec=spec.label_codec if spec is not None and spec.target is not None else LabelCodec.canonical_only(),
+        label_codec=family.label_codec(spec),
         answer_model=family.answer_model,
         status=status if callable(status) else None,
     )

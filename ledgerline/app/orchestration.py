@@ -474,7 +474,7 @@ def monitor(settings: Settings, model: Mapping[str, str], now: datetime | None) 
     """Run the drift and performance jobs for one served model; return its decision."""
     from monitoring.jobs import run_monitoring
 
-    decision = run_monitoring(settings, model["model_name"], now=now)
+    decision = run_monitoring(settings, model["model_name"], now=now, expected_family=model["family"])
     logger.info("monitoring %s: %s", model["model_name"], decision.summary())
     return _decision_dict(decision, model["family"])
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 class CreditRiskMonitoring:
     name = "credit-risk"
+    output_fields: tuple[str, ...] = ()
+
+    def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
+        return list(spec.numeric), list(spec.categorical)
 
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
@@ -35,7 +39,9 @@ class CreditRiskMonitoring:
             MetricRule("calibration_error", "lower", tolerance=mon.calibration_tolerance),
         )
 
-    def live_metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def live_metrics(
+        self, y: np.ndarray, scores: np.ndarray, outputs: Sequence[Mapping[str, object]] | None
+    ) -> dict[str, float]:
         from ledgerline.metrics import binary_metrics
 
         if len(y) and y.min() == y.max():
@@ -46,7 +52,9 @@ class CreditRiskMonitoring:
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         return ()
 
-    def window_metrics(self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    def window_metrics(
+        self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]], baseline: Mapping[str, float]
+    ) -> dict[str, float]:
         return {}
 
 

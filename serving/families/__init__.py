@@ -21,6 +21,7 @@ from ledgerline.families import UnknownFamily, family_stem
 if TYPE_CHECKING:
     import numpy as np
 
+    from features.labels import LabelCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
     from serving.settings import ServingSettings
@@ -85,6 +86,10 @@ class ServingFamily(Protocol):
         """A request example (OpenAPI, the warm-up); None: the logged input example or a synthetic one."""
         ...
 
+    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
+        """The outcomes ``POST /v1/feedback`` accepts (stored canonically as "1"/"0"; monitoring decodes them)."""
+        ...
+
 
 def get_serving_family(name: str) -> ServingFamily:
     """The serving plug-in of a registered family."""
@@ -101,4 +106,11 @@ def get_serving_family(name: str) -> ServingFamily:
     return family
 
 
-__all__ = ["PredictionBase", "Predictor", "Record", "ServingContext", "ServingFamily", "get_serving_family"]
+__all__ = [
+    "PredictionBase",
+    "Predictor",
+    "Record",
+    "ServingContext",
+    "ServingFamily",
+    "get_serving_family",
+]

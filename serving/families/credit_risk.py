@@ -15,6 +15,7 @@ from serving.families import PredictionBase, Predictor, Record, ServingContext
 if TYPE_CHECKING:
     import numpy as np
 
+    from features.labels import LabelCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
 
@@ -95,6 +96,11 @@ class CreditRiskServing:
 
     def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
         return None  # the logged input example is a real applicant
+
+    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
+        from features.spec import label_codec_of
+
+        return label_codec_of(spec)
 
 
 FAMILY = CreditRiskServing()

@@ -26,6 +26,7 @@ from serving.families import PredictionBase, Predictor, Record, ServingContext
 if TYPE_CHECKING:
     import numpy as np
 
+    from features.labels import LabelCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
 
@@ -123,6 +124,12 @@ class TransactionAnomalyServing:
             else:
                 out[c.name] = {"country": "DE", "channel": "pos", "device": "d-1", "merchant": "m-1"}.get(role or "", "x")
         return out
+
+    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
+        """An analyst's verdict: ``fraud`` / ``legitimate``, or the dataset's own labels (e.g. 1/0)."""
+        from features.spec import label_codec_of
+
+        return label_codec_of(spec).with_aliases(positive=("fraud",), negative=("legitimate",))
 
 
 def _invalid(index: int, many: bool, field: str, message: str) -> InvalidRecords:

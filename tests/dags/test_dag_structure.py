@@ -108,6 +108,15 @@ def test_an_unknown_reason_is_refused() -> None:
         orch.retrain_job("credit-risk", {"reason": "because"}, when="2026-03-02", dag_run="d/r", lookup=lambda _: None)
 
 
+def test_every_family_is_monitored_by_default_and_retrained_by_its_own_dag(dags: dict[str, Any]) -> None:
+    defaults = orch.monitored_models(None)
+    assert ("transaction-anomaly", "transaction-anomaly") in [(m.model_name, m.family) for m in defaults]
+    assert "ledgerline_retrain_transaction_anomaly" in dags
+    assert {orch.retrain_dag_id(m.family) for m in defaults} <= set(dags)
+    parsed = orch.monitored_models("fraud-eu=transaction-anomaly")
+    assert [(m.model_name, m.family) for m in parsed] == [("fraud-eu", "transaction-anomaly")]
+
+
 def test_monitored_models_name_their_family() -> None:
     assert orch.monitored_models(None) == [orch.MonitoredModel(f, f) for f in FAMILIES]
     parsed = orch.monitored_models("credit-risk, credit-eu=credit-risk, credit-us", family_of={"credit-us": "credit-risk"}.get)

@@ -16,6 +16,7 @@ from monitoring import psi
 from monitoring.data import parse_dataset_source, snapshot_source
 from monitoring.decision import Decision, choose_reason, in_cooldown
 from monitoring.drift import compute_drift
+from monitoring.families.credit_risk import FAMILY as CREDIT
 from monitoring.performance import evaluate_performance, label_window, label_window_closed
 from monitoring.settings import MonitoringSettings
 from monitoring.store import jsonable
@@ -152,14 +153,14 @@ def test_labels_consistent_with_the_model_are_within_tolerance() -> None:
     from ledgerline.metrics import binary_metrics
 
     baseline = {k: binary_metrics(y, p)[k] for k in ("roc_auc", "pr_auc", "calibration_error")}
-    result = evaluate_performance(y, p, baseline, MonitoringSettings())
+    result = evaluate_performance(y, p, baseline, MonitoringSettings(), family=CREDIT)
     assert result.status == "ok" and result.degraded == ()
     assert result.deltas["roc_auc"] == pytest.approx(0.0)
 
 
 def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
     y, p = _scored(5000, 5, inverted=True)
-    result = evaluate_performance(y, p, {"roc_auc": 0.80, "pr_auc": 0.40, "calibration_error": 0.02}, MonitoringSettings())
+    result = evaluate_performance(y, p, {"roc_auc": 0.80, "pr_auc": 0.40, "calibration_error": 0.02}, MonitoringSettings(), family=CREDIT)
     assert result.status == "degraded" and "roc_auc" in result.degraded and "calibration_error" in result.degraded
     assert result.metrics["roc_auc"] < 0.5
 
@@ -167,15 +168,15 @@ def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
 def test_a_disabled_tolerance_is_reported_but_not_judged() -> None:
     y, p = _scored(5000, 6, inverted=True)
     mon = MonitoringSettings(roc_auc_tolerance=None, pr_auc_tolerance=None, calibration_tolerance=None)
-    result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon)
+    result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon, family=CREDIT)
     assert result.status == "ok" and result.deltas["roc_auc"] < -0.2
 
 
 def test_too_few_labels_or_one_class_give_not_enough_data() -> None:
     y, p = _scored(100, 7)
-    assert evaluate_performance(y, p, {}, MonitoringSettings(min_labelled_rows=200)).status == "insufficient_data"
+    assert evaluate_performance(y, p, {}, MonitoringSettings(min_labelled_rows=200), family=CREDIT).status == "insufficient_data"
     ones = np.ones(500, dtype=int)
-    result = evaluate_performance(ones, np.full(500, 0.3), {}, MonitoringSettings())
+    result = evaluate_performance(ones, np.full(500, 0.3), {}, MonitoringSettings(), family=CREDIT)
     assert result.status == "insufficient_data" and "both outcomes" in result.message
 
 
@@ -339,3 +340,164 @@ def test_labels_the_feedback_api_stored_in_the_users_terms_are_decoded_by_the_sa
         (0.0, 1), (0.1, 0), (0.2, 0), (0.3, 1), (0.4, 0), (0.5, 1)
     ]
     assert labelled.undecodable == 1 and labelled.labelled == 6
+
+
+# --- families ----------------------------------------------------------------------------
+
+
+def test_every_registered_family_has_a_monitoring_plug_in() -> None:
+    from ledgerline.families import FAMILIES
+    from monitoring.families import get_monitoring_family
+
+    assert {name: get_monitoring_family(name).name for name in FAMILIES} == {name: name for name in FAMILIES}
+
+
+def test_a_champion_without_a_family_tag_is_an_error_not_a_credit_risk_default() -> None:
+    from features.transactions import transaction_spec
+    from ledgerline.families import UnknownFamily
+    from monitoring.data import Champion
+
+    champion = Champion("m", "3", "run", "/nowhere.parquet", transaction_spec("m"), None)
+    with pytest.raises(UnknownFamily, match="m v3 carries no 'ledgerline.family' tag"):
+        _ = champion.monitoring
+
+
+def _alerts(verdicts: list[tuple[bool, int]]) -> tuple[np.ndarray, np.ndarray, list[dict[str, object]]]:
+    """(y, scores, outputs) of labelled anomaly predictions given (alerted, fraud) pairs."""
+    y = np.array([fraud for _, fraud in verdicts], dtype=int)
+    scores = np.array([0.8 if alerted else 0.4 for alerted, _ in verdicts])
+    return y, scores, [{"is_anomaly": alerted, "anomaly_score": s} for (alerted, _), s in zip(verdicts, scores, strict=True)]
+
+
+def test_verdicts_contradicting_the_alerts_degrade_alert_precision_against_the_offline_precision() -> None:
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+
+    y, scores, outputs = _alerts([(True, 0)] * 45 + [(True, 1)] * 5)
+    mon = MonitoringSettings(min_labelled_rows=10)
+    result = evaluate_performance(y, scores, {"precision_at_budget": 0.6}, mon, family=ANOMALY, outputs=outputs)
+    assert result.status == "degraded" and result.degraded == ("precision_at_budget",)
+    assert result.metrics["precision_at_budget"] == pytest.approx(0.1)
+    assert "recall_at_budget" not in result.metrics  # verdicts on alerts alone cannot estimate recall
+
+    y, scores, outputs = _alerts([(True, 1)] * 30 + [(True, 0)] * 20 + [(False, 0)] * 40 + [(False, 1)] * 10)
+    result = evaluate_performance(y, scores, {"precision_at_budget": 0.6, "recall_at_budget": 0.7}, mon,
+                                  family=ANOMALY, outputs=outputs)
+    assert result.status == "ok", result.message
+    assert result.metrics["recall_at_budget"] == pytest.approx(0.75) and result.deltas["precision_at_budget"] == pytest.approx(0.0)
+
+
+def test_verdicts_on_no_alert_at_all_give_not_enough_data() -> None:
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+
+    y, scores, outputs = _alerts([(False, 0)] * 50)
+    result = evaluate_performance(y, scores, {"precision_at_budget": 0.6}, MonitoringSettings(min_labelled_rows=10),
+                                  family=ANOMALY, outputs=outputs)
+    assert result.status == "insufficient_data" and "raised an alert" in result.message
+
+
+def test_an_anomaly_tolerance_can_be_set_per_metric_from_the_environment(monkeypatch) -> None:
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+
+    monkeypatch.setenv("LEDGERLINE_MONITORING_TOLERANCES", '{"precision_at_budget": 0.9}')
+    rules = {r.metric: r for r in ANOMALY.performance_rules(MonitoringSettings())}
+    assert rules["precision_at_budget"].tolerance == 0.9 and rules["recall_at_budget"].tolerance == 0.10
+    credit = {r.metric: r.tolerance for r in CREDIT.performance_rules(MonitoringSettings(roc_auc_tolerance=0.01))}
+    assert credit == {"roc_auc": 0.01, "pr_auc": 0.10, "calibration_error": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("alerts", "n", "status"),
+    [
+        (10, 2000, "ok"),  # 0.5 % on a 0.5 % budget
+        (14, 2000, "ok"),  # 1.4x the budget, and noise
+        (60, 2000, "degraded"),  # 6x the budget
+        (0, 2000, "ok"),  # no alert in 2,000 may still be chance at 10 expected (99 %)
+        (0, 5000, "degraded"),  # alerts stopped
+        (0, 300, "insufficient_data"),  # too few predictions to say
+    ],
+)
+def test_the_windows_alert_rate_is_checked_against_its_band_around_the_budget_with_sampling_noise(
+    alerts: int, n: int, status: str
+) -> None:
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from monitoring.performance import evaluate_window
+
+    outputs = [{"is_anomaly": i < alerts} for i in range(n)]
+    check = evaluate_window(np.zeros(n), outputs, {"alert_budget": 0.005}, MonitoringSettings(), family=ANOMALY)
+    assert check is not None and check.status == status, check.message
+    if status == "degraded":
+        assert set(check.breached) <= {"alert_rate_ratio_low", "alert_rate_ratio_high"} and check.breached
+
+
+def test_an_alert_rate_without_the_champions_budget_is_not_judged_and_credit_has_no_window_check() -> None:
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from monitoring.performance import PerformanceResult, evaluate_window, with_window
+
+    outputs = [{"is_anomaly": i < 100} for i in range(1000)]
+    check = evaluate_window(np.zeros(1000), outputs, {}, MonitoringSettings(), family=ANOMALY)
+    assert check is not None and check.status == "insufficient_data" and "alert_rate_ratio_low" in check.message
+    assert evaluate_window(np.zeros(1000), outputs, {}, MonitoringSettings(), family=CREDIT) is None
+
+    breached = evaluate_window(np.zeros(1000), outputs, {"alert_budget": 0.005}, MonitoringSettings(), family=ANOMALY)
+    folded = with_window(PerformanceResult("insufficient_data", "not enough data: no verdicts", 1000, 0), breached)
+    assert folded.status == "degraded" and folded.message.startswith("window check failed")
+    assert folded.summary()["window_check"]["metrics"]["alert_rate"] == pytest.approx(0.1)
+
+
+def test_anomaly_drift_watches_raw_fields_but_not_datetimes_or_identifiers() -> None:
+    from features.transactions import transaction_spec
+    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+
+    numeric, categorical = ANOMALY.monitored_columns(transaction_spec("m"))
+    assert numeric == ["amount"]
+    assert categorical == ["currency", "merchant_category", "channel", "country"]
+
+
+def test_an_analyst_verdict_is_accepted_as_fraud_or_legitimate_and_stored_canonically() -> None:
+    from features.labels import LabelError
+    from features.transactions import transaction_spec
+    from serving.families import get_serving_family
+
+    codec = get_serving_family("transaction-anomaly").label_codec(transaction_spec("m"))
+    assert [codec.accept(v) for v in ("fraud", "Legitimate", "1", 0)] == ["1", "0", "1", "0"]
+    assert [codec.decode(codec.accept(v)) for v in ("fraud", "legitimate")] == [1, 0]
+    with pytest.raises(LabelError, match="'fraud' \\(positive\\), 'legitimate' \\(negative\\)"):
+        codec.accept("suspicious")
+    credit = get_serving_family("credit-risk").label_codec(None)
+    with pytest.raises(LabelError):
+        credit.accept("fraud")
+
+
+def test_an_alias_never_overrides_a_datasets_own_label() -> None:
+    codec = LabelCodec("verdict", "fraud", ("ok",)).with_aliases(positive=("x",), negative=("fraud",))
+    assert codec.accept("fraud") == "1" and codec.accept("x") == "1" and codec.accept("ok") == "0"
+
+
+def test_only_the_answer_fields_a_family_reads_are_loaded_from_the_prediction_log(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ledgerline import db
+    from monitoring.data import load_labelled_window, load_window_outputs
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    rows = [
+        {"prediction_id": f"p{i}", "model_name": "m", "model_version": "1", "created_at": NOW - timedelta(hours=i + 1),
+         "inputs": {}, "outputs": {"is_anomaly": i % 4 == 0, "anomaly_score": 0.1 * i, "reasons": [{"text": "x"}]},
+         "score": 0.1 * i}
+        for i in range(8)
+    ]
+    with db.engine_for(url).begin() as conn:
+        conn.execute(sa.insert(db.predictions), rows)
+        conn.execute(sa.insert(db.feedback), [{"prediction_id": "p4", "model_name": "m", "label": "0", "received_at": NOW}])
+
+    scores, outputs = load_window_outputs(url, "m", "1", NOW - timedelta(days=1), NOW, ("is_anomaly",))
+    assert len(scores) == 8 and sorted(o["is_anomaly"] for o in outputs) == [False] * 6 + [True] * 2
+    assert all(set(o) == {"is_anomaly"} for o in outputs)
+    labelled = load_labelled_window(url, "m", "1", NOW - timedelta(days=1), NOW, labels_until=NOW,
+                                    codec=LabelCodec.canonical_only(), output_fields=("is_anomaly",))
+    assert labelled.outputs == [{"is_anomaly": True}] and labelled.y.tolist() == [0]
+
+
+def test_a_negative_tolerance_is_refused() -> None:
+    with pytest.raises(ValueError, match="tolerances must be 0 or more"):
+        MonitoringSettings(tolerances={"precision_at_budget": -0.1})

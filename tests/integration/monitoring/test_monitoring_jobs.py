@@ -196,3 +196,26 @@ def test_the_monitor_command_prints_the_decision_and_exits_0(monitor_settings, p
 
     assert main(["monitor", "credit-monitoring-no-such-model"]) == 2
     assert "has no @champion" in capsys.readouterr().err
+
+
+def test_a_champion_without_a_family_tag_or_of_another_family_is_refused_before_any_job_runs(
+    monitor_settings, monitored_model
+) -> None:
+    from ledgerline.errors import LedgerlineError
+    from ledgerline.families import FAMILY_TAG
+    from ledgerline.registry import client
+    from monitoring import store
+
+    name, version = monitored_model.name, monitored_model.version
+    with pytest.raises(LedgerlineError, match="monitored as 'transaction-anomaly'"):
+        run_monitoring(monitor_settings, name, now=NOW, mon=_mon(), expected_family="transaction-anomaly")
+
+    c = client(monitor_settings)
+    family = c.get_model_version(name, version).tags[FAMILY_TAG]
+    c.delete_model_version_tag(name, version, FAMILY_TAG)
+    try:
+        with pytest.raises(LedgerlineError, match=f"{name} v{version} carries no 'ledgerline.family' tag"):
+            run_monitoring(monitor_settings, name, now=NOW, mon=_mon())
+    finally:
+        c.set_model_version_tag(name, version, FAMILY_TAG, family)
+    assert store.pending(monitor_settings.resolved_app_db_url(), name) == []

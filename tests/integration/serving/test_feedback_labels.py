@@ -39,7 +39,7 @@ def test_feedback_in_the_datasets_own_labels_makes_the_monitor_retrain_for_perfo
     raw.to_csv(csv, index=False)
     trained = run_training(
         session_settings,
-        TrainRequest(model_name=MODEL, data=csv, target="Status", positive_label="bad", logical_date="2026-01-05"),
+        TrainRequest(family="credit-risk", model_name=MODEL, data=csv, target="Status", positive_label="bad", logical_date="2026-01-05"),
     )
     assert trained.champion == trained.version
 
