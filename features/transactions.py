@@ -392,6 +392,9 @@ def infer_transaction_spec(
     )
 
 
+#: the share of transactions alerted on may lie within this factor band around the alert budget
+#: (the gate on the holdout, monitoring on the live window; both allow for sampling noise)
+ALERT_RATE_BAND = (0.5, 2.0)
 #: roles the behavioural features need; without them the forest runs on the columns given
 BEHAVIOUR_ROLES = ("customer", "timestamp", "amount")
 

@@ -95,7 +95,7 @@ class TransactionAnomalyMonitoring:
         return out
 
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
-        from training.families.transaction_anomaly import ALERT_RATE_BAND
+        from features.transactions import ALERT_RATE_BAND
 
         # the interval of the window's alert rate (99 %) must reach into the band around the budget
         return (
@@ -106,7 +106,7 @@ class TransactionAnomalyMonitoring:
     def window_metrics(
         self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]], baseline: Mapping[str, float]
     ) -> dict[str, float]:
-        from training.families.transaction_anomaly import wilson_interval
+        from ledgerline.metrics import wilson_interval
 
         n = len(outputs)
         if n == 0:

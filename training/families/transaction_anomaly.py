@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from features.transactions import ALERT_RATE_BAND
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
+from ledgerline.metrics import wilson_interval
 from ledgerline.settings import Settings
 from training.families import FamilyParams, FittedModel, Report
 from training.families.credit_risk import pip_requirements, typed_params
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
 FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
 SKOPS_TRUSTED_TYPES = ["features.detector.IsolationForestDetector", "sklearn.tree._tree.Tree"]
 TEST_FRACTION = 0.2
-#: the holdout's alert rate may lie within this factor band around the budget
-ALERT_RATE_BAND = (0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,6 @@ class AnomalyParams:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def wilson_interval(rate: float, n: int, z: float = 2.576) -> tuple[float, float]:
-    """The Wilson score interval of a proportion observed on ``n`` rows (z = 2.576: 99 %)."""
-    import math
-
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (rate + z * z / (2 * n)) / denom
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def has_behaviour(spec: DatasetSpec) -> bool:
