@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from features.behaviour import Profile, Txn, features, update
 from ledgerline.errors import DataError, LedgerlineError
@@ -42,7 +41,8 @@ Scorer = Callable[[Profile, dict[str, float], bool], T]
 DEFAULT_PREFIX = "ledgerline:profile:"
 DEFAULT_TTL_S = 180 * 86_400
 MAX_CUSTOMER_ID_LEN = 128
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+# unreachable (refused, reset, timed out) or refusing to serve (e.g. LOADING, READONLY, OOM): answer without profiles
+_OUTAGE = (RedisError, OSError)
 # Compare-and-set: write the new profile only if the stored one is still what was read ('' = absent).
 _CAS_LUA = """
 local cur = redis.call('GET', KEYS[1])
@@ -157,7 +157,11 @@ class RedisProfileStore:
         try:
             for _ in range(self.max_retries):
                 raw = self._client.get(key)
-                p = self._parse(raw, customer_id)  # type: ignore[arg-type]
+                try:
+                    p = self._parse(raw, customer_id)  # type: ignore[arg-type]
+                except ProfileStoreError as e:  # left as it is (evidence); this answer goes without it
+                    logger.error("%s; answering without the profile", e)
+                    return self._fallback(txn, scorer)
                 f = features(p, txn)
                 result = scorer(p, f, True)
                 if txn.is_refund:  # a refund does not change the profile

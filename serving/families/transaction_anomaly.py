@@ -151,7 +151,8 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
 
     from features.behaviour import InvalidTransaction, parse_transaction
     from serving.anomaly_scoring import AnomalyScorer
-    from serving.profiles import MAX_CUSTOMER_ID_LEN
+    from serving.errors import StoreUnavailable
+    from serving.profiles import MAX_CUSTOMER_ID_LEN, ProfileStoreError
 
     scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
     store = profile_store(ctx)
@@ -171,9 +172,12 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
                 raise _invalid(i, many, exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
         answers: list[dict[str, object]] = []
         for customer, txn in parsed:
-            scored = store.score_and_update(  # type: ignore[attr-defined]
-                customer, txn, lambda p, f, ok, txn=txn: scorer.answer(p, txn, f, ok)
-            )
+            try:
+                scored = store.score_and_update(  # type: ignore[attr-defined]
+                    customer, txn, lambda p, f, ok, txn=txn: scorer.answer(p, txn, f, ok)
+                )
+            except ProfileStoreError as exc:  # a profile that kept changing under concurrent updates
+                raise StoreUnavailable(f"{exc}") from exc
             answers.append({**scored.result, "features": {k: round(v, 6) for k, v in scored.features.items()}})
         return answers, np.fromiter((a["anomaly_score"] for a in answers), dtype=np.float64, count=len(answers))
 
