@@ -338,3 +338,32 @@ def test_two_workers_export_the_profile_store_state_of_both_workers_on_metrics(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_a_batch_whose_customer_changes_meanwhile_is_scored_again_on_the_new_profile(profile_prefix: str) -> None:
+    from features.behaviour import Profile, parse_transaction, update
+    from serving.profiles import RedisProfileStore
+
+    store = RedisProfileStore(REDIS_URL, prefix=profile_prefix)
+    other = redis.Redis.from_url(REDIS_URL)
+    txns = [("c-race", parse_transaction(r)) for r in history("c-race", n=3)] + [
+        ("c-calm", parse_transaction(r)) for r in history("c-calm", n=2)]
+    meanwhile = Profile()
+    update(meanwhile, parse_transaction(history("c-race", n=1, start="2026-02-01T08:00:00+00:00")[0]))
+    calls: list[tuple[str, int]] = []
+
+    def scorer(p: Profile, txn: Any, f: dict[str, float], ok: bool) -> int:
+        if not calls:  # another request writes c-race's profile between our read and our write
+            other.set(store.key("c-race"), meanwhile.to_json())
+        calls.append((txn.device, p.n))
+        return p.n
+
+    try:
+        out = store.score_many(txns, scorer)
+        # c-race's three records were scored again, one by one, on top of the profile written meanwhile
+        assert [s.result for s in out] == [1, 2, 3, 0, 1]
+        assert store.get("c-race").n == 4 and store.get("c-calm").n == 2
+        assert store.stats()["profile_update_conflicts_total"] == 1.0
+    finally:
+        other.close()
+        store.close()
