@@ -29,8 +29,9 @@ the cost of the write-ahead log is printed.
 
 One line per model gives ours over MLflow's; the last line is
 ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>``: x the lowest single-record ratio over
-the models, y the default credit model's 1,000-record batch ratio, z the highest p99 of
-ours (single record, 8 connections).
+the families (the default credit model, the anomaly model), y the default credit model's
+1,000-record batch ratio, z the highest p99 of ours over the families (single record, 8
+connections).
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
 """
@@ -67,6 +68,8 @@ MODELS: dict[str, tuple[str, dict[str, object]]] = {
     "bench-credit-d6": ("credit-risk", {"max_depth": 6}),
     ANOMALY: ("transaction-anomaly", {}),
 }
+#: each family's model for the summary line (the others are diagnostics, e.g. the depth-6 credit model)
+FAMILY_MODELS = {"credit-risk": MODEL, "transaction-anomaly": ANOMALY}
 STREAM_ROWS = 120_000  # the anomaly stream: about 2,000 customers over 90 days
 REDIS_URL = os.environ.get("LEDGERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONNECTIONS = 8
@@ -535,8 +538,7 @@ def main() -> int:
         answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve") + sum(
             r.rows_answered for w, r in wal_results.items() if w != "write")
         log(f"prediction log after shutdown: {logged:,} rows for {answered:,} records in completed answers "
-            f"(more is fine: wrk stops counting while the last requests are in flight; wal off may lose none here "
-            f"as every server stopped cleanly)")
+            "(more is fine: wrk stops counting while the last requests are in flight)")
     finally:
         stop_server(tracking_proc)
         drop_app_db(pg_name)
@@ -572,9 +574,9 @@ def main() -> int:
         ratios[name] = (us.single.rps / max(ml.single.rps, 1e-9), us.batch.rps / max(ml.batch.rps, 1e-9), us.single.p99_ms)
         print(f"{name}: throughput_ratio={ratios[name][0]:.2f} batch_ratio={ratios[name][1]:.2f} "
               f"p99_ms={ratios[name][2]:.1f}")
-    throughput = min(r[0] for r in ratios.values())
-    print(f"throughput_ratio={throughput:.2f} batch_ratio={ratios[MODEL][1]:.2f} "
-          f"p99_ms={max(r[2] for r in ratios.values()):.1f}")
+    family = [ratios[m] for m in FAMILY_MODELS.values()]
+    print(f"throughput_ratio={min(r[0] for r in family):.2f} batch_ratio={ratios[MODEL][1]:.2f} "
+          f"p99_ms={max(r[2] for r in family):.1f}")
     return 0
 
 
