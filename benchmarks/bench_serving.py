@@ -1,22 +1,37 @@
-"""Serving benchmark: ``mlflow models serve`` vs Ledgerline's router on the same registered model.
+"""Serving benchmark: ``mlflow models serve`` vs Ledgerline's router on the same registered models.
 
 Sets up everything itself in a temporary folder: an ``mlflow server`` (SQLite backend,
-local artifacts), a credit model trained, registered and promoted through the real
-pipeline, and an app database for the prediction log (a fresh Postgres database when
-one answers on 127.0.0.1:5432, as in production; SQLite otherwise). Then, one server at a
-time and with the same number of workers, it drives
+local artifacts), models trained, registered and promoted through the real pipeline, and
+an app database for the prediction log (a fresh Postgres database when one answers on
+127.0.0.1:5432, as in production; SQLite otherwise). Then, one server at a time and with
+the same number of workers, it drives
 
 * single-record requests at 8 concurrent connections (requests/s, p50, p99), and
 * 100-record and 1,000-record requests (records/s),
 
-for two models: the default credit model (depth 4) and a depth-6 one (``max_depth=6``), so a
-cost cliff with tree depth (reason codes leaving the fast path) shows up here,
+for every served family:
+
+* credit-risk: the default credit model (depth 4) and a depth-6 one (``max_depth=6``), so a
+  cost cliff with tree depth (reason codes leaving the fast path) shows up here;
+* transaction-anomaly: a realistic stream of card transactions (many customers, from
+  ``features.transactions.generate_transactions``, sent in time order, each wrk thread its
+  own share), so customer profiles are read and written in Redis on every request. MLflow
+  gets the same stream's behavioural feature vectors already computed (its logged signature;
+  pyfunc predict = ``detector.score``); ours computes them from the raw transaction and the
+  customer's profile, and answers with the reasons;
 
 with ``wrk`` (installed with apt-get when missing), sampling the peak RSS of each
-server's whole process tree. Ours runs as in production: prediction log on, reason
-codes on. The last line is ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>`` (ours
-over MLflow's for the ratios, single record and 1,000-record batches; p99 is ours, single
-record, 8 connections), for the default model.
+server's whole process tree. Ours runs as in production: prediction log on (with its
+write-ahead log: an answer leaves once its log record is written), reason codes on,
+profiles in Redis (a key prefix of the bench's own, deleted afterwards). For the default
+credit model it then runs again with ``LEDGERLINE_SERVING_LOG_WAL=fsync`` and ``=off`` and
+the cost of the write-ahead log is printed.
+
+One line per model gives ours over MLflow's; the last line is
+``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>``: x the lowest single-record ratio over
+the families (the default credit model, the anomaly model), y the default credit model's
+1,000-record batch ratio, z the highest p99 of ours over the families (single record, 8
+connections).
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
 """
@@ -46,7 +61,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODEL = "bench-credit"
-MODELS = {MODEL: {}, "bench-credit-d6": {"max_depth": 6}}  # registered name -> hyper-parameter overrides
+ANOMALY = "bench-anomaly"
+# registered name -> (family, hyper-parameter overrides)
+MODELS: dict[str, tuple[str, dict[str, object]]] = {
+    MODEL: ("credit-risk", {}),
+    "bench-credit-d6": ("credit-risk", {"max_depth": 6}),
+    ANOMALY: ("transaction-anomaly", {}),
+}
+#: each family's model for the summary line (the others are diagnostics, e.g. the depth-6 credit model)
+FAMILY_MODELS = {"credit-risk": MODEL, "transaction-anomaly": ANOMALY}
+STREAM_ROWS = 120_000  # the anomaly stream: about 2,000 customers over 90 days
+REDIS_URL = os.environ.get("LEDGERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONNECTIONS = 8
 BATCH = 1000
 BATCHES = (100, BATCH)
@@ -56,9 +81,24 @@ WRK_LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
-local f = assert(io.open("%(body)s", "rb"))
-wrk.body = f:read("*a")
-f:close()
+-- one request body per line; each thread starts at its own line and steps by the thread count,
+-- so a stream of transactions is sent once, in order, across the threads
+local bodies = {}
+for line in io.lines("%(body)s") do bodies[#bodies + 1] = line end
+local threads = 0
+setup = function(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local i = 0
+init = function(args)
+  i = %(offset)d + (tid or 0)
+end
+request = function()
+  local b = bodies[(i %% #bodies) + 1]
+  i = i + %(threads)d
+  return wrk.format(nil, nil, nil, b)
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -193,10 +233,12 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: int, tmp: Path, threads: int = 2) -> LoadResult:
+def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: int, tmp: Path, offset: int = 0,
+            threads: int = 2) -> LoadResult:
+    """``body``: one request body per line, sent in turn from line ``offset`` on (cycling at the end)."""
     lua = tmp / f"wrk-{body.stem}-{secrets.token_hex(3)}.lua"
     header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    lua.write_text(WRK_LUA % {"headers": header_lines, "body": str(body)})
+    lua.write_text(WRK_LUA % {"headers": header_lines, "body": str(body), "offset": offset, "threads": threads})
     cmd = [wrk, f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
@@ -215,23 +257,96 @@ def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: in
 
 def drive(name: str, model: str, wrk: str, url: str, bodies: dict[int, Path], headers: dict[str, str], pgid: int,
           duration: int, tmp: Path) -> ServerResult:
-    """Single records, then each batch size; ``bodies`` maps records per request -> request body file."""
+    """Single records, then each batch size; ``bodies`` maps records per request -> a file of request bodies
+    (one per line; a stream goes on where the warm-up stopped)."""
     answered = 0
     batches: dict[int, LoadResult] = {}
     with rss_sampler(pgid) as peak:
         w1 = run_wrk(wrk, url, bodies[1], headers, 3, tmp)  # warm-up
-        s = run_wrk(wrk, url, bodies[1], headers, duration, tmp)
+        s = run_wrk(wrk, url, bodies[1], headers, duration, tmp, offset=w1.requests)
         answered += sum(r.requests - r.status_errors for r in (w1, s))
         log(f"{name} [{model}]: single {s.rps:,.0f} req/s, p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
             f"{s.status_errors} non-2xx, {s.socket_errors} socket errors")
-        for n in BATCHES:
+        for n in sorted(k for k in bodies if k > 1):
             w2 = run_wrk(wrk, url, bodies[n], headers, 3, tmp)
-            b = run_wrk(wrk, url, bodies[n], headers, duration, tmp)
+            b = run_wrk(wrk, url, bodies[n], headers, duration, tmp, offset=w2.requests)
             batches[n] = b
             answered += n * sum(r.requests - r.status_errors for r in (w2, b))
             log(f"{name} [{model}]: {n}-row batch {b.rps * n:,.0f} rows/s ({b.rps:.1f} req/s, p99 {b.p99_ms:.0f} ms), "
                 f"{b.status_errors} non-2xx, {b.socket_errors} socket errors")
     return ServerResult(name, model, s, batches, peak[0], answered)
+
+
+def write_bodies(path: Path, bodies: list[object]) -> Path:
+    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    return path
+
+
+def credit_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """One body per size for ours and for MLflow (the same records)."""
+    from features.generator import credit_spec, generate_loan_applications
+    from features.spec import conform
+
+    spec = credit_spec()
+    frame = conform(generate_loan_applications(BATCH, 11), spec)[spec.feature_names]
+    records = json.loads(frame.to_json(orient="records"))
+    ours: dict[int, Path] = {}
+    theirs: dict[int, Path] = {}
+    for n in (1, *BATCHES):
+        ours[n] = write_bodies(tmp / f"credit-ours-{n}.jsonl", [records[0] if n == 1 else records[:n]])
+        theirs[n] = write_bodies(tmp / f"credit-mlflow-{n}.jsonl", [{"dataframe_records": records[:n]}])
+    return ours, theirs
+
+
+def anomaly_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """A transaction stream in time order, a third for each request size (single, 100, 1,000 rows); ours
+    gets the raw transactions, MLflow the behavioural feature vectors of the same stream (computed offline
+    with the same functions, what MLflow's logged signature takes)."""
+    from features.behaviour import FEATURE_NAMES, compute_offline
+    from features.transactions import generate_transactions
+
+    df = generate_transactions(STREAM_ROWS, seed=21)
+    feats = compute_offline(df)[list(FEATURE_NAMES)]
+    raw = df.drop(columns=["is_fraud", "fraud_pattern"]).assign(timestamp=df["timestamp"].map(lambda t: t.isoformat()))
+    raw_records = json.loads(raw.to_json(orient="records"))
+    feat_records = json.loads(feats.to_json(orient="records"))
+    third = len(df) // 3
+    ours: dict[int, Path] = {}
+    theirs: dict[int, Path] = {}
+    for k, n in enumerate((1, *BATCHES)):
+        lo, hi = k * third, (k + 1) * third
+        chunks = [(raw_records[i:i + n], feat_records[i:i + n]) for i in range(lo, hi - n + 1, n)]
+        ours[n] = write_bodies(tmp / f"anomaly-ours-{n}.jsonl", [c[0][0] if n == 1 else c[0] for c in chunks])
+        theirs[n] = write_bodies(tmp / f"anomaly-mlflow-{n}.jsonl", [{"dataframe_records": c[1]} for c in chunks])
+    return ours, theirs
+
+
+def redis_profiles(tmp: Path) -> tuple[str, str, bool]:
+    """(profile store URL, key prefix, is Redis): Redis when it answers, else each worker's memory."""
+    prefix = f"ll-bench-{secrets.token_hex(4)}:"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+        return REDIS_URL, prefix, True
+    except Exception as exc:
+        log(f"Redis not available at {REDIS_URL} ({exc}); profiles stay in each worker's memory")
+        return "memory", prefix, False
+
+
+def delete_profiles(url: str, prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    n = 0
+    try:
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            n += int(client.delete(key))  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return n
 
 
 def make_app_db(tmp: Path) -> tuple[str, str | None]:
@@ -282,6 +397,89 @@ def count_rows(url: str) -> int:
         engine.dispose()
 
 
+def _cost(with_wal: float, without: float) -> str:
+    """How much lower the throughput is with the write-ahead log than without."""
+    if not without:
+        return "n/a"
+    change = (without - with_wal) / without * 100
+    return f"{change:.0f}% lower" if change >= 0 else f"{-change:.0f}% higher (noise: load on the machine)"
+
+
+@dataclass
+class Bench:
+    wrk: str
+    args: argparse.Namespace
+    tmp: Path
+    tracking: str
+    app_db_url: str
+    pg_name: str | None
+    profile_url: str
+    profile_prefix: str
+
+
+def run_mlflow(b: Bench, name: str, bodies: dict[int, Path]) -> ServerResult:
+    port = free_port()
+    bindir = str(Path(sys.executable).parent)  # mlflow's scoring server runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": b.tracking, "PYTHONUNBUFFERED": "1",
+           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlog = b.tmp / f"mlflow-serve-{name}.log"
+    with mlog.open("ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+             "--env-manager", "local", "-w", str(b.args.workers), "-h", "127.0.0.1", "-p", str(port)],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=b.tmp,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, mlog)
+        log(f"mlflow models serve [{name}] ready on :{port} ({b.args.workers} workers)")
+        return drive("mlflow models serve", name, b.wrk, f"http://127.0.0.1:{port}/invocations", bodies, {},
+                     proc.pid, b.args.duration, b.tmp)
+    finally:
+        stop_group(proc)
+
+
+def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write") -> ServerResult:
+    port = free_port()
+    key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "LEDGERLINE_TRACKING_URI": b.tracking,
+        "LEDGERLINE_HOME": str(b.tmp / "home"),
+        "LEDGERLINE_APP_DB_URL": b.app_db_url,
+        "LEDGERLINE_SERVING_MODELS": name,
+        "LEDGERLINE_SERVING_API_KEYS": key,
+        "LEDGERLINE_SERVING_ADMIN_KEY": admin,
+        "LEDGERLINE_SERVING_LOG_WAL": wal,
+        "LEDGERLINE_SERVING_PROFILE_STORE_URL": b.profile_url,
+        "LEDGERLINE_SERVING_PROFILE_KEY_PREFIX": b.profile_prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    olog = b.tmp / f"ledgerline-serve-{name}-wal-{wal}.log"
+    started = time.monotonic()
+    with olog.open("ab") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(b.args.workers),
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=b.tmp,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
+        log(f"ledgerline serve [{name}] ready after {time.monotonic() - started:.1f}s")
+        time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models", headers={"X-API-Key": key}), timeout=10) as r:
+            details = json.loads(r.read())["models"][name]["details"]
+        what = (f"reason codes on via {details['reason_code_path']}" if "reason_code_path" in details
+                else f"reasons on, profiles in {details.get('profile_store')}, {details.get('trees')} trees")
+        log(f"ledgerline serve ready on :{port} ({b.args.workers} workers, prediction log -> "
+            f"{'Postgres' if b.pg_name else 'SQLite'}, write-ahead log {wal}, {what})")
+        url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
+        label = "ledgerline serve" if wal == "write" else f"ledgerline (wal {wal})"
+        return drive(label, name, b.wrk, url, bodies, {"X-API-Key": key}, proc.pid, b.args.duration, b.tmp)
+    finally:
+        stop_group(proc)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="workers of each server (default 2)")
@@ -310,120 +508,75 @@ def main() -> int:
         log_path=tmp / "mlflow-server.log",
     )
     app_db_url, pg_name = make_app_db(tmp)
+    profile_url, profile_prefix, _ = redis_profiles(tmp)
     results: list[ServerResult] = []
+    wal_results: dict[str, ServerResult] = {}
     try:
         wait_ready(tracking, timeout=240, proc=tracking_proc, log_path=tmp / "mlflow-server.log")
         os.environ["MLFLOW_TRACKING_URI"] = tracking
         settings = Settings(tracking_uri=tracking, home=tmp / "home", data_dir=tmp / "data", app_db_url=app_db_url)  # type: ignore[call-arg]
         from training.pipeline import TrainRequest, run_training
 
-        for name, overrides in MODELS.items():
-            log(f"training {name} ({overrides or 'default parameters'}) on {args.rows} generated rows through the pipeline")
-            result = run_training(settings, TrainRequest(family="credit-risk", model_name=name, rows=args.rows, seed=7, params=overrides or None),
-                                  lambda m: None)
+        for name, (family, overrides) in MODELS.items():
+            log(f"training {name} ({family}, {overrides or 'default parameters'}) on {args.rows} generated rows "
+                "through the pipeline")
+            result = run_training(settings, TrainRequest(family=family, model_name=name, rows=args.rows, seed=7,
+                                                         params=overrides or None), lambda m: None)
             log(f"{name} v{result.version} is @champion={result.champion}")
 
-        from features.generator import credit_spec, generate_loan_applications
-        from features.spec import conform
-
-        spec = credit_spec()
-        frame = conform(generate_loan_applications(BATCH, 11), spec)[spec.feature_names]
-        records = json.loads(frame.to_json(orient="records"))
-        ours_bodies: dict[int, Path] = {}
-        mlflow_bodies: dict[int, Path] = {}
-        for n in (1, *BATCHES):
-            ours_bodies[n] = tmp / f"ours-{n}.json"
-            ours_bodies[n].write_text(json.dumps(records[0] if n == 1 else records[:n]))
-            mlflow_bodies[n] = tmp / f"mlflow-{n}.json"
-            mlflow_bodies[n].write_text(json.dumps({"dataframe_records": records[:n]}))
-
-        for name in MODELS:
-            # --- MLflow's scoring server
-            port = free_port()
-            bindir = str(Path(sys.executable).parent)  # mlflow's scoring server runs `uvicorn` from PATH
-            env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1",
-                   "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-            mlog = tmp / f"mlflow-serve-{name}.log"
-            with mlog.open("ab") as fh:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-                     "--env-manager", "local", "-w", str(args.workers), "-h", "127.0.0.1", "-p", str(port)],
-                    stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
-                )
-            try:
-                wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, mlog)
-                log(f"mlflow models serve [{name}] ready on :{port} ({args.workers} workers)")
-                results.append(drive("mlflow models serve", name, wrk, f"http://127.0.0.1:{port}/invocations",
-                                     mlflow_bodies, {}, proc.pid, args.duration, tmp))
-            finally:
-                stop_group(proc)
-
-            # --- ours
-            port = free_port()
-            key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-            env = {
-                **os.environ,
-                "LEDGERLINE_TRACKING_URI": tracking,
-                "LEDGERLINE_HOME": str(tmp / "home"),
-                "LEDGERLINE_APP_DB_URL": app_db_url,
-                "LEDGERLINE_SERVING_MODELS": name,
-                "LEDGERLINE_SERVING_API_KEYS": key,
-                "LEDGERLINE_SERVING_ADMIN_KEY": admin,
-                "PYTHONUNBUFFERED": "1",
-            }
-            olog = tmp / f"ledgerline-serve-{name}.log"
-            started = time.monotonic()
-            with olog.open("ab") as fh:
-                proc = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "ledgerline"), "serve", "--workers", str(args.workers),
-                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                    stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp,
-                )
-            try:
-                wait_http(f"http://127.0.0.1:{port}/ready", 300, proc, olog)
-                log(f"ledgerline serve [{name}] ready after {time.monotonic() - started:.1f}s")
-                time.sleep(2)  # every worker has loaded (each answers /ready only when its models are in)
-                with urllib.request.urlopen(urllib.request.Request(
-                        f"http://127.0.0.1:{port}/v1/models", headers={"X-API-Key": key}), timeout=10) as r:
-                    details = json.loads(r.read())["models"][name]["details"]
-                log(f"ledgerline serve ready on :{port} ({args.workers} workers, prediction log -> "
-                    f"{'Postgres' if pg_name else 'SQLite'}, reason codes on via {details.get('reason_code_path')})")
-                url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
-                ours = drive("ledgerline serve", name, wrk, url, ours_bodies, {"X-API-Key": key}, proc.pid,
-                             args.duration, tmp)
-                results.append(ours)
-            finally:
-                stop_group(proc)
+        bodies = {"credit-risk": credit_bodies(tmp), "transaction-anomaly": anomaly_bodies(tmp)}
+        b = Bench(wrk, args, tmp, tracking, app_db_url, pg_name, profile_url, profile_prefix)
+        for name, (family, _) in MODELS.items():
+            ours_bodies, mlflow_bodies = bodies[family]
+            results.append(run_mlflow(b, name, mlflow_bodies))
+            results.append(run_ours(b, name, ours_bodies))
+        wal_results["write"] = next(r for r in results if r.model == MODEL and r.name == "ledgerline serve")
+        for wal in ("fsync", "off"):  # the write-ahead log's cost: single records and 1,000-row batches
+            ours_bodies = {n: p for n, p in bodies["credit-risk"][0].items() if n in (1, BATCH)}
+            wal_results[wal] = run_ours(b, MODEL, ours_bodies, wal)
         logged = count_rows(app_db_url)
-        answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve")
+        answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve") + sum(
+            r.rows_answered for w, r in wal_results.items() if w != "write")
         log(f"prediction log after shutdown: {logged:,} rows for {answered:,} records in completed answers "
-            f"(more is fine: wrk stops counting while the last requests are in flight)")
+            "(more is fine: wrk stops counting while the last requests are in flight)")
     finally:
         stop_server(tracking_proc)
         drop_app_db(pg_name)
+        if profile_url != "memory":
+            log(f"deleted {delete_profiles(profile_url, profile_prefix):,} bench profiles from Redis")
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"{'server':<22}{'model':<18}{'1-row req/s':>12}{'p50 ms':>8}{'p99 ms':>8}"
+    print(f"{'server':<22}{'model':<16}{'1-row req/s':>12}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'100-row rows/s':>16}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
     for r in results:
-        print(f"{r.name:<22}{r.model:<18}{r.single.rps:>12,.0f}{r.single.p50_ms:>8.1f}{r.single.p99_ms:>8.1f}"
+        print(f"{r.name:<22}{r.model:<16}{r.single.rps:>12,.0f}{r.single.p50_ms:>8.1f}{r.single.p99_ms:>8.1f}"
               f"{r.batches[100].rps * 100:>16,.0f}{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
     errors = sum(r.single.status_errors + r.single.socket_errors
-                 + sum(b.status_errors + b.socket_errors for b in r.batches.values()) for r in results)
+                 + sum(x.status_errors + x.socket_errors for x in r.batches.values())
+                 for r in [*results, *wal_results.values()])
     print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
-          f"{errors} failed requests; ours logs every prediction and returns reason codes)")
-    ml = next(r for r in results if r.model == MODEL and r.name == "mlflow models serve")
-    us = next(r for r in results if r.model == MODEL and r.name == "ledgerline serve")
-    for r in results:
-        if r.model != MODEL and r.name == "ledgerline serve":
-            other = next(m for m in results if m.model == r.model and m.name == "mlflow models serve")
-            print(f"{r.model}: throughput_ratio={r.single.rps / max(other.single.rps, 1e-9):.2f} "
-                  f"batch_ratio={r.batch.rps / max(other.batch.rps, 1e-9):.2f} p99_ms={r.single.p99_ms:.1f}")
-    throughput = us.single.rps / ml.single.rps if ml.single.rps else float("inf")
-    batch = us.batch.rps / ml.batch.rps if ml.batch.rps else float("inf")
-    print(f"throughput_ratio={throughput:.2f} batch_ratio={batch:.2f} p99_ms={us.single.p99_ms:.1f}")
+          f"{errors} failed requests; ours logs every prediction and returns reason codes / reasons; "
+          f"{ANOMALY}: {STREAM_ROWS:,}-transaction stream, profiles in "
+          f"{'Redis' if profile_url != 'memory' else 'worker memory'}; MLflow gets its feature vectors)")
+    print("write-ahead log (LEDGERLINE_SERVING_LOG_WAL), "
+          f"{MODEL}: 1-row req/s, p99 ms, 1000-row rows/s, throughput cost vs off:")
+    no_wal = wal_results["off"]
+    for mode in ("write", "fsync", "off"):
+        r = wal_results[mode]
+        print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
+              f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
+    ratios: dict[str, tuple[float, float, float]] = {}
+    for name in MODELS:
+        ml = next(r for r in results if r.model == name and r.name == "mlflow models serve")
+        us = next(r for r in results if r.model == name and r.name == "ledgerline serve")
+        ratios[name] = (us.single.rps / max(ml.single.rps, 1e-9), us.batch.rps / max(ml.batch.rps, 1e-9), us.single.p99_ms)
+        print(f"{name}: throughput_ratio={ratios[name][0]:.2f} batch_ratio={ratios[name][1]:.2f} "
+              f"p99_ms={ratios[name][2]:.1f}")
+    family = [ratios[m] for m in FAMILY_MODELS.values()]
+    print(f"throughput_ratio={min(r[0] for r in family):.2f} batch_ratio={ratios[MODEL][1]:.2f} "
+          f"p99_ms={max(r[2] for r in family):.1f}")
     return 0
 
 

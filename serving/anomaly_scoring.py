@@ -40,6 +40,26 @@ class AnomalyScorer:
         return cls(compile_forest(detector.iforest_), columns, float(detector.threshold_),
                    float(detector.medium_threshold_), top_k)
 
+    def explain(self, profile: Profile, txn: Txn, feats: dict[str, float], profile_available: bool) -> dict[str, Any]:
+        """An answer's parts that need the profile (reasons, flags); :meth:`finish` adds the scores."""
+        return {
+            "reasons": reasons(profile, txn, feats, self.top_k, profile_available),
+            "profile_available": profile_available,
+            "cold_start": profile_available and profile.n == 0,
+        }
+
+    def finish(self, parts: list[dict[str, Any]], feats: list[dict[str, float]]) -> list[dict[str, Any]]:
+        """Whole answers for a batch: the forest scores every row at once."""
+        if not parts:
+            return []
+        X = np.array([[f[c] for c in self.columns] for f in feats], dtype=np.float64)
+        scores = self.forest.anomaly_score(X).tolist()
+        out = []
+        for part, score in zip(parts, scores, strict=True):
+            level = "high" if score >= self.threshold else "medium" if score >= self.medium_threshold else "low"
+            out.append({"anomaly_score": score, "is_anomaly": score >= self.threshold, "risk_level": level, **part})
+        return out
+
     def answer(self, profile: Profile, txn: Txn, feats: dict[str, float], profile_available: bool) -> dict[str, Any]:
         x = np.fromiter((feats[c] for c in self.columns), dtype=np.float64, count=len(self.columns))
         score = self.forest.anomaly_score_one(x)

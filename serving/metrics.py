@@ -101,6 +101,7 @@ class ServingMetrics:
         self.log_db_up.set(1)
         self.registry_up.set(1)
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._components: dict[tuple[str, str], tuple[Any, float]] = {}  # (model, key) -> (gauge child, last value)
 
     # ------------------------------------------------------------ predictions
     def observed(self, model: str, version: str, seconds: float, scores: np.ndarray) -> None:
@@ -140,8 +141,25 @@ class ServingMetrics:
 
     # ------------------------------------------------------------ exposition
     def component_state(self, model: str, values: dict[str, float]) -> None:
+        """Set the model's component gauges; only values that changed are written.
+
+        Called after every answer (not only when this worker renders ``/metrics``): with several
+        workers each one's values live in its own multiprocess file, so a worker that never answers
+        ``/metrics`` must still keep its file current. A call with nothing changed costs a few dict
+        lookups.
+        """
+        components = self._components
         for key, value in values.items():
-            self.model_component.labels(model, key).set(float(value))
+            v = float(value)
+            known = components.get((model, key))
+            if known is None:
+                child = self.model_component.labels(model, key)
+            elif known[1] == v:
+                continue
+            else:
+                child = known[0]
+            child.set(v)
+            components[(model, key)] = (child, v)
 
     def forget_dead_workers(self) -> list[int]:
         """Drop the live gauges (database up, queue depth, ...) of worker processes that no longer exist.

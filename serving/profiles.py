@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from features.behaviour import Profile, Txn, features, update
 from ledgerline.errors import DataError, LedgerlineError
@@ -38,11 +37,18 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # scorer(profile_before, features, profile_available) -> the caller's answer
 Scorer = Callable[[Profile, dict[str, float], bool], T]
+# the batch form: txn_scorer(profile_before, txn, features, profile_available)
+TxnScorer = Callable[[Profile, Txn, dict[str, float], bool], T]
+
+
+def _bind(scorer: TxnScorer[T], txn: Txn) -> Scorer[T]:
+    return lambda p, f, ok: scorer(p, txn, f, ok)
 
 DEFAULT_PREFIX = "ledgerline:profile:"
 DEFAULT_TTL_S = 180 * 86_400
 MAX_CUSTOMER_ID_LEN = 128
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+# unreachable (refused, reset, timed out) or refusing to serve (e.g. LOADING, READONLY, OOM): answer without profiles
+_OUTAGE = (RedisError, OSError)
 # Compare-and-set: write the new profile only if the stored one is still what was read ('' = absent).
 _CAS_LUA = """
 local cur = redis.call('GET', KEYS[1])
@@ -72,6 +78,7 @@ class Scored(Generic[T]):
 class ProfileStore(Protocol):
     def get(self, customer_id: str) -> Profile: ...
     def score_and_update(self, customer_id: str, txn: Txn, scorer: Scorer[T]) -> Scored[T]: ...
+    def score_many(self, items: Sequence[tuple[str, Txn]], scorer: TxnScorer[T]) -> list[Scored[T]]: ...
     def stats(self) -> dict[str, float]: ...
 
 
@@ -96,6 +103,7 @@ class RedisProfileStore:
             retry_on_timeout=False, health_check_interval=0,
         )
         self._cas = self._client.register_script(_CAS_LUA)  # no round trip until first use
+        self._cas_loaded = False  # the batch path's pipeline calls EVALSHA itself: load the script once
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._unavailable_total = 0
@@ -157,7 +165,11 @@ class RedisProfileStore:
         try:
             for _ in range(self.max_retries):
                 raw = self._client.get(key)
-                p = self._parse(raw, customer_id)  # type: ignore[arg-type]
+                try:
+                    p = self._parse(raw, customer_id)  # type: ignore[arg-type]
+                except ProfileStoreError as e:  # left as it is (evidence); this answer goes without it
+                    logger.error("%s; answering without the profile", e)
+                    return self._fallback(txn, scorer)
                 f = features(p, txn)
                 result = scorer(p, f, True)
                 if txn.is_refund:  # a refund does not change the profile
@@ -172,6 +184,73 @@ class RedisProfileStore:
             return self._fallback(txn, scorer)
         raise ProfileStoreError(f"profile of customer {customer_id!r} kept changing under {self.max_retries} "
                                 "concurrent updates; retry the request")
+
+    def score_many(self, items: Sequence[tuple[str, Txn]], scorer: TxnScorer[T]) -> list[Scored[T]]:
+        """:meth:`score_and_update` for a batch in about three round trips instead of two per record.
+
+        One MGET reads every customer's profile; the records are scored in order against them (a
+        customer's later record sees the earlier ones); one pipeline of compare-and-set scripts writes
+        the profiles back. A customer whose profile changed meanwhile (another request) has all its
+        records scored again one by one, so the answers and the profiles are those of the record-by-record
+        path. ``scorer`` must be pure.
+        """
+        if not items:
+            return []
+        keys: dict[str, str] = {}
+        for customer, _ in items:
+            if customer not in keys:
+                keys[customer] = self.key(customer)
+        if not self.available:
+            return [self._fallback(txn, _bind(scorer, txn)) for _, txn in items]
+        try:
+            raws = dict(zip(keys, self._client.mget(list(keys.values())), strict=True))
+        except _OUTAGE as e:
+            self._mark_down(e)
+            return [self._fallback(txn, _bind(scorer, txn)) for _, txn in items]
+        profiles: dict[str, Profile | None] = {}
+        for customer, raw in raws.items():
+            try:
+                profiles[customer] = self._parse(raw, customer)  # type: ignore[arg-type]
+            except ProfileStoreError as e:  # left as it is (evidence); its records go without it
+                logger.error("%s; answering without the profile", e)
+                profiles[customer] = None
+        out: list[Scored[T]] = []
+        changed: dict[str, None] = {}
+        for customer, txn in items:
+            p = profiles[customer]
+            if p is None:
+                out.append(self._fallback(txn, _bind(scorer, txn)))
+                continue
+            f = features(p, txn)
+            out.append(Scored(f, scorer(p, txn, f, True), True))
+            if not txn.is_refund:
+                update(p, txn)
+                changed[customer] = None
+        if not changed:
+            return out
+        try:
+            if not self._cas_loaded:
+                self._client.script_load(_CAS_LUA)
+                self._cas_loaded = True
+            pipe = self._client.pipeline(transaction=False)
+            for customer in changed:
+                raw = raws[customer]
+                pipe.evalsha(self._cas.sha, 1, keys[customer], raw if raw is not None else b"",
+                             profiles[customer].to_json(), self.ttl_s)  # type: ignore[union-attr]
+            results = pipe.execute(raise_on_error=False)
+        except _OUTAGE as e:
+            self._mark_down(e)
+            return [self._fallback(txn, _bind(scorer, txn)) for _, txn in items]
+        conflicts = {c for c, r in zip(changed, results, strict=True) if r != 1}
+        if any(isinstance(r, Exception) for r in results):  # e.g. NOSCRIPT after a Redis restart
+            self._cas_loaded = False
+        if conflicts:
+            with self._lock:
+                self._conflicts_total += len(conflicts)
+            for i, (customer, txn) in enumerate(items):  # in order: each customer's records as one by one
+                if customer in conflicts:
+                    out[i] = self.score_and_update(customer, txn, _bind(scorer, txn))
+        return out
 
     def delete_all(self) -> int:
         """Delete every profile under this store's prefix (tests, resets); returns how many."""
@@ -220,6 +299,9 @@ class MemoryProfileStore:
                 if len(self._profiles) > self.max_customers:
                     del self._profiles[next(iter(self._profiles))]
             return Scored(f, result, True)
+
+    def score_many(self, items: Sequence[tuple[str, Txn]], scorer: TxnScorer[T]) -> list[Scored[T]]:
+        return [self.score_and_update(customer, txn, _bind(scorer, txn)) for customer, txn in items]
 
     def stats(self) -> dict[str, float]:
         return {"profile_store_available": 1.0, "profile_store_unavailable_total": 0.0,

@@ -158,7 +158,8 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
 
     from features.behaviour import InvalidTransaction, parse_transaction
     from serving.anomaly_scoring import AnomalyScorer
-    from serving.profiles import MAX_CUSTOMER_ID_LEN
+    from serving.errors import StoreUnavailable
+    from serving.profiles import MAX_CUSTOMER_ID_LEN, ProfileStoreError
 
     scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
     store = profile_store(ctx)
@@ -177,11 +178,19 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
             except InvalidTransaction as exc:
                 raise _invalid(i, many, exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
         answers: list[dict[str, object]] = []
-        for customer, txn in parsed:
-            scored = store.score_and_update(  # type: ignore[attr-defined]
-                customer, txn, lambda p, f, ok, txn=txn: scorer.answer(p, txn, f, ok)
-            )
-            answers.append({**scored.result, "features": {k: round(v, 6) for k, v in scored.features.items()}})
+        try:
+            if len(parsed) == 1:
+                customer, txn = parsed[0]
+                one = store.score_and_update(customer, txn, lambda p, f, ok: scorer.answer(p, txn, f, ok))  # type: ignore[attr-defined]
+                results, feats = [one.result], [one.features]
+            else:  # one read and one write round trip for the batch; the forest scores all rows at once
+                many = store.score_many(parsed, scorer.explain)  # type: ignore[attr-defined]
+                feats = [s.features for s in many]
+                results = scorer.finish([s.result for s in many], feats)
+        except ProfileStoreError as exc:  # a profile that kept changing under concurrent updates
+            raise StoreUnavailable(f"{exc}") from exc
+        for result, f in zip(results, feats, strict=True):
+            answers.append({**result, "features": {k: round(v, 6) for k, v in f.items()}})
         return answers, np.fromiter((a["anomaly_score"] for a in answers), dtype=np.float64, count=len(answers))
 
     details: dict[str, object] = {
