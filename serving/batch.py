@@ -218,6 +218,7 @@ class Source:
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.string() for n in self.names},
                     include_columns=wanted,
+                    null_values=[""],  # only an empty cell is null: "NA" may be Namibia, "n/a" is junk to report
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
                 ),

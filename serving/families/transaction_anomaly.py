@@ -210,10 +210,14 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
 
 
 def _offline_behavioural(model: object, ctx: ServingContext, dataset: object, frame: pd.DataFrame) -> list[dict[str, object]]:
+    import pandas as pd
+
     from features.behaviour import Profile, features, replay_order, transactions_from_frame, update
     from serving.anomaly_scoring import AnomalyScorer
 
     scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
+    ts_col = dataset.timestamp_column  # type: ignore[attr-defined]
+    frame = frame.assign(**{ts_col: pd.to_datetime(frame[ts_col], utc=True, format="ISO8601")})  # each row's own format
     txns = transactions_from_frame(frame, dataset)  # type: ignore[arg-type]
     customers = frame[dataset.customer_column].astype(str).tolist()  # type: ignore[attr-defined]
     profiles: dict[str, Profile] = {}
