@@ -498,6 +498,8 @@ def score_file(
                 parts.append(clean)
                 tick(offset, "read")
             clean_all = pd.concat(parts) if parts else pd.DataFrame(columns=request_names)
+            if progress is not None:
+                progress(f"read {offset:,} rows; scoring them with each customer's earlier rows (one pass in time order)")
             whole = family.score_frame(loaded.model, clean_all, ctx) if len(clean_all) else clean_all.iloc[:, :0]
         offset = 0
         for batch in src.batches(chunk_rows):
