@@ -194,9 +194,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    progress(f"scoring {src} with {args.name} v{loaded.ctx.version} ({loaded.family.name})")
-    report = score_file(loaded, src, dst, chunk_rows=args.chunk_rows, max_error_share=args.max_error_share,
-                        progress=progress)
+    try:
+        progress(f"scoring {src} with {args.name} v{loaded.ctx.version} ({loaded.family.name})")
+        report = score_file(loaded, src, dst, chunk_rows=args.chunk_rows, max_error_share=args.max_error_share,
+                            progress=progress)
+    finally:
+        loaded.close()
     print(f"scored {report.scored:,} of {report.rows:,} rows with {args.name} v{loaded.ctx.version} "
           f"in {report.seconds:.1f}s -> {dst}")
     if report.errors_file is not None:

@@ -70,6 +70,12 @@ class LoadedChampion:
     family: ServingFamily
     model: object
     ctx: ServingContext
+    workdir: Path  # the downloaded model; removed by close()
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -106,7 +112,10 @@ def offline_settings() -> ServingSettings:
 
 
 def load_champion(platform: Settings, settings: ServingSettings, name: str) -> LoadedChampion:
-    """``name@champion`` downloaded and loaded by its family (no predictor, no profile store)."""
+    """``name@champion`` downloaded and loaded by its family (no predictor, no profile store).
+
+    The download lives in a temporary folder until :meth:`LoadedChampion.close`.
+    """
     import mlflow
     from mlflow.models import Model
 
@@ -120,7 +129,8 @@ def load_champion(platform: Settings, settings: ServingSettings, name: str) -> L
         client = loader.mlflow_client(platform)
         ref = loader.champion_ref(client, name)
     except RegistryUnavailable as exc:
-        raise ScoringError(f"{exc}; start it (make demo) or set MLFLOW_TRACKING_URI".replace("; serving the loaded versions", "")) from exc
+        problem = str(exc).removesuffix("; serving the loaded versions")
+        raise ScoringError(f"{problem}; start it (make demo) or set MLFLOW_TRACKING_URI") from exc
     if ref is None:
         raise ScoringError(f"model {name} has no @champion (or does not exist); train it first: ledgerline train FAMILY "
                            f"--model-name {name}")
@@ -139,12 +149,15 @@ def load_champion(platform: Settings, settings: ServingSettings, name: str) -> L
         spec = loader._load_spec(client, ref.run_id, tmp / "spec")
         model = family.load(local)
         columns = family.request_columns(meta.signature.inputs.to_dict(), spec)
-    except (ScoringError, ModelLoadError):
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (ScoringError, ModelLoadError)) or not isinstance(exc, Exception):
+            raise
         raise ScoringError(f"cannot load {name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
     ctx = ServingContext(name, ref.version, settings, spec, columns, local, options={"cache": {}})
-    return LoadedChampion(family, model, ctx)
+    return LoadedChampion(family, model, ctx, tmp)
 
 
 # --- reading ------------------------------------------------------------------------------------

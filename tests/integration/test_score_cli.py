@@ -52,11 +52,16 @@ def _champion_probabilities(settings, name: str, frame: pd.DataFrame) -> np.ndar
 
 
 def test_a_credit_file_gets_probabilities_and_decisions_and_keeps_its_id_and_label(credit, tmp_path, capsys):
+    import tempfile
+
     loans = _loans()
     src, out = tmp_path / "loans.csv", tmp_path / "scored.csv"
     loans.to_csv(src, index=False)
+    downloads = set(Path(tempfile.gettempdir()).glob("ledgerline-score-*"))
 
     assert main(["score", CREDIT, "--input", str(src), "--output", str(out)]) == 0
+
+    assert set(Path(tempfile.gettempdir()).glob("ledgerline-score-*")) == downloads  # the model download is gone
 
     scored = pd.read_csv(out, dtype={"application_id": str})
     assert list(scored.columns[: len(loans.columns)]) == list(loans.columns)
