@@ -370,18 +370,26 @@ class _Writer:
         self.schema: pa.Schema | None = None
 
     def write(self, table: pa.Table) -> None:
-        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        if self._w is None:
+        if self.schema is None:
             self.schema = table.schema
             if self.dst.suffix.lower() == ".parquet":
                 self._w = pq.ParquetWriter(self.tmp, table.schema)
             else:
-                self._w = pacsv.CSVWriter(self.tmp, table.schema)
+                self._w = self.tmp.open("w", newline="", encoding="utf-8")
         elif table.schema != self.schema:
             table = table.cast(self.schema)
-        self._w.write_table(table)
+        if isinstance(self._w, pq.ParquetWriter):
+            self._w.write_table(table)
+        else:
+            # pandas quotes only what needs quoting (pyarrow's writer quotes every text value), so an input
+            # CSV's lines come back as they were, followed by the answers; booleans as true/false
+            frame = table.to_pandas()
+            for name, col in frame.items():
+                if col.dtype == bool:
+                    frame[name] = col.map({True: "true", False: "false"})
+            frame.to_csv(self._w, header=self._w.tell() == 0, index=False, lineterminator="\n")
 
     def commit(self) -> None:
         if self._w is not None:

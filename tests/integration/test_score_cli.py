@@ -72,6 +72,8 @@ def test_a_credit_file_gets_probabilities_and_decisions_and_keeps_its_id_and_lab
     np.testing.assert_allclose(scored["probability_of_default"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     assert set(scored["decision"]) <= {"approve", "decline"}
     assert not Path(str(out) + ".errors.csv").exists()
+    header, first = out.read_text().splitlines()[:2]
+    assert first.startswith(src.read_text().splitlines()[1] + ",")  # the input line, untouched, then the answers
     assert f"scored {len(loans):,} of {len(loans):,} rows" in capsys.readouterr().out
 
 
