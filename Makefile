@@ -28,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the locked dependencies and the ledgerline CLI
 
-demo: $(STAMP) ## MLflow UI on :5000, then generate, ingest, validate, train, register and promote the credit model; Airflow on :8080
+demo: $(STAMP) ## MLflow UI on :5000, then generate, validate, train, register, promote and serve both families (:8000); Airflow on :8080
 	@$(BIN)/ledgerline demo
 
 down: ## stop what `make demo` started

@@ -1,4 +1,4 @@
-"""``make demo``'s serving step: the prediction API on 127.0.0.1:8000 with the promoted model.
+"""``make demo``'s serving step: the prediction API on 127.0.0.1:8000 with every family's promoted model.
 
 The API runs as ``ledgerline serve`` in its own process group (``ledgerline down`` stops it),
 logging to ``<home>/logs/serving.log`` and writing predictions to the demo's SQLite app
@@ -14,7 +14,7 @@ import secrets
 import shlex
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,21 @@ def _call(method: str, path: str, key: str | None = None, body: Any = None, time
         return 0, None
 
 
-def _start(settings: Settings, model_name: str, keys: dict[str, str], progress: Progress) -> None:
+def redis_profile_store(host: str = "127.0.0.1", port: int = 6379) -> str | None:
+    """``redis://host:port/0`` when Redis answers PING there within a second, else None."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, db=0, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        return f"redis://{host}:{port}/0" if client.ping() else None
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str], profile_store_url: str,
+           progress: Progress) -> None:
     import sys
 
     from ledgerline.app.demo import _write_pid
@@ -71,25 +85,34 @@ def _start(settings: Settings, model_name: str, keys: dict[str, str], progress: 
         "LEDGERLINE_TRACKING_URI": settings.tracking_uri,
         "LEDGERLINE_HOME": str(home),
         "LEDGERLINE_APP_DB_URL": settings.resolved_app_db_url(),
-        "LEDGERLINE_SERVING_MODELS": model_name,
+        "LEDGERLINE_SERVING_MODELS": ",".join(model_names),
         "LEDGERLINE_SERVING_API_KEYS": keys["api_key"],
         "LEDGERLINE_SERVING_ADMIN_KEY": keys["admin_key"],
+        "LEDGERLINE_SERVING_PROFILE_STORE_URL": profile_store_url,
         "PYTHONUNBUFFERED": "1",
     }
     cli = Path(sys.executable).parent / "ledgerline"
     argv = [str(cli), "serve", "--host", HOST, "--port", str(PORT), "--workers", "1", "--log-level", "info"]
-    progress(f"starting the serving API on {HOST}:{PORT} (log: {log})")
+    progress(f"starting the serving API on {HOST}:{PORT} with {', '.join(model_names)} (log: {log})")
     proc = start_process(argv, env=env, log_path=log)
     _write_pid(settings, "serving", proc.pid)
     wait_for_http(f"{URL}/ready", timeout=240, proc=proc, log_path=log, name="serving API")
 
 
-def start_serving(settings: Settings, model_name: str, progress: Progress) -> list[str]:
-    """Serve ``model_name``@champion on :8000 (start or reload), send examples and one feedback.
+def start_serving(settings: Settings, model_names: Sequence[str], progress: Progress) -> list[str]:
+    """Serve every ``name``@champion on :8000 (start or reload), send an example and one feedback per model.
 
-    Returns the lines the demo prints: where the API is, the demo key and a curl example.
+    Anomaly profiles (a stateful family's state) live in the machine's Redis (127.0.0.1:6379, db 0,
+    the default key prefix); when Redis does not answer, in the API's memory, and the lines say so.
+    Returns the lines the demo prints: where the API is, the demo key and a ready curl per model.
     """
     keys = _keys(settings)
+    store = redis_profile_store()
+    notes: list[str] = []
+    if store is None:
+        store = "memory"
+        notes.append("  note                 Redis does not answer on 127.0.0.1:6379: anomaly profiles are kept in the "
+                     "API's memory (lost on restart); start Redis and run the demo again to keep them")
     status, version = _call("GET", "/version")
     if status == 200 and isinstance(version, dict) and version.get("service") == "ledgerline-serving":
         code, report = _call("POST", "/admin/reload", keys["admin_key"], timeout=240)
@@ -101,45 +124,57 @@ def start_serving(settings: Settings, model_name: str, progress: Progress) -> li
             report = {"models": "reload under way; see /ready"}
         elif code != 200:
             raise LedgerlineError(f"the serving API on {URL} could not reload ({code}: {report}); see its log")
+        code, served = _call("GET", "/v1/models", keys["api_key"])
+        missing = [n for n in model_names if not (code == 200 and n in served.get("models", {}))]
+        if missing:
+            raise LedgerlineError(f"the serving API already running on {URL} does not serve {', '.join(missing)} "
+                                  "(an earlier demo started it); stop it (make down) and run the demo again")
         progress(f"serving API already running at {URL}; reloaded @champion ({report['models']})")
     elif status != 0:
         raise LedgerlineError(f"port {PORT} is taken by something that is not the Ledgerline serving API; free it")
     else:
-        _start(settings, model_name, keys, progress)
-    return _examples(settings, model_name, keys)
+        _start(settings, model_names, keys, store, progress)
+    return _examples(settings, model_names, keys) + notes
 
 
-def _examples(settings: Settings, model_name: str, keys: dict[str, str]) -> list[str]:
-    from features.generator import generate_loan_applications
+def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, str]) -> list[str]:
+    from serving.families import get_serving_family
 
-    frame = generate_loan_applications(4, seed=2024).drop(columns=["application_id", "default"])
-    records = json.loads(frame.to_json(orient="records"))
-    predict = f"/v1/models/{model_name}/predict"
-    code, one = _call("POST", predict, keys["api_key"], records[0])
+    log = f"{settings.home.resolve()}/logs/serving.log"
+    code, served = _call("GET", "/v1/models", keys["api_key"])
     if code != 200:
-        raise LedgerlineError(f"the example prediction failed ({code}: {one}); see {settings.home}/logs/serving.log")
-    code, batch = _call("POST", predict, keys["api_key"], records[1:])
-    if code != 200:
-        raise LedgerlineError(f"the example batch failed ({code}: {batch}); see {settings.home}/logs/serving.log")
-    answers = one["predictions"] + batch["predictions"]
-    first = answers[0]
-    code, fb = _call("POST", "/v1/feedback", keys["api_key"], {"prediction_id": first["prediction_id"], "label": 0})
-    if code not in (200, 201):
-        raise LedgerlineError(f"the example feedback failed ({code}: {fb})")
+        raise LedgerlineError(f"GET /v1/models failed ({code}: {served}); see {log}")
     lines = [
-        f"  serving API          {URL}   (docs: {URL}/docs; {model_name} v{first['version']}; "
-        f"log: {settings.home.resolve()}/logs/serving.log)",
+        f"  serving API          {URL}   (docs: {URL}/docs; log: {log})",
         f"  demo API key         {keys['api_key']}   (dev only; admin key and this one in {settings.home.resolve()}/serving-keys.json)",
     ]
-    for a in answers:
-        reasons = ", ".join(f"{r['feature']}={r['value']}" for r in a["reason_codes"]) or "-"
-        lines.append(
-            f"  example answer       p(default)={a['probability_of_default']:.3f} -> {a['decision']:<7}  reasons: {reasons}"
+    curls: list[str] = []
+    for name in model_names:
+        info = served["models"].get(name)
+        if info is None:
+            raise LedgerlineError(f"the serving API does not serve {name} yet (see {URL}/ready and {log})")
+        example = info["example"]
+        predict = f"/v1/models/{name}/predict"
+        code, answer = _call("POST", predict, keys["api_key"], example)
+        if code != 200:
+            raise LedgerlineError(f"the example prediction of {name} failed ({code}: {answer}); see {log}")
+        first = answer["predictions"][0]
+        flat = get_serving_family(info["family"]).flatten(first)
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in flat.items())
+        lines.append(f"  {name:<20} v{first['version']} ({info['family']}): {shown}")
+        code, fb = _call("POST", "/v1/feedback", keys["api_key"], {"prediction_id": first["prediction_id"], "label": 0})
+        if code not in (200, 201):
+            raise LedgerlineError(f"the example feedback of {name} failed ({code}: {fb})")
+        lines.append(f"  {'':<20} feedback label 0 (the negative class) {fb['status']} for prediction {first['prediction_id']}")
+        curls.append(
+            f"    curl -s -X POST {URL}{predict} -H {shlex.quote('X-API-Key: ' + keys['api_key'])} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(example))}"
         )
-    lines.append(f"  feedback             label 0 (repaid) {fb['status']} for prediction {first['prediction_id']}")
-    curl = (
-        f"curl -s -X POST {URL}{predict} -H {shlex.quote('X-API-Key: ' + keys['api_key'])} "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(records[0]))}"
-    )
-    lines += ["  try it:", f"    {curl}"]
-    return lines
+    return lines + ["  try it:", *curls]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

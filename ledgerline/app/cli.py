@@ -178,6 +178,36 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from ledgerline.names import check_model_name
+    from serving.batch import check_paths, load_champion, offline_settings, score_file
+
+    check_model_name(args.name)
+    src, dst = check_paths(args.input, args.output)  # before any server is asked
+    if args.chunk_rows < 1:
+        raise LedgerlineError(f"--chunk-rows must be at least 1, not {args.chunk_rows}")
+    if not 0.0 <= args.max_error_share <= 1.0:
+        raise LedgerlineError(f"--max-error-share must be between 0 and 1 (0.01 = 1%), not {args.max_error_share}")
+    settings = _settings()
+    loaded = load_champion(settings, offline_settings(), args.name)
+
+    def progress(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        progress(f"scoring {src} with {args.name} v{loaded.ctx.version} ({loaded.family.name})")
+        report = score_file(loaded, src, dst, chunk_rows=args.chunk_rows, max_error_share=args.max_error_share,
+                            progress=progress)
+    finally:
+        loaded.close()
+    print(f"scored {report.scored:,} of {report.rows:,} rows with {args.name} v{loaded.ctx.version} "
+          f"in {report.seconds:.1f}s -> {dst}")
+    if report.errors_file is not None:
+        print(f"{report.rejected:,} rows rejected (within --max-error-share {args.max_error_share:g}); "
+              f"rows and reasons: {report.errors_file}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ledgerline.app.demo import run_demo
 
@@ -219,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="print the promotion ledger of a model")
     lg.add_argument("name")
     lg.set_defaults(func=cmd_ledger)
+
+    from serving.batch import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_ERROR_SHARE  # light: no heavy imports at module level
+
+    sc = sub.add_parser("score", help="score a CSV or Parquet file with NAME@champion (chunked, offline)")
+    sc.add_argument("name", help="registered model name, e.g. credit-risk")
+    sc.add_argument("--input", required=True, help="CSV or Parquet file; columns that are not model inputs pass through")
+    sc.add_argument("--output", required=True, help="the scored file, .csv or .parquet (rejected rows: OUTPUT.errors.csv)")
+    sc.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows read, scored and written at a time")
+    sc.add_argument("--max-error-share", type=float, default=DEFAULT_MAX_ERROR_SHARE,
+                    help="fail when more than this share of rows is rejected (default 0.01 = 1%%)")
+    sc.set_defaults(func=cmd_score)
 
     d = sub.add_parser("demo", help="start the MLflow UI and run the whole loop on generated data")
     d.add_argument("--rows", type=int, default=20_000)

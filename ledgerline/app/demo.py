@@ -125,39 +125,52 @@ def data_docs_link(settings: Settings, experiment_id: str, run_id: str) -> str:
 
 
 def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> int:
+    """Train, promote and serve every registered family on generated data, then print where to look."""
+    from ledgerline.families import FAMILIES
+    from training.families import get_family
     from training.pipeline import TrainRequest, run_training
 
     t0 = time.perf_counter()
     check_ports(settings)  # before training: a taken :8000 must not be found after a model was promoted
     settings.home.mkdir(parents=True, exist_ok=True)
     uri = ensure_mlflow_server(settings, progress).rstrip("/")
-    # the day's snapshot with the same spec and parameters: the champion is reused, nothing registered again
-    result = run_training(settings, TrainRequest(family="credit-risk", rows=rows, trigger="manual"), progress)
-    outcome = "unchanged, nothing registered" if result.skipped else ("promoted" if result.decision.passed else "not promoted")
-    run_url = f"{uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+    body: list[str] = []
+    names: list[str] = []
+    for family in FAMILIES:
+        # the day's snapshot with the same spec and parameters: the champion is reused, nothing registered again
+        progress(f"{family}: generating {rows:,} rows, validating, training and gating")
+        result = run_training(settings, TrainRequest(family=family, rows=rows, trigger="manual"), progress)
+        names.append(result.model_name)
+        outcome = "unchanged, nothing registered" if result.skipped else ("promoted" if result.decision.passed else "not promoted")
+        run_url = f"{uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+        headline = [k for k in get_family(family).headline_metrics if k in result.metrics]
+        body += [
+            f"  {result.model_name}:",
+            f"    experiment         {uri}/#/experiments/{result.experiment_id}   ({settings.experiment_name(result.model_name)})",
+            f"    training run       {run_url}   (plots: {run_url}/artifacts -> plots/)",
+            f"    registered model   {uri}/#/models/{result.model_name}   (@champion = v{result.champion}, "
+            f"this run = v{result.version}, {outcome})",
+            f"    validation         {data_docs_link(settings, result.experiment_id, result.run_id)}",
+            "    test metrics       " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in headline),
+            f"    promotion ledger   ledgerline ledger {result.model_name}",
+            f"    snapshot           {result.snapshot_uri}",
+        ]
+    from ledgerline.app.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
+
+    airflow = ensure_airflow(settings)
+    from serving.demo import start_serving  # the prediction API on :8000 with every promoted model
+
+    serving = start_serving(settings, names, progress)
     lines = [
         "",
         f"Ledgerline demo finished in {time.perf_counter() - t0:.0f}s. Where to look:",
-        f"  MLflow UI            {uri}",
-        f"  experiment           {uri}/#/experiments/{result.experiment_id}   ({settings.experiment_name(result.model_name)})",
-        f"  training run         {run_url}",
-        f"  registered model     {uri}/#/models/{result.model_name}   (@champion = v{result.champion}, "
-        f"this run = v{result.version}, {outcome})",
-        f"  plots                {run_url}/artifacts  -> plots/roc_curve.png, plots/calibration.png, plots/feature_importance.png",
-        f"  validation           {data_docs_link(settings, result.experiment_id, result.run_id)}",
-        f"                       (also in the run: {run_url}/artifacts -> validation/data_docs/, validation/result.json)",
-        "  test metrics         " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in ("roc_auc", "pr_auc", "ks", "brier")),
-        f"  promotion ledger     ledgerline ledger {result.model_name}   (app db: {settings.resolved_app_db_url()})",
-        f"  snapshot             {result.snapshot_uri}",
+        f"  MLflow UI            {uri}   (app db: {settings.resolved_app_db_url()})",
+        *body,
+        *airflow,
+        *serving,
         "",
         "The MLflow server, the serving API and Airflow keep running; `make down` stops them.",
     ]
-    from ledgerline.app.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)
-
-    lines[-2:-2] = ensure_airflow(settings)
-    from serving.demo import start_serving  # the prediction API on :8000 with the promoted model
-
-    lines[-2:-2] = start_serving(settings, result.model_name, progress)
     for line in lines:
         print(line)
     return 0

@@ -20,6 +20,7 @@ from ledgerline.families import UnknownFamily, family_stem
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
     from features.labels import LabelCodec
     from features.spec import DatasetSpec
@@ -88,6 +89,16 @@ class ServingFamily(Protocol):
 
     def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
         """The outcomes ``POST /v1/feedback`` accepts (stored canonically as "1"/"0"; monitoring decodes them)."""
+        ...
+
+    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+        """Offline answers for validated rows (``ledgerline score``): the :attr:`answer_columns`, same index.
+
+        ``frame`` holds the request columns, converted as the request schema does (numbers as
+        floats, text as str, null as None). A ``stateful`` family gets the whole file's rows at
+        once, in file order, and must not touch its online state (e.g. the profile store).
+        ``ctx.options["cache"]``, when present, is a dict kept for the run (built pieces may go there).
+        """
         ...
 
 

@@ -25,6 +25,7 @@ from serving.families import PredictionBase, Predictor, Record, ServingContext
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
     from features.labels import LabelCodec
     from features.spec import DatasetSpec
@@ -131,6 +132,26 @@ class TransactionAnomalyServing:
 
         return label_codec_of(spec).with_aliases(positive=("fraud",), negative=("legitimate",))
 
+    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+        """Offline answers for a whole file: point-in-time behavioural features within the file.
+
+        Rows are replayed in time order (ties in file order) through ``features``/``update`` on
+        profiles kept in memory for this call only, as ``features.behaviour.compute_offline`` does:
+        a row sees its customer's earlier rows of the file and nothing later; the online profile
+        store is never read or written. Without customer and time columns, each row is scored alone.
+        """
+        import pandas as pd
+
+        from features.transactions import dataset_from_spec, has_behaviour_roles
+
+        spec = ctx.spec
+        if spec is not None and has_behaviour_roles(spec):
+            answers = _offline_behavioural(model, ctx, dataset_from_spec(spec), frame)
+        else:
+            run, _ = _plain(model, ctx)
+            answers, _ = run(frame.astype(object).where(frame.notna(), None).to_dict("records"))
+        return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
+
 
 def _invalid(index: int, many: bool, field: str, message: str) -> InvalidRecords:
     where = f"body.{index}.{field}" if many else f"body.{field}"
@@ -202,6 +223,29 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
         "status": store.stats,  # type: ignore[attr-defined]  # /metrics reads it
     }
     return run, details
+
+
+def _offline_behavioural(model: object, ctx: ServingContext, dataset: object, frame: pd.DataFrame) -> list[dict[str, object]]:
+    import pandas as pd
+
+    from features.behaviour import Profile, features, replay_order, transactions_from_frame, update
+    from serving.anomaly_scoring import AnomalyScorer
+
+    scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
+    ts_col = dataset.timestamp_column  # type: ignore[attr-defined]
+    frame = frame.assign(**{ts_col: pd.to_datetime(frame[ts_col], utc=True, format="ISO8601")})  # each row's own format
+    txns = transactions_from_frame(frame, dataset)  # type: ignore[arg-type]
+    customers = frame[dataset.customer_column].astype(str).tolist()  # type: ignore[attr-defined]
+    profiles: dict[str, Profile] = {}
+    answers: list[dict[str, object]] = [{}] * len(txns)
+    for i in replay_order([t.ts_ms for t in txns]).tolist():
+        p = profiles.get(customers[i])
+        if p is None:
+            p = profiles[customers[i]] = Profile()
+        t = txns[i]
+        answers[i] = scorer.answer(p, t, features(p, t), True)
+        update(p, t)
+    return answers
 
 
 def _plain(model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:

@@ -99,7 +99,7 @@ def test_analyst_verdicts_contradicting_the_alerts_make_the_monitor_retrain_for_
     })
     now = datetime.now(UTC) + timedelta(minutes=1)
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
+        [sys.executable, "-m", "ledgerline.app.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,569 @@
+"""Offline scoring of a CSV or Parquet file with ``NAME@champion`` (``ledgerline score``), in chunks.
+
+The file is read in chunks of ``chunk_rows`` rows (pyarrow's streaming CSV reader, or
+``ParquetFile.iter_batches``); each chunk is validated against the model's request schema
+column by column, scored by the family's :meth:`~serving.families.ServingFamily.score_frame`
+and written out at once (CSV or Parquet, by the output's extension), so memory stays bounded
+by the chunk size, whatever the file size.
+
+* **Columns.** Every request column must be in the file (a nullable one may be missing: it is
+  null); any other column (an id, a true label, ...) passes through untouched: its values are
+  written as read (CSV is read as text, so ``007`` stays ``007``). The answer columns follow.
+* **Bad rows.** A row with a bad value is not scored: it goes, with its 1-based row number and
+  the reason, to ``<output>.errors.csv``. The run fails (exit 2, no output file) when more
+  than ``max_error_share`` of the rows (default 1 %) are rejected; the errors file is kept so
+  the rows can be fixed. Without rejected rows there is no errors file.
+* **Nothing half-written.** Output and errors file are written to temporary files next to
+  them and renamed at the end; a failed or interrupted run leaves neither behind.
+* **Families with history** (``stateful``, e.g. transaction-anomaly: each row's features
+  depend on its customer's earlier rows, which in an unsorted file can be anywhere) are
+  scored point in time over the whole file: a first pass reads only the request columns of
+  every chunk, validates them and scores them in one ``score_frame`` call; the second pass
+  streams the whole rows again and attaches the answers. Memory then grows with rows x
+  request columns (about 1 GB per 5 million transactions), not with the passthrough columns.
+  The online profile store is never touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledgerline.errors import LedgerlineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from features.spec import DatasetSpec
+    from ledgerline.settings import Settings
+    from serving.families import ServingContext, ServingFamily
+    from serving.schema import Column
+    from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_MAX_ERROR_SHARE = 0.01
+PROGRESS_EVERY_S = 5.0
+FORMATS = (".csv", ".parquet")
+ROW_COLUMN = "row"
+ERROR_COLUMN = "error"
+
+Progress = Callable[[str], None]
+
+
+class ScoringError(LedgerlineError):
+    """The file cannot be scored as given (bad path, columns, too many bad rows, unknown model)."""
+
+
+@dataclass
+class LoadedChampion:
+    family: ServingFamily
+    model: object
+    ctx: ServingContext
+    workdir: Path  # the downloaded model; removed by close()
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class ScoreReport:
+    rows: int = 0  # data rows read
+    scored: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    output: Path | None = None
+    errors_file: Path | None = None
+    first_errors: list[str] = field(default_factory=list)
+
+
+def offline_settings() -> ServingSettings:
+    """The serving settings that shape answers (thresholds, reason codes) from the environment.
+
+    Offline scoring takes no requests, so the API's keys are not needed: throw-away ones fill them.
+    """
+    import secrets
+
+    from pydantic import ValidationError
+
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings(api_keys=[secrets.token_urlsafe(24)], admin_key=secrets.token_urlsafe(24))  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ScoringError(f"serving setting {where} is invalid: {first['msg']} (see LEDGERLINE_SERVING_* in README Settings)") from None
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_champion(platform: Settings, settings: ServingSettings, name: str) -> LoadedChampion:
+    """``name@champion`` downloaded and loaded by its family (no predictor, no profile store).
+
+    The download lives in a temporary folder until :meth:`LoadedChampion.close`.
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    from ledgerline.families import FAMILY_TAG, UnknownFamily, family_from_tags
+    from serving import loader
+    from serving.errors import ModelLoadError, RegistryUnavailable
+    from serving.families import ServingContext, get_serving_family
+
+    try:
+        loader.probe_tracking_server(platform.tracking_uri, timeout=10)
+        client = loader.mlflow_client(platform)
+        ref = loader.champion_ref(client, name)
+    except RegistryUnavailable as exc:
+        problem = str(exc).removesuffix("; serving the loaded versions")
+        raise ScoringError(f"{problem}; start it (make demo) or set MLFLOW_TRACKING_URI") from exc
+    if ref is None:
+        raise ScoringError(f"model {name} has no @champion (or does not exist); train it first: ledgerline train FAMILY "
+                           f"--model-name {name}")
+    try:
+        family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, f"{name} v{ref.version}"))
+    except UnknownFamily as exc:
+        raise ScoringError(f"cannot score with {name} v{ref.version}: {exc}") from exc
+    tmp = Path(tempfile.mkdtemp(prefix="ledgerline-score-"))
+    try:
+        uri = client.get_model_version_download_uri(ref.name, ref.version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"),
+                                                         tracking_uri=platform.tracking_uri))
+        meta = Model.load(str(local / "MLmodel"))
+        if meta.signature is None:
+            raise ScoringError(f"{name} v{ref.version} was logged without a signature; log it with one")
+        spec = loader._load_spec(client, ref.run_id, tmp / "spec")
+        model = family.load(local)
+        columns = family.request_columns(meta.signature.inputs.to_dict(), spec)
+    except BaseException as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (ScoringError, ModelLoadError)) or not isinstance(exc, Exception):
+            raise
+        raise ScoringError(f"cannot load {name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
+    ctx = ServingContext(name, ref.version, settings, spec, columns, local, options={"cache": {}})
+    return LoadedChampion(family, model, ctx, tmp)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def check_paths(input_path: str | Path, output_path: str | Path) -> tuple[Path, Path]:
+    """The cheap checks, before any server is asked."""
+    src, dst = Path(input_path), Path(output_path)
+    if not src.exists():
+        raise ScoringError(f"input file {src} does not exist; check the path passed to --input")
+    if src.is_dir():
+        raise ScoringError(f"{src} is a folder; pass a .csv or .parquet file to --input")
+    if src.suffix.lower() not in FORMATS:
+        raise ScoringError(f"cannot read {src}: unsupported file type '{src.suffix}'; use .csv or .parquet")
+    if dst.suffix.lower() not in FORMATS:
+        raise ScoringError(f"cannot write {dst}: unsupported file type '{dst.suffix}'; use .csv or .parquet")
+    if dst.is_dir():
+        raise ScoringError(f"--output {dst} is a folder; pass a file name ending in .csv or .parquet")
+    if not dst.parent.is_dir():
+        raise ScoringError(f"the folder of --output {dst} does not exist; create it first")
+    if dst.resolve() == src.resolve():
+        raise ScoringError("--output is the input file; write the scores to another file")
+    return src, dst
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        try:
+            header = next(csv.reader(f))
+        except StopIteration:
+            raise ScoringError(f"{path} is empty; it needs a header line and rows") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ScoringError(f"cannot read the header of {path}: {exc}") from None
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise ScoringError(f"{path} has duplicate column names {dupes}; rename them")
+    return header
+
+
+def _count_csv_rows(path: Path) -> int:
+    """Lines after the header (an estimate when quoted values hold line breaks)."""
+    n = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return max(0, n + (last != b"\n") - 1)
+
+
+@dataclass
+class Source:
+    path: Path
+    names: list[str]
+    total_rows: int
+    schema: pa.Schema
+
+    def batches(self, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        try:
+            if self.path.suffix.lower() == ".parquet":
+                yield from pq.ParquetFile(self.path).iter_batches(batch_size=chunk_rows, columns=columns)
+                return
+            wanted = list(columns) if columns is not None else self.names
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(block_size=1 << 22, encoding="utf8"),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in self.names},
+                    include_columns=wanted,
+                    null_values=[""],  # only an empty cell is null: "NA" may be Namibia, "n/a" is junk to report
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= chunk_rows:
+                    table = pa.Table.from_batches(pending).combine_chunks()
+                    yield from table.slice(0, chunk_rows).to_batches(max_chunksize=chunk_rows)
+                    rest = table.slice(chunk_rows)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held:
+                yield from pa.Table.from_batches(pending).combine_chunks().to_batches(max_chunksize=chunk_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ScoringError(f"cannot read {self.path}: {str(exc).splitlines()[0]}") from None
+
+
+def open_source(path: Path) -> Source:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ScoringError(f"cannot read {path} as Parquet: {exc}") from None
+        schema = pf.schema_arrow
+        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise ScoringError(f"{path} has nested columns {nested}; flatten them to plain columns")
+        return Source(path, list(schema.names), int(pf.metadata.num_rows), schema)
+    names = _csv_header(path)
+    return Source(path, names, _count_csv_rows(path), pa.schema([(n, pa.string()) for n in names]))
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+_TRUE = {"true", "1", "yes", "t"}
+_FALSE = {"false", "0", "no", "f"}
+
+
+def validate_frame(frame: pd.DataFrame, columns: Sequence[Column], spec: DatasetSpec | None) -> tuple[pd.DataFrame, pd.Series]:
+    """The request columns of ``frame`` converted to their types, and a reason per rejected row.
+
+    Returns ``(clean, reasons)``: ``clean`` holds the valid rows only (same index labels);
+    ``reasons`` is indexed by the rejected rows' labels. The rules are the API's: numbers finite
+    and inside the spec's range, categoricals one of the spec's values, text at most
+    ``MAX_TEXT`` characters, nulls only where the spec allows them, timestamps parseable.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from serving.schema import MAX_TEXT
+
+    kinds = {c.name: c.kind for c in spec.columns} if spec is not None else {}
+    out: dict[str, Any] = {}
+    problems: list[pd.Series] = []
+
+    def flag(mask: Any, name: str, why: str) -> None:
+        mask = pd.Series(np.asarray(mask, dtype=bool), index=frame.index)
+        if mask.any():
+            problems.append(pd.Series(f"{name}: {why}", index=frame.index[mask.to_numpy()]))
+
+    for col in columns:
+        if col.name not in frame.columns:  # a nullable column the file lacks
+            out[col.name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+            continue
+        raw = frame[col.name]
+        null = raw.isna().to_numpy()
+        if not col.nullable:
+            flag(null, col.name, "is empty; the model needs a value")
+        if col.kind == "numeric":
+            num = pd.to_numeric(raw, errors="coerce").astype(float)
+            bad = num.isna().to_numpy() & ~null
+            flag(bad, col.name, "is not a number")
+            v = num.to_numpy()
+            with np.errstate(invalid="ignore"):
+                inf = ~np.isfinite(v) & ~np.isnan(v)
+                lo = col.min if col.min is not None else -math.inf
+                hi = col.max if col.max is not None else math.inf
+                out_of_range = ~np.isnan(v) & ~inf & ((v < lo) | (v > hi))
+            flag(inf, col.name, "is not finite")
+            flag(out_of_range, col.name, f"is outside the model's range [{lo:g}, {hi:g}]")
+            out[col.name] = num.astype(object).where(~num.isna(), None)
+        elif col.kind == "boolean":
+            if pd.api.types.is_bool_dtype(raw):
+                out[col.name] = raw.astype(object).where(~raw.isna(), None)
+            else:
+                text = raw.astype(str).str.strip().str.lower()
+                is_t, is_f = text.isin(_TRUE).to_numpy(), text.isin(_FALSE).to_numpy()
+                flag(~null & ~is_t & ~is_f, col.name, "is not true or false")
+                values = [True if t else False if f else None for t, f in zip(is_t.tolist(), is_f.tolist(), strict=True)]
+                out[col.name] = pd.Series(values, index=frame.index, dtype=object)
+        else:
+            text = raw.astype(object).where(~raw.isna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            if kinds.get(col.name) == "datetime":
+                ts = pd.to_datetime(raw.where(~raw.isna(), None), errors="coerce", utc=True, format="ISO8601")
+                flag(ts.isna().to_numpy() & ~null, col.name, "is not a timestamp (use ISO 8601, e.g. 2026-03-01T14:05:00Z)")
+            elif col.values is not None:
+                allowed = set(col.values)
+                flag(~null & ~text.isin(allowed).to_numpy(), col.name, "is not one of " + ", ".join(col.values[:20])
+                     + (", ..." if len(col.values) > 20 else ""))
+            else:
+                lengths = text.map(lambda v: len(v) if v is not None else 0).to_numpy()
+                flag(lengths > MAX_TEXT, col.name, f"is longer than {MAX_TEXT} characters")
+                flag(text.map(lambda v: v is not None and "\x00" in v).to_numpy(), col.name, "holds a NUL character")
+            out[col.name] = text
+    clean = pd.DataFrame(out, index=frame.index)
+    if problems:
+        reasons = pd.concat(problems).groupby(level=0, sort=True).agg("; ".join)
+    else:
+        reasons = pd.Series([], dtype=object)
+    return clean.drop(index=reasons.index), reasons
+
+
+def missing_columns(names: Sequence[str], columns: Sequence[Column]) -> list[str]:
+    have = set(names)
+    return [c.name for c in columns if c.name not in have and not c.nullable]
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Arrow batches to a temporary CSV or Parquet file, renamed into place by :meth:`commit`."""
+
+    def __init__(self, dst: Path) -> None:
+        self.dst = dst
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._w: Any = None
+        self.schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.schema is None:
+            self.schema = table.schema
+            if self.dst.suffix.lower() == ".parquet":
+                self._w = pq.ParquetWriter(self.tmp, table.schema)
+            else:
+                self._w = self.tmp.open("w", newline="", encoding="utf-8")
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        if isinstance(self._w, pq.ParquetWriter):
+            self._w.write_table(table)
+        else:
+            # pandas quotes only what needs quoting (pyarrow's writer quotes every text value), so an input
+            # CSV's lines come back as they were, followed by the answers; booleans as true/false
+            frame = table.to_pandas()
+            for name, col in frame.items():
+                if col.dtype == bool:
+                    frame[name] = col.map({True: "true", False: "false"})
+            frame.to_csv(self._w, header=self._w.tell() == 0, index=False, lineterminator="\n")
+
+    def commit(self) -> None:
+        if self._w is not None:
+            self._w.close()
+        self.tmp.replace(self.dst)
+
+    def abort(self) -> None:
+        if self._w is not None:
+            try:
+                self._w.close()
+            except Exception:  # noqa: BLE001 - already failing; the temp file goes anyway
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+class _ErrorsFile:
+    def __init__(self, dst: Path, names: Sequence[str]) -> None:
+        self.dst = dst
+        self.names = list(names)
+        self.tmp: Path | None = None
+        self._f: Any = None
+        self._w: Any = None
+
+    def write(self, rows: Sequence[int], reasons: Sequence[str], frame: pd.DataFrame) -> None:
+        if self._f is None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.dst.name}.", suffix=".part", dir=self.dst.parent)
+            self.tmp = Path(tmp)
+            self._f = os.fdopen(fd, "w", newline="", encoding="utf-8")
+            self._w = csv.writer(self._f)
+            self._w.writerow([ROW_COLUMN, ERROR_COLUMN, *self.names])
+        values = frame.astype(object).where(frame.notna(), "").to_numpy().tolist()
+        for r, why, vals in zip(rows, reasons, values, strict=True):
+            self._w.writerow([r, why, *vals])
+
+    def commit(self) -> bool:
+        if self._f is None:
+            self.dst.unlink(missing_ok=True)  # an earlier run's errors are not this file's
+            return False
+        self._f.close()
+        assert self.tmp is not None
+        self.tmp.replace(self.dst)
+        return True
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            assert self.tmp is not None
+            self.tmp.unlink(missing_ok=True)
+
+
+def errors_path(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.csv")
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+def _answer_table(answers: pd.DataFrame, names: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
+    arrays = []
+    for n in names:
+        s = answers[n]
+        arrays.append(pa.array(s.astype(object).where(s.notna(), None).tolist()))
+    return pa.table(dict(zip(names, arrays, strict=True)))
+
+
+def score_file(
+    loaded: LoadedChampion,
+    input_path: Path,
+    output_path: Path,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    max_error_share: float = DEFAULT_MAX_ERROR_SHARE,
+    progress: Progress | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
+) -> ScoreReport:
+    """Score ``input_path`` into ``output_path`` (see the module docstring). Raises ScoringError."""
+    import pyarrow as pa
+
+    if chunk_rows < 1:
+        raise ScoringError(f"the chunk size must be at least 1 row, not {chunk_rows}")
+    if not 0.0 <= max_error_share <= 1.0:
+        raise ScoringError(f"the allowed share of bad rows must be between 0 and 1, not {max_error_share}")
+    family, ctx = loaded.family, loaded.ctx
+    columns = list(ctx.columns)
+    request_names = [c.name for c in columns]
+    src = open_source(input_path)
+    missing = missing_columns(src.names, columns)
+    if missing:
+        raise ScoringError(
+            f"{input_path} lacks the column(s) {', '.join(missing)} that {ctx.model_name} v{ctx.version} needs; "
+            f"its inputs are: {', '.join(request_names)} (other columns pass through)"
+        )
+    clash = [n for n in family.answer_columns if n in src.names]
+    if clash:
+        raise ScoringError(f"{input_path} already has the answer column(s) {', '.join(clash)}; "
+                           "drop or rename them before scoring")
+    report = ScoreReport()
+    t0 = time.perf_counter()
+    last = t0
+    total = src.total_rows
+
+    def tick(done: int, stage: str = "scored") -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if progress is not None and now - last >= progress_every_s:
+            last = now
+            rate = done / max(now - t0, 1e-9)
+            progress(f"{stage} {done:,} / {total:,} rows ({rate:,.0f} rows/s)")
+
+    writer = _Writer(output_path)
+    errors = _ErrorsFile(errors_path(output_path), src.names)
+    present = [n for n in request_names if n in src.names]
+    try:
+        whole: pd.DataFrame | None = None
+        if family.stateful:  # pass 1: the request columns of the whole file, scored at once (module docstring)
+            import pandas as pd
+
+            parts: list[pd.DataFrame] = []
+            offset = 0
+            for batch in src.batches(chunk_rows, present):
+                frame = batch.to_pandas()
+                frame.index = pd.RangeIndex(offset, offset + len(frame))
+                offset += len(frame)
+                clean, _ = validate_frame(frame, columns, ctx.spec)
+                parts.append(clean)
+                tick(offset, "read")
+            clean_all = pd.concat(parts) if parts else pd.DataFrame(columns=request_names)
+            if progress is not None:
+                progress(f"read {offset:,} rows; scoring them with each customer's earlier rows (one pass in time order)")
+            whole = family.score_frame(loaded.model, clean_all, ctx) if len(clean_all) else clean_all.iloc[:, :0]
+        offset = 0
+        for batch in src.batches(chunk_rows):
+            import pandas as pd
+
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            report.rows += len(frame)
+            clean, reasons = validate_frame(frame[present], columns, ctx.spec)
+            if len(reasons):
+                errors.write([int(i) + 1 for i in reasons.index], reasons.tolist(), frame.loc[reasons.index])
+                report.rejected += len(reasons)
+                report.first_errors += [f"row {int(i) + 1}: {r}" for i, r in reasons.head(3).items()][: 3 - len(report.first_errors)]
+            if len(clean):
+                answers = whole.loc[clean.index] if whole is not None else family.score_frame(loaded.model, clean, ctx)
+                keep = pa.array(~frame.index.isin(reasons.index))
+                table = pa.Table.from_batches([batch]).filter(keep) if len(reasons) else pa.Table.from_batches([batch])
+                for name, arr in zip(family.answer_columns, _answer_table(answers, family.answer_columns).columns,
+                                     strict=True):
+                    table = table.append_column(name, arr)
+                writer.write(table)
+                report.scored += len(clean)
+            tick(offset)
+        if report.rows == 0:
+            raise ScoringError(f"{input_path} has no rows to score")
+        share = report.rejected / report.rows
+        if report.rejected and share > max_error_share:
+            kept = errors.commit()
+            where = f"; every rejected row and its reason: {errors.dst}" if kept else ""
+            raise ScoringError(
+                f"{report.rejected:,} of {report.rows:,} rows ({share:.1%}) were rejected, more than the allowed "
+                f"{max_error_share:.1%} (--max-error-share); nothing was written to {output_path}. "
+                f"First: {'; '.join(report.first_errors)}{where}"
+            )
+        if report.scored == 0 and writer.schema is None:  # pragma: no cover - every row rejected within the share
+            raise ScoringError(f"no row of {input_path} could be scored")
+        writer.commit()
+        report.errors_file = errors.dst if errors.commit() else None
+    except BaseException:
+        writer.abort()
+        errors.abort()
+        raise
+    report.output = output_path
+    report.seconds = time.perf_counter() - t0
+    return report
