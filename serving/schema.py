@@ -269,6 +269,14 @@ class RecordSchema:
             for name in names:
                 if name not in rec and len(errors) < MAX_REPORTED_ERRORS:
                     errors.append({"field": f"{prefix}.{name}", "message": "Field required", "type": "missing"})
+            present = {k: v for k, v in rec.items() if k in known}
+            if present and len(errors) < MAX_REPORTED_ERRORS:  # the known fields' values too: one record's work
+                try:
+                    self._one.validate_python(present)
+                except ValidationError as exc:
+                    for e in exc.errors(include_url=False, include_input=False):
+                        if e["type"] != "missing" and len(errors) < MAX_REPORTED_ERRORS:
+                            errors.append(_error_item(((i,) if many else ()) + tuple(e["loc"]), e))
             if len(errors) >= MAX_REPORTED_ERRORS:
                 if i + 1 < len(records):
                     errors.append({"field": "body", "message": "records after this one were not checked", "type": "truncated"})

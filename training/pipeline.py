@@ -110,6 +110,17 @@ def _step(progress: Progress, label: str) -> Iterator[None]:
     progress(f"{label} done ({time.perf_counter() - t0:.1f}s)")
 
 
+@contextmanager
+def _resumed(run_id: str) -> Iterator[object]:
+    """``mlflow.start_run(run_id)`` in the run's own experiment, whatever experiment the process's
+    fluent API had active (a long-lived worker, or another library, may have set one)."""
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
 def _configure_mlflow(settings: Settings) -> None:
     import mlflow
 
@@ -330,7 +341,7 @@ def validate(
     )
     run_id = run.info.run_id
     try:
-        with mlflow.start_run(run_id=run_id):
+        with _resumed(run_id):
             with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local file
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = from_pandas(
@@ -399,7 +410,7 @@ def train_and_register(
         frame = family.conform(prepared.snapshot.load(), spec)
         train_df, test_df = family.split(frame, spec, seed)
         params = family.params(seed, req.params)
-        with mlflow.start_run(run_id=run_id):
+        with _resumed(run_id):
             mlflow.set_tag(lineage.STAGE, "train")
             mlflow.log_params({**params.as_dict(), "rows_train": len(train_df), "rows_test": len(test_df), "split_seed": seed})
             with _step(progress, f"training {family.name} on {len(train_df)} rows"):
