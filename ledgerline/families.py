@@ -11,10 +11,11 @@ module path happens in each layer (``training.families.get_family`` and friends)
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ledgerline import lineage
 from ledgerline.errors import LedgerlineError
@@ -28,6 +29,7 @@ FAMILIES: dict[str, str] = {
 #: the registry tag that carries a version's family
 FAMILY_TAG = lineage.FAMILY
 
+P = TypeVar("P")
 TargetKind = Literal["binary", "multiclass", "none", "timeseries"]
 Direction = Literal["higher", "lower"]
 
@@ -42,6 +44,26 @@ def family_stem(name: str) -> str:
         return FAMILIES[name]
     except KeyError:
         raise UnknownFamily(f"unknown model family '{name}'; known families: {sorted(FAMILIES)}") from None
+
+
+def load_plugin(layer: str, name: str, protocol: type[P]) -> P:
+    """``<layer>.families.<stem>.FAMILY`` of a registered family, checked against the layer's protocol.
+
+    The registry names modules, and each layer asks for its own; so this foundation module
+    imports no domain code by name, and a family without a plug-in for a layer says so.
+    """
+    stem = family_stem(name)
+    module_name = f"{layer}.families.{stem}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise UnknownFamily(f"model family '{name}' has no {layer} plug-in ({layer}/families/{stem}.py)") from None
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, protocol):
+        raise UnknownFamily(f"{module_name} does not define FAMILY implementing {protocol.__name__}")
+    return family
 
 
 def family_from_tags(tags: Mapping[str, str] | None, what: str) -> str:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ledgerline.families import FAMILIES
+
 #: Shortest API or admin key accepted: a short key can be guessed.
 MIN_KEY_LENGTH = 16
 
@@ -37,7 +39,8 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGERLINE_SERVING_", extra="ignore", populate_by_name=True)
 
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["credit-risk"], description="registered model names to serve (their @champion)"
+        default_factory=lambda: list(FAMILIES),
+        description="registered model names to serve (their @champion); default: one per family, named like it",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         description="keys accepted in the API-key header for predictions and feedback (comma-separated)"

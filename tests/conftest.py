@@ -431,6 +431,31 @@ def session_settings(
         mp.undo()
 
 
+def _trainer(settings: Settings, family: str, **defaults: Any) -> Callable[..., TrainedModel]:
+    """``train(model_name, **overrides)`` through the real pipeline for ``family``; results are cached."""
+    cache: dict[tuple[object, ...], TrainedModel] = {}
+
+    def train(model_name: str, **overrides: Any) -> TrainedModel:
+        args = {**defaults, **overrides}
+        key = (model_name, *sorted((k, repr(v)) for k, v in args.items()))
+        if key not in cache:
+            from training.pipeline import TrainRequest, run_training
+
+            result = run_training(settings, TrainRequest(family=family, model_name=model_name, **args))
+            cache[key] = TrainedModel(
+                settings=settings,
+                model_name=model_name,
+                version=result.version,
+                run_id=result.run_id,
+                snapshot_uri=result.snapshot_uri,
+                champion=result.champion,
+                decision_passed=result.decision.passed,
+            )
+        return cache[key]
+
+    return train
+
+
 @pytest.fixture(scope="session")
 def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
     """Train, register and gate a credit model through the real pipeline; results are cached.
@@ -438,63 +463,11 @@ def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
     ``train_credit("name")`` promotes v1 to @champion on first use; another seed or
     logical date registers the next version and gates it against the champion.
     """
-    cache: dict[tuple[object, ...], TrainedModel] = {}
-
-    def train(
-        model_name: str,
-        *,
-        rows: int = 6000,
-        seed: int = 42,
-        logical_date: str = "2026-01-05",
-        trigger: str = "manual",
-    ) -> TrainedModel:
-        key = (model_name, rows, seed, logical_date, trigger)
-        if key not in cache:
-            from training.pipeline import TrainRequest, run_training
-
-            req = TrainRequest(
-                family="credit-risk",
-                model_name=model_name, rows=rows, seed=seed, logical_date=logical_date, trigger=trigger
-            )
-            result = run_training(session_settings, req)
-            cache[key] = TrainedModel(
-                settings=session_settings,
-                model_name=model_name,
-                version=result.version,
-                run_id=result.run_id,
-                snapshot_uri=result.snapshot_uri,
-                champion=result.champion,
-                decision_passed=result.decision.passed,
-            )
-        return cache[key]
-
-    return train
+    return _trainer(session_settings, "credit-risk", rows=6000, seed=42, logical_date="2026-01-05", trigger="manual")
 
 
 @pytest.fixture(scope="session")
 def train_anomaly(session_settings: Settings) -> Callable[..., TrainedModel]:
     """Train, register and gate a transaction-anomaly model on generated transactions; cached."""
-    cache: dict[tuple[object, ...], TrainedModel] = {}
-
-    def train(model_name: str, *, rows: int = 8000, seed: int = 42, logical_date: str = "2026-01-05") -> TrainedModel:
-        key = (model_name, rows, seed, logical_date)
-        if key not in cache:
-            from training.pipeline import TrainRequest, run_training
-
-            req = TrainRequest(
-                family="transaction-anomaly", model_name=model_name, rows=rows, seed=seed, logical_date=logical_date,
-                params={"n_estimators": 100},
-            )
-            result = run_training(session_settings, req)
-            cache[key] = TrainedModel(
-                settings=session_settings,
-                model_name=model_name,
-                version=result.version,
-                run_id=result.run_id,
-                snapshot_uri=result.snapshot_uri,
-                champion=result.champion,
-                decision_passed=result.decision.passed,
-            )
-        return cache[key]
-
-    return train
+    return _trainer(session_settings, "transaction-anomaly", rows=8000, seed=42, logical_date="2026-01-05",
+                    params={"n_estimators": 100})

@@ -10,11 +10,10 @@ same name (run metric ``test_<name>``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ledgerline.families import MetricRule, UnknownFamily, family_stem
+from ledgerline.families import MetricRule, load_plugin
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,17 +67,7 @@ class MonitoringFamily(Protocol):
 
 def get_monitoring_family(name: str) -> MonitoringFamily:
     """The monitoring plug-in of a registered family."""
-    stem = family_stem(name)
-    try:
-        module = importlib.import_module(f"monitoring.families.{stem}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"monitoring.families.{stem}":
-            raise
-        raise UnknownFamily(f"model family '{name}' has no monitoring plug-in (monitoring/families/{stem}.py)") from None
-    family = getattr(module, "FAMILY", None)
-    if not isinstance(family, MonitoringFamily):
-        raise UnknownFamily(f"monitoring.families.{stem} does not define FAMILY implementing MonitoringFamily")
-    return family
+    return load_plugin("monitoring", name, MonitoringFamily)  # type: ignore[type-abstract]
 
 
 __all__ = ["InsufficientLabels", "MonitoringFamily", "get_monitoring_family"]

@@ -8,7 +8,6 @@ how an answer becomes flat file columns, and the label codec feedback uses.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from ledgerline.families import UnknownFamily, family_stem
+from ledgerline.families import load_plugin
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,17 +103,7 @@ class ServingFamily(Protocol):
 
 def get_serving_family(name: str) -> ServingFamily:
     """The serving plug-in of a registered family."""
-    stem = family_stem(name)
-    try:
-        module = importlib.import_module(f"serving.families.{stem}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"serving.families.{stem}":
-            raise
-        raise UnknownFamily(f"model family '{name}' has no serving plug-in (serving/families/{stem}.py)") from None
-    family = getattr(module, "FAMILY", None)
-    if not isinstance(family, ServingFamily):
-        raise UnknownFamily(f"serving.families.{stem} does not define FAMILY implementing ServingFamily")
-    return family
+    return load_plugin("serving", name, ServingFamily)  # type: ignore[type-abstract]
 
 
 __all__ = [

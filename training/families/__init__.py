@@ -7,12 +7,11 @@ A family's training module (``training/families/<stem>.py``, the stem from
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ledgerline.families import FAMILIES, GatePolicy, TargetKind, UnknownFamily, family_stem
+from ledgerline.families import FAMILIES, GatePolicy, TargetKind, load_plugin
 from ledgerline.settings import Settings
 
 if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
@@ -98,12 +97,7 @@ class TrainingFamily(Protocol):
 
 def get_family(name: str) -> TrainingFamily:
     """The training plug-in of a registered family."""
-    stem = family_stem(name)
-    module = importlib.import_module(f"training.families.{stem}")
-    family = getattr(module, "FAMILY", None)
-    if not isinstance(family, TrainingFamily):
-        raise UnknownFamily(f"training.families.{stem} does not define FAMILY implementing TrainingFamily")
-    return family
+    return load_plugin("training", name, TrainingFamily)  # type: ignore[type-abstract]
 
 
 def gate_policy(family: TrainingFamily, settings: Settings, model_name: str) -> GatePolicy:
