@@ -111,7 +111,9 @@ class TransactionAnomalyFamily:
 
             feats = compute_offline(frame, dataset_from_spec(spec))
             frame = frame.drop(columns=[c for c in FEATURE_NAMES if c in frame.columns]).join(feats)
-            ts = frame[spec.roles["timestamp"]].to_numpy()
+        time_column = spec.roles.get("timestamp")
+        if time_column is not None and time_column in frame.columns:  # the latest rows are the holdout
+            ts = frame[time_column].to_numpy()
             order = np.lexsort((np.arange(len(frame)), ts))
             cut = len(frame) - max(1, int(round(len(frame) * TEST_FRACTION)))
             return frame.iloc[np.sort(order[:cut])], frame.iloc[np.sort(order[cut:])]
