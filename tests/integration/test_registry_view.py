@@ -57,7 +57,7 @@ def test_a_promoted_version_has_a_description_with_metrics_data_and_the_verdict_
     mv = _client(trained).get_model_version(MODEL, trained.version)
 
     text = mv.description
-    assert "ROC-AUC 0." in text and "PR-AUC 0." in text and "Brier 0." in text, text
+    assert "roc_auc 0." in text and "pr_auc 0." in text and "brier 0." in text, text
     assert "6,000 rows" in text and "2026-01-05" in text and trained.snapshot_uri in text, text
     assert "trigger `manual`" in text and trained.run_id in text, text
     assert "**Gate:** PROMOTED to @champion" in text and "pending" not in text, text
