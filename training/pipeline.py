@@ -58,7 +58,6 @@ Progress = Callable[[str], None]
 TRIGGERS = ("manual", "schedule", "drift", "performance")
 MIN_TRAINING_ROWS = 200  # below this no spec's min_rows is trusted: metrics would be noise
 MIN_TEST_CLASS_ROWS = 10  # rows of each class the test split must hold
-TEST_FRACTION = 0.2  # of the classifier families' holdout (credit-risk): sizes the per-class floor
 
 
 def _log_progress(msg: str) -> None:
@@ -218,7 +217,7 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
     return spec, False
 
 
-def check_rows(frame: pd.DataFrame, spec: DatasetSpec, *, per_class: bool = True) -> None:
+def check_rows(frame: pd.DataFrame, spec: DatasetSpec, *, per_class: bool = True, test_fraction: float = 0.2) -> None:
     """Enough rows (the spec's ``min_rows``, at least MIN_TRAINING_ROWS) and, for a classifier
     (``per_class``), enough of each class that the test split holds MIN_TEST_CLASS_ROWS of both;
     checked before anything is written."""
@@ -233,7 +232,7 @@ def check_rows(frame: pd.DataFrame, spec: DatasetSpec, *, per_class: bool = True
         return
     positives = int(frame[LABEL_COLUMN].sum())
     fewest = min(positives, n - positives)
-    need_class = math.ceil(MIN_TEST_CLASS_ROWS / TEST_FRACTION)
+    need_class = math.ceil(MIN_TEST_CLASS_ROWS / test_fraction)
     if fewest < need_class:
         which = f"'{spec.positive_label}'" if positives == fewest else f"other than '{spec.positive_label}'"
         raise DataError(
@@ -275,7 +274,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
     spec, frozen = resolve_spec(settings, req, raw)
     spec = with_observed_labels(spec, raw)  # the run's spec records every label value (the label codec)
     frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
-    check_rows(frame, spec, per_class=family.target_kind == "binary")
+    check_rows(frame, spec, per_class=family.target_kind == "binary", test_fraction=family.test_fraction)
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)

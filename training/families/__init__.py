@@ -45,6 +45,8 @@ class TrainingFamily(Protocol):
     target_kind: TargetKind
     #: metrics printed after training and shown in version descriptions, in order
     headline_metrics: tuple[str, ...]
+    #: the share of rows :meth:`split` holds out (sizes the per-class row floor of classifiers)
+    test_fraction: float
 
     # --- data contract ------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:

@@ -62,6 +62,7 @@ def pip_requirements(*packages: str) -> list[str]:
 class CreditRiskFamily:
     name = "credit-risk"
     target_kind: TargetKind = "binary"
+    test_fraction = TEST_FRACTION
     headline_metrics = ("roc_auc", "pr_auc", "ks", "brier", "log_loss")
 
     # --- data contract --------------------------------------------------------------

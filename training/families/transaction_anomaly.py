@@ -74,6 +74,7 @@ def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 class TransactionAnomalyFamily:
     name = "transaction-anomaly"
     target_kind: TargetKind = "none"
+    test_fraction = TEST_FRACTION
     headline_metrics = ("alert_rate", "precision_at_budget", "recall_at_budget", "roc_auc", "pr_auc")
 
     # --- data contract --------------------------------------------------------------
