@@ -247,6 +247,44 @@ def via_proxy(url: str, proxy: TcpProxy) -> str:
     return parsed._replace(netloc=new).geturl()
 
 
+def start_serve(
+    env: dict[str, str], log: Any, args: tuple[str, ...] = ("--workers", "2", "--log-level", "info"),
+    *, timeout: float = 180,
+) -> tuple[Any, str]:
+    """``ledgerline serve`` as a process in its own session, on a free port, writing to ``log``, once
+    ``/ready`` answers 200: (the process, its URL). A process that dies or never gets ready is stopped
+    and the test fails with the tail of its log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    with Path(log).open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ledgerline"), "serve", "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, Path(log).read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, Path(log).read_text()[-3000:]
+            time.sleep(0.5)
+    except BaseException:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+        raise
+
+
 def count_predictions(url: str, model: str | None = None) -> int:
     import sqlalchemy as sa
 
@@ -296,4 +334,5 @@ def sv() -> Any:
         example_record=example_record,
         metric=metric,
         LiveServer=LiveServer,
+        start_serve=start_serve,
     )

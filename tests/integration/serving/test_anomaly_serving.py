@@ -8,9 +8,7 @@ import collections
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -282,9 +280,6 @@ def test_two_workers_export_the_profile_store_state_of_both_workers_on_metrics(
     anomaly_model: Any, fresh_app_db_url: str, profile_prefix: str, tcp_proxy: Any, tmp_path: Path, sv: Any
 ) -> None:
     proxy = tcp_proxy("redis://127.0.0.1:6379")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")},
         "LEDGERLINE_TRACKING_URI": anomaly_model.settings.tracking_uri,
@@ -298,23 +293,8 @@ def test_two_workers_export_the_profile_store_state_of_both_workers_on_metrics(
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ledgerline"), "serve", "--port", str(port), "--workers", "2"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = sv.start_serve(env, log, ("--workers", "2"), timeout=240)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         time.sleep(3)  # both workers loaded
         key = "ledgerline_serving_model_component"
         proxy.cut()

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +17,6 @@ pytestmark = pytest.mark.integration
 def test_ledgerline_serve_answers_over_http_and_flushes_every_worker_on_sigterm(
     credit_v1: Any, fresh_app_db_url: str, tmp_path: Path, sv: Any
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LEDGERLINE_")},
         "LEDGERLINE_TRACKING_URI": credit_v1.settings.tracking_uri,
@@ -36,24 +29,8 @@ def test_ledgerline_serve_answers_over_http_and_flushes_every_worker_on_sigterm(
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     log = tmp_path / "serve.log"
-    cli = Path(sys.executable).parent / "ledgerline"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(cli), "serve", "--port", str(port), "--workers", "2", "--log-level", "info"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = sv.start_serve(env, log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         answered = 0
         with httpx.Client(base_url=url, timeout=30) as c:
             record = c.get("/v1/models", headers=sv.HEADERS).json()["models"][sv.MODEL]["example"]

@@ -9,8 +9,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -183,9 +181,6 @@ def test_a_body_that_trickles_in_gets_408_and_a_hang_up_mid_upload_is_one_info_l
 def test_ledgerline_serve_closes_half_sent_heads_refuses_huge_heads_and_removes_its_runtime_folder(
     credit_v1: Any, fresh_app_db_url: str, tmp_path: Path, sv: Any
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {
@@ -202,24 +197,9 @@ def test_ledgerline_serve_closes_half_sent_heads_refuses_huge_heads_and_removes_
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     log = tmp_path / "serve.log"
-    cli = Path(sys.executable).parent / "ledgerline"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(cli), "serve", "--port", str(port), "--workers", "2", "--log-level", "info"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = sv.start_serve(env, log, ("--workers", "2", "--log-level", "info"))
+    port = int(url.rsplit(":", 1)[1])
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         assert [p.name for p in tmp.iterdir() if p.name.startswith("ledgerline-serving-")], "no runtime folder"
         # half a request line, then silence: closed after the 1 s head deadline
         answer, seconds = _raw(port, b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ")
