@@ -9,10 +9,10 @@ with the largest positive contributions: what pushed the risk up.
 
 The contributions are XGBoost's exact ``pred_contribs`` values, from tables built from the
 trees at load time in a second or two (:mod:`serving.treeshap`, checked against
-``pred_contribs`` before use): a per-tree cell table (one lookup per tree and row) when it
-is small enough, as for the depth-4 credit models, else per-leaf tables whose cost grows
-linearly with the number of leaves, so depth-5 and depth-6 models stay off XGBoost's
-per-call path too. Only models too large for both fall back to ``pred_contribs``, with a
+``pred_contribs`` before use): cell tables of groups of leaves (one lookup per group and row;
+a deep tree is split into subtrees small enough to tabulate, so a depth-6 model costs about
+what a depth-4 one does), else per-leaf tables whose cost grows linearly with the leaves.
+Only models too large for both fall back to ``pred_contribs``, with a
 WARNING at load and ``reason_code_path: "pred_contribs"`` in the model details.
 ``approximate=True`` uses XGBoost's cheaper path attribution (``approx_contribs``) instead.
 """

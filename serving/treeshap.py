@@ -17,16 +17,20 @@ from the tree's JSON, and a request evaluates every split once, forms each leaf'
 two sparse products and sums one table entry per leaf and path feature. Cost per row grows
 linearly with leaves x d, never exponentially with the splits a tree holds.
 
-Cell tables (:class:`TreeShapTable`). A tree's TreeSHAP values depend on a row only through
-which side of each of the tree's thresholds its features fall ("cells"). When a model's cells
-are few (shallow trees, e.g. the depth-4 credit models) we evaluate each tree's per-leaf
-tables at one point per cell and store the result: a request then costs one table row per
-tree, the fastest path for large batches. Filling the cells used to take one XGBoost call per
-tree (20-38 s at load); the per-leaf tables fill them in a few seconds.
+Cell tables (:class:`TreeShapTable`). The TreeSHAP values of a group of leaves depend on a row
+only through which side of the thresholds on those leaves' root paths its features fall
+("cells"). A tree is split into groups of leaves, the leaves under one node, small enough to
+tabulate (at most :data:`GROUP_CELLS` cells each; a shallow tree is one group, a depth-6 tree a
+few subtrees): we evaluate each group's per-leaf tables at one point per cell and store the
+result. A request then costs one table row per group: a depth-6 credit model has about twice
+the groups of a depth-4 one (300 vs 150), not a pass over every leaf and path feature (the
+per-leaf lookup, about 20x slower, which depth 5 and 6 used before). Filling the cells takes a
+second or two from the per-leaf tables, without XGBoost calls.
 
 Both also carry the leaf values, so the margin (log-odds) is an exact evaluation of the same
-trees, sparing XGBoost's per-call overhead. Models too large for both (tables beyond
-:data:`MAX_TABLE_VALUES`) fall back to ``pred_contribs`` with a WARNING.
+trees, sparing XGBoost's per-call overhead. Models whose groups exceed :data:`MAX_CELLS` in all use
+the per-leaf tables; too large for both (beyond :data:`MAX_TABLE_VALUES`), ``pred_contribs``
+with a WARNING.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-MAX_CELLS = 2_000_000  # cell-table rows over all trees (x inputs x 4 bytes)
-MAX_CELLS_PER_TREE = 200_000
+MAX_CELLS = 2_000_000  # cell-table rows over all groups (x inputs x 4 bytes)
+GROUP_CELLS = 4096  # a tree whose leaves span more cells is tabulated in groups of leaves (subtrees)
 BROADCAST_LIMIT = 250_000  # n x features x thresholds below which one broadcast compare beats searchsorted
 _UNSUPPORTED = -(1 << 26)  # a tree's cell sums one entry per feature it uses (<= 31): stays negative in int32
 MAX_TABLE_VALUES = 32_000_000  # float32 values over all leaf tables (128 MB); indices stay in int32
-MAX_PATH_FEATURES = 12
-CHUNK_ROWS = 64  # rows per block of the lookup  # distinct features on one root-to-leaf path (2^d table rows per leaf)
+MAX_PATH_FEATURES = 12  # distinct features on one root-to-leaf path (2^d table rows per leaf)
+CHUNK_ROWS = 64  # rows per block of the per-leaf lookup
+CELL_CHUNK_ROWS = 256  # rows per block of the cell lookup
 TOLERANCE = 1e-3
 MARGIN_TOLERANCE = 1e-4
 
@@ -87,6 +92,16 @@ class TreeShapTable:
 
     def lookup(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(n, n_inputs) contributions, (n,) margins, and a mask of rows the table cannot answer (or None)."""
+        if X.shape[0] <= CELL_CHUNK_ROWS:
+            return self._lookup(X)
+        # blocks of rows keep the (groups x rows x inputs) intermediate in cache: linear cost in rows
+        parts = [self._lookup(X[i : i + CELL_CHUNK_ROWS]) for i in range(0, X.shape[0], CELL_CHUNK_ROWS)]
+        unsupported = None
+        if any(u is not None for _, _, u in parts):
+            unsupported = np.concatenate([np.zeros(len(m), dtype=bool) if u is None else u for _, m, u in parts])
+        return np.concatenate([c for c, _, _ in parts]), np.concatenate([m for _, m, _ in parts]), unsupported
+
+    def _lookup(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         g = self.codes(X)
         cells = np.take(self.by_feature[0], g[0], axis=0)  # (n, T): a whole row of per-tree offsets per code
         for f in range(1, len(self.by_feature)):
@@ -143,31 +158,26 @@ class TreeShapTable:
         base_margin = _intercept(model)
         to_inputs = np.asarray(aggregate(np.eye(F)), dtype=np.float64)
 
-        per_tree: list[dict[int, np.ndarray]] = []
+        groups: list[_Group] = []
         global_thr: list[set[float]] = [set() for _ in range(F)]
         total = 0
-        for t in trees:
+        for ti, t in enumerate(trees):
             if any(int(s) != 0 for s in t.get("split_type", [])):
                 raise _NotTabulable("categorical splits")
-            left = t["left_children"]
-            thr: dict[int, set[float]] = {}
-            for node, child in enumerate(left):
-                if child != -1:
-                    f = int(t["split_indices"][node])
-                    if f >= F:
-                        raise _NotTabulable(f"split on feature {f} of {F}")
-                    thr.setdefault(f, set()).add(float(np.float32(t["split_conditions"][node])))
-            local = {f: np.array(sorted(v), dtype=np.float32) for f, v in thr.items()}
-            cells = 1
-            for f, v in local.items():
-                cells *= len(v) + 1 + (1 if nullable[f] else 0)
-                global_thr[f].update(v.tolist())
-            if cells > MAX_CELLS_PER_TREE:
-                raise _NotTabulable(f"a tree has {cells} cells (deep trees)")
-            total += cells if local else 0
-            if total > MAX_CELLS:
-                raise _NotTabulable(f"more than {MAX_CELLS} cells in all")
-            per_tree.append(local)
+            if t["left_children"][0] == -1:  # a tree without splits adds a constant to every margin and nothing else
+                base_margin += float(np.float32(t["split_conditions"][0]))
+                continue
+            for group in _partition(t, ti, F, nullable, GROUP_CELLS):
+                groups.append(group)
+                for f, v in group.local.items():
+                    global_thr[f].update(v.tolist())
+                total += group.cells
+                if total > MAX_CELLS:
+                    raise _NotTabulable(f"more than {MAX_CELLS:,} cells in all (deep trees)")
+        if not groups:
+            raise _NotTabulable("the model has no splits")
+        if max(len(g.local) for g in groups) > 31:
+            raise _NotTabulable("a group of leaves splits on more than 31 features")
 
         thresholds = [np.array(sorted(s), dtype=np.float32) for s in global_thr]
         kmax = max(1, max(len(t) for t in thresholds))
@@ -176,22 +186,14 @@ class TreeShapTable:
             padded[f, : len(t)] = t
         nan_code = np.array([len(t) + 1 for t in thresholds], dtype=np.int64)
 
-        if max((len(local) for local in per_tree), default=0) > 31:
-            raise _NotTabulable("a tree splits on more than 31 features")
         one_tree_base = _intercept(model)
-        split_trees = [ti for ti, local in enumerate(per_tree) if local]
-        T = len(split_trees)
-        if T == 0:
-            raise _NotTabulable("the model has no splits")
+        T = len(groups)
         by_feature = [np.zeros((len(thresholds[f]) + 2, T), dtype=np.int64) for f in range(F)]
         tree_offset: list[int] = []
         tables: list[np.ndarray] = []
         row_offset = 0
-        for ti, local in enumerate(per_tree):
-            if not local:  # a tree without splits adds a constant to every margin and nothing else
-                base_margin += float(np.float32(trees[ti]["split_conditions"][0]))
-        for column, ti in enumerate(split_trees):
-            local = per_tree[ti]
+        for column, group in enumerate(groups):
+            local = group.local
             feats = sorted(local)
             counts = [len(local[f]) + 1 + (1 if nullable[f] else 0) for f in feats]
             strides = np.cumprod([1, *counts[:-1]]).tolist()
@@ -207,14 +209,14 @@ class TreeShapTable:
                 if nullable[f]:
                     values[len(lt) + 1] = np.nan
                 reps[:, f] = values[(idx // stride) % count]
-                # global code -> local state: how many of this tree's thresholds the value reaches
+                # global code -> local state: how many of this group's thresholds the value reaches
                 gt = thresholds[f]
                 seg = by_feature[f][:, column]
                 seg[0] = 0
                 seg[1 : len(gt) + 1] = np.searchsorted(lt, gt, side="right") * stride
                 seg[len(gt) + 1] = (len(lt) + 1) * stride if nullable[f] else _UNSUPPORTED
-            # the tree's exact TreeSHAP values at one point per cell, from its leaf tables (no XGBoost call)
-            one_tree = LeafShapTable.from_trees([trees[ti]], F, to_inputs, one_tree_base)
+            # the group's exact TreeSHAP values at one point per cell, from its leaf tables (no XGBoost call)
+            one_tree = LeafShapTable.from_trees([trees[group.tree]], F, to_inputs, one_tree_base, keep=[group.leaves])
             agg, margin, _ = one_tree.lookup(reps, chunk=4096)
             leaf = margin - one_tree_base
             tables.append(np.concatenate([agg, leaf.reshape(-1, 1)], axis=1).astype(np.float32))
@@ -373,8 +375,19 @@ class LeafShapTable:
         return cls.from_trees(trees, F, to_inputs, _intercept(model))
 
     @classmethod
-    def from_trees(cls, trees: list[dict[str, Any]], F: int, to_inputs: np.ndarray, base_margin: float) -> LeafShapTable:
-        """Tables for XGBoost JSON ``trees``; ``to_inputs`` (F, n_inputs) maps model columns onto input fields."""
+    def from_trees(
+        cls,
+        trees: list[dict[str, Any]],
+        F: int,
+        to_inputs: np.ndarray,
+        base_margin: float,
+        *,
+        keep: Sequence[frozenset[int] | None] | None = None,
+    ) -> LeafShapTable:
+        """Tables for XGBoost JSON ``trees``; ``to_inputs`` (F, n_inputs) maps model columns onto input fields.
+
+        ``keep``: per tree, the leaf node ids to tabulate (None: all); the others contribute nothing.
+        """
         import scipy.sparse as sp
 
         node_feature: list[int] = []
@@ -383,9 +396,10 @@ class LeafShapTable:
         leaf_value: list[float] = []
         leaf_slots: list[list[tuple[int, list[tuple[int, bool]]]]] = []  # per leaf: (feature, [(node, left)])
         leaf_z: list[np.ndarray] = []
-        for t in trees:
+        for ti, t in enumerate(trees):
             if any(int(s) != 0 for s in t.get("split_type", [])):
                 raise _NotTabulable("categorical splits")
+            only = keep[ti] if keep is not None else None
             left, right = t["left_children"], t["right_children"]
             split, cond, default_left, cover = t["split_indices"], t["split_conditions"], t["default_left"], t["sum_hessian"]
             if left[0] == -1:  # a tree without splits adds a constant to every margin and nothing else
@@ -404,6 +418,8 @@ class LeafShapTable:
             while stack:
                 node, path = stack.pop()
                 if left[node] == -1:
+                    if only is not None and node not in only:
+                        continue
                     slots: dict[int, list[tuple[int, bool]]] = {}
                     z: dict[int, float] = {}
                     for parent, is_left, child in path:
@@ -541,6 +557,57 @@ def _leaf_tables(value: np.ndarray, z: list[np.ndarray], widths: np.ndarray) -> 
 
 class _NotTabulable(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Leaves of one tree tabulated together: the leaves under one node, and the thresholds they depend on."""
+
+    tree: int
+    local: dict[int, np.ndarray]  # feature -> sorted float32 thresholds on the group's root paths
+    leaves: frozenset[int]  # the tree's leaf node ids in the group
+    cells: int
+
+
+def _partition(tree: dict[str, Any], ti: int, F: int, nullable: Sequence[bool], budget: int) -> list[_Group]:
+    """Split a tree's leaves into groups of at most ``budget`` cells each (or single leaves).
+
+    A leaf's TreeSHAP values depend on a row only through the thresholds on its root path, so
+    the leaves under a node depend only on the node's ancestors' thresholds and those inside its
+    subtree. Starting at the root, a node whose leaves span too many cells is split into its two
+    children: a deep tree becomes a few groups of shallow-tree size instead of one table whose
+    cells multiply with every split.
+    """
+    left, right, split, cond = tree["left_children"], tree["right_children"], tree["split_indices"], tree["split_conditions"]
+    out: list[_Group] = []
+    stack: list[tuple[int, dict[int, set[float]]]] = [(0, {})]
+    while stack:
+        node, above = stack.pop()
+        local = {f: set(v) for f, v in above.items()}
+        leaves: list[int] = []
+        inner = [node]
+        while inner:
+            n = inner.pop()
+            if left[n] == -1:
+                leaves.append(n)
+                continue
+            f = int(split[n])
+            if f >= F:
+                raise _NotTabulable(f"split on feature {f} of {F}")
+            local.setdefault(f, set()).add(float(np.float32(cond[n])))
+            inner.extend((int(left[n]), int(right[n])))
+        cells = 1
+        for f, v in local.items():
+            cells *= len(v) + 1 + (1 if nullable[f] else 0)
+        if cells <= budget or left[node] == -1:
+            thresholds = {f: np.array(sorted(v), dtype=np.float32) for f, v in local.items()}
+            out.append(_Group(ti, thresholds, frozenset(leaves), cells))
+            continue
+        below = {f: set(v) for f, v in above.items()}
+        below.setdefault(int(split[node]), set()).add(float(np.float32(cond[node])))
+        stack.append((int(right[node]), below))
+        stack.append((int(left[node]), below))
+    return out
 
 
 def _intercept(model: dict[str, Any]) -> float:

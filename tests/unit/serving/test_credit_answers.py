@@ -168,3 +168,35 @@ def test_a_pipeline_without_the_expected_steps_is_refused() -> None:
 
     with pytest.raises(ValueError, match="features"):
         credit.scorer_from_pipeline(Pipeline([("scale", StandardScaler())]), threshold=0.5)
+
+
+def _cpu_seconds(fn: Any, repeats: int = 5) -> float:
+    """The least CPU time of a few runs (CPU, not wall: other processes on a busy machine do not count)."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def test_reason_codes_of_a_depth_6_model_cost_about_what_depth_4_costs(records: list[dict[str, Any]]) -> None:
+    """No cost cliff with depth: deep trees are tabulated in groups of leaves (subtrees) of bounded size,
+    so a 1,000-row batch costs one table row per group, not a pass over every leaf and path feature
+    (the per-leaf tables, which made depth 6 about 20x slower than depth 4 here)."""
+    df = conform(generate_loan_applications(3000, seed=5), SPEC)
+    rows = (records * 4)[:1000]
+    cost: dict[int, float] = {}
+    for depth in (4, 6):
+        # full trees (small child weight, no early stop): the depth-6 trees span far too many cells to tabulate whole
+        params = CreditParams(n_estimators=30, max_depth=depth, min_child_weight=1.0, early_stopping_rounds=30, seed=5, n_jobs=1)
+        model = train(df[SPEC.feature_names], df[LABEL_COLUMN].to_numpy(), SPEC, params)
+        scorer = credit.scorer_from_pipeline(model, threshold=0.5, nullable=NULLABLE)
+        assert isinstance(scorer.shap_table, TreeShapTable), depth
+        X = scorer.features.transform_records(rows)
+        np.testing.assert_allclose(credit.score(rows, scorer).contributions, _pred_contribs(model, X), atol=1e-5)
+        credit.score(rows, scorer)  # warm
+        cost[depth] = _cpu_seconds(lambda: credit.score(rows, scorer))  # noqa: B023
+    assert cost[6] <= 2.0 * cost[4], f"depth 6 costs {cost[6] * 1e3:.1f} ms per 1,000 rows, depth 4 {cost[4] * 1e3:.1f} ms"
