@@ -96,9 +96,12 @@ def scorer_from_pipeline(
     return CreditScorer(features, booster, threshold, reason_codes, approximate, nthread, table)
 
 
-def score(records: Sequence[Mapping[str, Any]], scorer: CreditScorer) -> CreditScores:
-    """Probabilities (and contributions when reason codes are on) for validated records."""
+def score(records: Sequence[Mapping[str, Any]], scorer: CreditScorer, *, explain: bool = True) -> CreditScores:
+    """Probabilities (and contributions when reason codes are on and ``explain``) for validated records."""
     X = scorer.features.transform_records(records)
+    if not explain or scorer.reason_codes == 0:  # no reason codes: XGBoost's own scoring is the cheapest
+        proba = np.asarray(scorer.booster.inplace_predict(X, validate_features=False), dtype=np.float64)
+        return CreditScores(proba.reshape(-1), None)
     table = scorer.shap_table
     if table is not None:
         contribs, margin, unsupported = table.lookup(X)
@@ -109,9 +112,9 @@ def score(records: Sequence[Mapping[str, Any]], scorer: CreditScorer) -> CreditS
         if unsupported is not None:  # a missing value the table has no cell for: ask XGBoost
             contribs[unsupported] = _pred_contribs(X[unsupported], scorer)
             proba[unsupported] = scorer.booster.inplace_predict(X[unsupported], validate_features=False)
-        return CreditScores(proba.reshape(-1), contribs if scorer.reason_codes > 0 else None)
+        return CreditScores(proba.reshape(-1), contribs)
     proba = np.asarray(scorer.booster.inplace_predict(X, validate_features=False), dtype=np.float64)
-    return CreditScores(proba.reshape(-1), _pred_contribs(X, scorer) if scorer.reason_codes > 0 else None)
+    return CreditScores(proba.reshape(-1), _pred_contribs(X, scorer))
 
 
 def _pred_contribs(X: np.ndarray, scorer: CreditScorer) -> np.ndarray:
@@ -158,7 +161,12 @@ def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: 
     return out
 
 
-def predict(records: Sequence[Mapping[str, Any]], scorer: CreditScorer) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Answers for validated records, and the scores (for the log and the score histogram)."""
-    s = score(records, scorer)
+def predict(
+    records: Sequence[Mapping[str, Any]], scorer: CreditScorer, *, explain: bool = True
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Answers for validated records, and the scores (for the log and the score histogram).
+
+    ``explain=False``: no reason codes (an empty list in each answer), and none computed.
+    """
+    s = score(records, scorer, explain=explain)
     return answers(records, s, scorer), s.probabilities

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from features.labels import LabelCodec
 from serving.schema import RecordSchema
 
-Predictor = Callable[[Sequence[Mapping[str, Any]]], tuple[list[dict[str, Any]], np.ndarray]]
+Predictor = Callable[..., tuple[list[dict[str, Any]], np.ndarray]]  # (records, explain=True): see serving.families.Predictor
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class ServedModel:
     status: Callable[[], dict[str, float]] | None = None
 
 
-def predict(records: Sequence[Mapping[str, Any]], model: ServedModel) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Answers (one dict per record, the family's shape) and the main score per record."""
+def predict(
+    records: Sequence[Mapping[str, Any]], model: ServedModel, *, explain: bool = True
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Answers (one dict per record, the family's shape) and the main score per record; ``explain=False``
+    leaves the explanations (reason codes, reasons) out."""
+    if not explain:
+        return model.predictor(records, explain=False)
     return model.predictor(records)

@@ -63,6 +63,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             "summary": f"score one {name} record or a list of them (v{model.version})",
             "operationId": f"predict_{quote(name, safe='')}",
             "security": [{"ApiKey": []}],
+            "parameters": [{
+                "name": "explain", "in": "query", "required": False,
+                "schema": {"type": "boolean", "default": True},
+                "description": "false: answers without explanations (credit: empty reason_codes), computed faster",
+            }],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": body_schema, "example": model.schema.example}},

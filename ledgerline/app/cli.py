@@ -190,6 +190,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise LedgerlineError(f"--max-error-share must be between 0 and 1 (0.01 = 1%), not {args.max_error_share}")
     settings = _settings()
     loaded = load_champion(settings, offline_settings(), args.name)
+    if args.no_explain:  # the family leaves its explanations (credit: reason codes) out, and skips computing them
+        import dataclasses
+
+        loaded.ctx = dataclasses.replace(loaded.ctx, options={**loaded.ctx.options, "explain": False})
 
     def progress(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -259,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows read, scored and written at a time")
     sc.add_argument("--max-error-share", type=float, default=DEFAULT_MAX_ERROR_SHARE,
                     help="fail when more than this share of rows is rejected (default 0.01 = 1%%)")
+    sc.add_argument("--no-explain", action="store_true",
+                    help="leave the explanations out (credit: reason codes), as the API's ?explain=false: faster")
     sc.set_defaults(func=cmd_score)
 
     d = sub.add_parser("demo", help="start the MLflow UI and run the whole loop on generated data")

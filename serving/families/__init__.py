@@ -8,7 +8,7 @@ how an answer becomes flat file columns, and the label codec feedback uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -28,8 +28,18 @@ if TYPE_CHECKING:
 
 #: A validated record, as the request schema produced it.
 Record = Mapping[str, object]
-#: One answer per record (the family's JSON object) and the monitored score per record.
-Predictor = Callable[[Sequence[Record]], "tuple[list[dict[str, object]], np.ndarray]"]
+
+
+class Predictor(Protocol):
+    """One answer per record (the family's JSON object) and the monitored score per record.
+
+    ``explain=False`` (the API's ``?explain=false``): the caller does not want the answers'
+    explanations (credit reason codes, anomaly reasons); they come back empty, and a family
+    skips computing them where that saves work.
+    """
+
+    def __call__(self, records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]: ...
+
 
 
 class PredictionBase(BaseModel):

@@ -67,8 +67,8 @@ class CreditRiskServing:
             nullable=nullable,
         )
 
-        def run(records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
-            return credit.predict(records, scorer)  # type: ignore[return-value]
+        def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
+            return credit.predict(records, scorer, explain=explain)  # type: ignore[return-value]
 
         details: dict[str, object] = {
             "threshold": scorer.threshold,
@@ -114,7 +114,7 @@ class CreditRiskServing:
             if isinstance(cache, dict):
                 cache["credit_predictor"] = run
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        answers, _ = run(records)  # type: ignore[operator]
+        answers, _ = run(records, explain=bool(ctx.options.get("explain", True)))  # type: ignore[operator]
         return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
 
 

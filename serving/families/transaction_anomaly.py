@@ -186,7 +186,7 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
     store = profile_store(ctx)
     customer_col = dataset.customer_column  # type: ignore[attr-defined]
 
-    def run(records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
+    def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         now = pd.Timestamp(time.time_ns(), unit="ns", tz="UTC")
         many = len(records) > 1
         parsed = []
@@ -212,6 +212,8 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
             raise StoreUnavailable(f"{exc}") from exc
         for result, f in zip(results, feats, strict=True):
             answers.append({**result, "features": {k: round(v, 6) for k, v in f.items()}})
+            if not explain:  # the reasons come with the profile read (cheap): only left out of the answer
+                answers[-1]["reasons"] = []
         return answers, np.fromiter((a["anomaly_score"] for a in answers), dtype=np.float64, count=len(answers))
 
     details: dict[str, object] = {
@@ -261,13 +263,13 @@ def _plain(model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, obj
     medians: dict[str, float] = dict(model.fill_values_)  # type: ignore[attr-defined]
     top_k = ctx.settings.reason_codes or 3
 
-    def run(records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
+    def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         answers: list[dict[str, object]] = []
         for rec in records:
             x = model.encode_record(rec)  # type: ignore[attr-defined]
             score = float(forest.anomaly_score_one(x))
             reasons = []
-            for name, med in medians.items():
+            for name, med in medians.items() if explain else ():
                 value = rec.get(name)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     dev = abs(float(value) - med) / (abs(med) + 1.0)

@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic_core import to_json
 
-from serving.errors import AuthError, ServingError
+from serving.errors import AuthError, InvalidRecords, ServingError
 from serving.http_errors import read_body, status_for
 from serving.model import ServedModel, predict
 from serving.state import ServingState, authorize, new_prediction_ids, state_of
@@ -28,10 +28,27 @@ from serving.store import LogEntry
 INLINE_BODY_BYTES = 16 * 1024
 
 
-def _score(body: bytes, model: ServedModel, t0: float) -> tuple[LogEntry, np.ndarray, bytes]:
+_EXPLAIN = {"true": True, "1": True, "false": False, "0": False}
+
+
+def explain_param(request: Request) -> bool:
+    """``?explain=false`` leaves the explanations (reason codes, reasons) out of the answers: cheaper."""
+    raw = request.query_params.get("explain")
+    if raw is None:
+        return True
+    value = _EXPLAIN.get(raw.strip().lower())
+    if value is None:
+        raise InvalidRecords(
+            f"query parameter explain must be true or false, not {raw[:40]!r}",
+            [{"field": "explain", "message": "must be true or false", "type": "bool_parsing"}],
+        )
+    return value
+
+
+def _score(body: bytes, model: ServedModel, t0: float, explain: bool = True) -> tuple[LogEntry, np.ndarray, bytes]:
     """Validate, predict, encode the answer and the log rows: everything CPU-bound of a request."""
     records = model.schema.parse(body)
-    answers, scores = predict(records, model)
+    answers, scores = predict(records, model, explain=explain)
     ids = new_prediction_ids(len(records))
     name, version = model.name, model.version
     # each answer is encoded once: the same JSON goes into the response and into the log row
@@ -45,8 +62,10 @@ def _score(body: bytes, model: ServedModel, t0: float) -> tuple[LogEntry, np.nda
     return entry, scores, payload
 
 
-def _score_and_submit(body: bytes, model: ServedModel, t0: float, state: ServingState) -> tuple[LogEntry, np.ndarray, bytes]:
-    entry, scores, payload = _score(body, model, t0)
+def _score_and_submit(
+    body: bytes, model: ServedModel, t0: float, state: ServingState, explain: bool = True
+) -> tuple[LogEntry, np.ndarray, bytes]:
+    entry, scores, payload = _score(body, model, t0, explain)
     seq = state.log.record(entry, wait=state.settings.log_full_wait_seconds)
     state.log.wait_durable(seq)  # the answer leaves only once its log record is on disk
     return entry, scores, payload
@@ -80,14 +99,15 @@ async def predict_endpoint(request: Request) -> Response:
     try:
         authorize(request, state.api_keys, state.settings.api_key_header, "predictions")
         model = state.holder.get(name)
+        explain = explain_param(request)
         body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout_seconds)
         if body is None:  # the client hung up mid-upload: nobody to answer
             return Response(status_code=400)
         if len(body) > INLINE_BODY_BYTES:
             # in the worker thread, so a full buffer (the writer behind) can make it wait briefly instead of 503
-            entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state)
+            entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state, explain)
         else:
-            entry, scores, payload = _score(body, model, t0)
+            entry, scores, payload = _score(body, model, t0, explain)
             durable = state.log.durable(state.log.record(entry))
             if durable is not None:  # group commit: the answer leaves once its log record is on disk
                 await durable

@@ -49,6 +49,39 @@ def test_predictions_carry_id_model_version_probability_decision_and_reason_code
     assert {r["feature"]: r["value"] for r in risky}.get("delinquencies_2y", 6) == 6
 
 
+def test_explain_false_answers_without_reason_codes_and_logs_them_so(platform: Any, live_app: Any, sv: Any) -> None:
+    server = live_app(sv.serving_settings(), platform)
+    record = sv.example_record(server)
+    batch = [record, {**record, "debt_to_income": 55.0, "delinquencies_2y": 6}]
+    url = f"/v1/models/{sv.MODEL}/predict"
+    with server.client() as c:
+        full = c.post(url, json=batch, headers=sv.HEADERS)
+        lean = c.post(url, params={"explain": "false"}, json=batch, headers=sv.HEADERS)
+        explicit = c.post(url, params={"explain": "true"}, json=record, headers=sv.HEADERS)
+        bad = c.post(url, params={"explain": "maybe"}, json=record, headers=sv.HEADERS)
+        described = c.get("/openapi.json", headers=sv.HEADERS)
+    assert full.status_code == lean.status_code == explicit.status_code == 200, lean.text
+    with_reasons, without = full.json()["predictions"], lean.json()["predictions"]
+    assert all(a["reason_codes"] for a in with_reasons) and explicit.json()["predictions"][0]["reason_codes"]
+    assert [a["reason_codes"] for a in without] == [[], []]
+    for a, b in zip(with_reasons, without, strict=True):  # the same scores and decisions, only no reasons
+        assert b["probability_of_default"] == pytest.approx(a["probability_of_default"], abs=1e-5)
+        assert b["decision"] == a["decision"] and b["threshold"] == a["threshold"]
+    assert bad.status_code == 422 and "explain" in bad.json()["detail"]
+    assert bad.json()["errors"][0]["field"] == "explain"
+    params = described.json()["paths"][url]["post"]["parameters"]
+    assert {"name": "explain", "in": "query"}.items() <= params[0].items()
+    server.stop()  # the log holds what was answered: no reason codes for the lean ones
+    engine = sa.create_engine(platform.app_db_url)
+    try:
+        with engine.connect() as conn:
+            logged = dict(conn.execute(sa.text("SELECT prediction_id, outputs FROM predictions")).all())
+    finally:
+        engine.dispose()
+    assert [logged[a["prediction_id"]]["reason_codes"] for a in without] == [[], []]
+    assert all(logged[a["prediction_id"]]["reason_codes"] for a in with_reasons)
+
+
 def test_every_prediction_is_logged_under_concurrent_load_and_shutdown_flushes_the_log(
     platform: Any, live_app: Any, sv: Any
 ) -> None:
