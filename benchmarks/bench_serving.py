@@ -25,12 +25,23 @@ server's whole process tree. Ours runs as in production: prediction log on (with
 write-ahead log: an answer leaves once its log record is written), reason codes on,
 profiles in Redis (a key prefix of the bench's own, deleted afterwards). For the default
 credit model it then runs again with ``LEDGERLINE_SERVING_LOG_WAL=fsync`` and ``=off`` and
-the cost of the write-ahead log is printed.
+the cost of the write-ahead log is printed, and once more with ``?explain=false`` (answers
+without reason codes; log and write-ahead log on): the table's ``ledgerline explain=0`` row.
+
+Besides the table (one row per server and model: single-record requests/s, p50, p99 in ms,
+100- and 1,000-row rows/s, peak RSS of the server's process tree in MB) it prints
+
+* ``write-ahead log``: single-record requests/s, p99 and 1,000-row rows/s per WAL mode;
+* ``reason codes``: the default credit model's rows/s in 100- and 1,000-row batches with
+  reason codes (the default) and without (``?explain=false``), each over MLflow's (which
+  answers probabilities only);
+* ``prediction log``: rows in the ``predictions`` table after shutdown against the rows
+  answered (the log kept up when it holds at least as many).
 
 One line per model gives ours over MLflow's; the last line is
 ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>``: x the lowest single-record ratio over
 the families (the default credit model, the anomaly model), y the default credit model's
-1,000-record batch ratio, z the highest p99 of ours over the families (single record, 8
+1,000-record batch ratio (reason codes and the prediction log on), z the highest p99 of ours over the families (single record, 8
 connections).
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000]
@@ -438,7 +449,7 @@ def run_mlflow(b: Bench, name: str, bodies: dict[int, Path]) -> ServerResult:
         stop_group(proc)
 
 
-def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write") -> ServerResult:
+def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write", explain: bool = True) -> ServerResult:
     port = free_port()
     key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     env = {
@@ -473,8 +484,10 @@ def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write") -
                 else f"reasons on, profiles in {details.get('profile_store')}, {details.get('trees')} trees")
         log(f"ledgerline serve ready on :{port} ({b.args.workers} workers, prediction log -> "
             f"{'Postgres' if b.pg_name else 'SQLite'}, write-ahead log {wal}, {what})")
-        url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
+        url = f"http://127.0.0.1:{port}/v1/models/{name}/predict" + ("" if explain else "?explain=false")
         label = "ledgerline serve" if wal == "write" else f"ledgerline (wal {wal})"
+        if not explain:
+            label = "ledgerline explain=0"
         return drive(label, name, b.wrk, url, bodies, {"X-API-Key": key}, proc.pid, b.args.duration, b.tmp)
     finally:
         stop_group(proc)
@@ -534,9 +547,11 @@ def main() -> int:
         for wal in ("fsync", "off"):  # the write-ahead log's cost: single records and 1,000-row batches
             ours_bodies = {n: p for n, p in bodies["credit-risk"][0].items() if n in (1, BATCH)}
             wal_results[wal] = run_ours(b, MODEL, ours_bodies, wal)
+        # answers without reason codes (?explain=false), log and write-ahead log on as in production
+        lean = run_ours(b, MODEL, bodies["credit-risk"][0], explain=False)
         logged = count_rows(app_db_url)
         answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve") + sum(
-            r.rows_answered for w, r in wal_results.items() if w != "write")
+            r.rows_answered for w, r in wal_results.items() if w != "write") + lean.rows_answered
         log(f"prediction log after shutdown: {logged:,} rows for {answered:,} records in completed answers "
             "(more is fine: wrk stops counting while the last requests are in flight)")
     finally:
@@ -550,12 +565,12 @@ def main() -> int:
     print()
     print(f"{'server':<22}{'model':<16}{'1-row req/s':>12}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'100-row rows/s':>16}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
-    for r in results:
+    for r in [*results, lean]:
         print(f"{r.name:<22}{r.model:<16}{r.single.rps:>12,.0f}{r.single.p50_ms:>8.1f}{r.single.p99_ms:>8.1f}"
               f"{r.batches[100].rps * 100:>16,.0f}{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
     errors = sum(r.single.status_errors + r.single.socket_errors
                  + sum(x.status_errors + x.socket_errors for x in r.batches.values())
-                 for r in [*results, *wal_results.values()])
+                 for r in [*results, *wal_results.values(), lean])
     print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
           f"{errors} failed requests; ours logs every prediction and returns reason codes / reasons; "
           f"{ANOMALY}: {STREAM_ROWS:,}-transaction stream, profiles in "
@@ -567,6 +582,15 @@ def main() -> int:
         r = wal_results[mode]
         print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
               f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
+    ml_credit = next(r for r in results if r.model == MODEL and r.name == "mlflow models serve")
+    full = wal_results["write"]
+    print(f"reason codes, {MODEL}: rows/s with (default) and without (?explain=false) them, and over MLflow's:")
+    for n in BATCHES:
+        print(f"  {n:>5}-row batches: {full.batches[n].rps * n:>9,.0f} with, {lean.batches[n].rps * n:>9,.0f} without; "
+              f"batch_ratio {full.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} with, "
+              f"{lean.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} without")
+    print(f"prediction log: {logged:,} rows written for {answered:,} answered rows "
+          f"({'kept up' if logged >= answered else f'{answered - logged:,} rows short'})")
     ratios: dict[str, tuple[float, float, float]] = {}
     for name in MODELS:
         ml = next(r for r in results if r.model == name and r.name == "mlflow models serve")

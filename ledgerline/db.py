@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+#: The prediction log's JSON columns: Postgres ``json`` (the text, checked but not converted), not ``jsonb``.
+#: Converting every logged row to jsonb cost Postgres about twice the CPU of the whole insert otherwise
+#: (24 vs 11 ms per 1,000 credit rows by COPY), on the request rate; the readers (monitoring, a few
+#: times a day) extract fields with the same ``->>``/``->`` operators. Revision 0007_predlog.
+LogJSONType = sa.JSON()
 
 promotion_ledger = sa.Table(
     "promotion_ledger",
@@ -55,8 +60,8 @@ predictions = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("inputs", JSONType, nullable=False),  # the raw record as received (feature name -> value)
-    sa.Column("outputs", JSONType, nullable=False),  # the family's answer (probability, decision, reasons, ...)
+    sa.Column("inputs", LogJSONType, nullable=False),  # the raw record as received (feature name -> value)
+    sa.Column("outputs", LogJSONType, nullable=False),  # the family's answer (probability, decision, reasons, ...)
     sa.Column("score", sa.Float, nullable=True),  # the main score (credit: probability of default)
     sa.Column("latency_ms", sa.Float, nullable=True),
     sa.Index("ix_predictions_model_time", "model_name", "created_at"),

@@ -1,7 +1,7 @@
 """What the monitoring jobs read: the champion and its training snapshot (from MLflow lineage),
 the prediction log window and the labelled predictions (from the app database).
 
-The prediction log is read with one ``COPY (SELECT inputs->>'feature', ...) TO STDOUT``
+The prediction log is read with one ``COPY (SELECT ... FROM json_to_record(inputs) ...) TO STDOUT``
 on Postgres (the JSON is unpacked by the server, the CSV parsed by pandas' C reader),
 and with a plain SQLAlchemy select elsewhere (SQLite, the demo).
 """
@@ -317,13 +317,17 @@ def _copy_window(
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        select = ", ".join(["inputs->>%s"] * len(features) + ["score"])
-        where = "model_name = %s AND created_at >= %s AND created_at < %s"
-        params: list[Any] = [*features, model_name, start, end]
+        # the log's inputs are ``json`` (text): parsed once per row into typed-as-text columns, the same
+        # values ``inputs->>'name'`` gives, which would parse the text again for every feature (8x slower)
+        record = ", ".join(f"{_ident(f)} text" for f in features)
+        select = ", ".join([*(f"r.{_ident(f)}" for f in features), "p.score"])
+        where = "p.model_name = %s AND p.created_at >= %s AND p.created_at < %s"
+        params: list[Any] = [model_name, start, end]
         if version is not None:
-            where += " AND model_version = %s"
+            where += " AND p.model_version = %s"
             params.append(version)
-        query = cur.mogrify(f"SELECT {select} FROM predictions WHERE {where}", params).decode()
+        source = f"predictions AS p, json_to_record(p.inputs) AS r({record})" if features else "predictions AS p"
+        query = cur.mogrify(f"SELECT {select} FROM {source} WHERE {where}", params).decode()
         buf = io.BytesIO()
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buf)
         cur.close()
@@ -348,6 +352,11 @@ def _copy_window(
         logger.debug("pyarrow CSV reader failed (%s); using the C reader", exc)
         buf.seek(0)
         return pd.read_csv(buf, low_memory=False, **options)
+
+
+def _ident(name: str) -> str:
+    """A feature name as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def count_by_version(url: str, model_name: str, start: datetime, end: datetime) -> dict[str, int]:

@@ -104,8 +104,8 @@ INSERT INTO predictions (prediction_id, model_name, model_version, created_at, i
 SELECT r.prediction_id, r.model_name, r.model_version, r.created_at, i.value, o.value, r.score, r.latency_ms
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[])
      WITH ORDINALITY AS r(prediction_id, model_name, model_version, created_at, score, latency_ms, n)
-JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS i(value, n) USING (n)
-JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS o(value, n) USING (n)
+JOIN json_array_elements(%s::json) WITH ORDINALITY AS i(value, n) USING (n)
+JOIN json_array_elements(%s::json) WITH ORDINALITY AS o(value, n) USING (n)
 ON CONFLICT (prediction_id) DO NOTHING
 """
 
