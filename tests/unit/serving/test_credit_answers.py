@@ -200,3 +200,39 @@ def test_reason_codes_of_a_depth_6_model_cost_about_what_depth_4_costs(records: 
         credit.score(rows, scorer)  # warm
         cost[depth] = _cpu_seconds(lambda: credit.score(rows, scorer))  # noqa: B023
     assert cost[6] <= 2.0 * cost[4], f"depth 6 costs {cost[6] * 1e3:.1f} ms per 1,000 rows, depth 4 {cost[4] * 1e3:.1f} ms"
+
+
+def test_explain_false_gives_the_same_scores_and_decisions_without_reason_codes(
+    pipeline: Any, records: list[dict[str, Any]]
+) -> None:
+    scorer = credit.scorer_from_pipeline(pipeline, threshold=0.3, nullable=NULLABLE)
+    full, full_scores = credit.predict(records, scorer)
+    lean, lean_scores = credit.predict(records, scorer, explain=False)
+    assert credit.score(records, scorer, explain=False).contributions is None
+    np.testing.assert_allclose(lean_scores, full_scores, atol=1e-5)
+    assert [a["reason_codes"] for a in lean] == [[]] * len(records)
+    assert any(a["reason_codes"] for a in full)
+    assert [(a["decision"], a["threshold"]) for a in lean] == [(a["decision"], a["threshold"]) for a in full]
+
+
+def test_offline_scoring_without_explanations_leaves_the_reason_codes_column_empty(
+    pipeline: Any, records: list[dict[str, Any]], tmp_path: Any
+) -> None:
+    """``ledgerline score --no-explain`` sets ``options["explain"]``; the family's score_frame honours it."""
+    import pandas as pd
+
+    from serving.batch import offline_settings
+    from serving.families import ServingContext
+    from serving.families.credit_risk import FAMILY
+    from serving.schema import Column
+
+    columns = [Column(c.name, "numeric" if c.kind == "numeric" else "categorical", c.name in NULLABLE) for c in SPEC.columns
+               if c.name in SPEC.feature_names]
+    frame = pd.DataFrame(records[:40], columns=SPEC.feature_names)
+    scored = {}
+    cache: dict[str, Any] = {}  # the predictor (TreeSHAP tables) is built once; explain is per call
+    for explain in (True, False):
+        ctx = ServingContext("m", "1", offline_settings(), SPEC, columns, tmp_path, options={"cache": cache, "explain": explain})
+        scored[explain] = FAMILY.score_frame(pipeline, frame, ctx)
+    assert (scored[False]["reason_codes"] == "").all() and (scored[True]["reason_codes"] != "").any()
+    np.testing.assert_allclose(scored[False]["probability_of_default"], scored[True]["probability_of_default"], atol=1e-5)
