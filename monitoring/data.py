@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from features.labels import LabelCodec
+from features.labels import OutcomeCodec
 from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
@@ -66,12 +66,12 @@ class Champion:
         return get_monitoring_family(self.family_name())
 
     @property
-    def label_codec(self) -> LabelCodec:
+    def label_codec(self) -> OutcomeCodec:
         """Decodes the labels the feedback route stored (canonical "1"/"0"; a family's aliases, such as an
         analyst's "fraud", were resolved when the label was accepted)."""
-        from features.spec import label_codec_of
+        from features.spec import outcome_codec_of
 
-        return label_codec_of(self.spec)
+        return outcome_codec_of(self.spec)
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -368,7 +368,7 @@ class LabelledWindow:
     p: np.ndarray
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
-    undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
+    undecodable: int = 0  # stored labels the codec cannot decode (not '1'/'0', or not a category): left out, and logged
     outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
@@ -380,7 +380,7 @@ def load_labelled_window(
     end: datetime,
     *,
     labels_until: datetime,
-    codec: LabelCodec,
+    codec: OutcomeCodec,
     output_fields: Sequence[str] = (),
 ) -> LabelledWindow:
     """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
@@ -420,7 +420,7 @@ def load_labelled_window(
             model_name, len(bad), sorted(set(bad))[:5],
         )
     return LabelledWindow(
-        np.asarray(ys, dtype=np.int64),
+        np.asarray(ys, dtype=object if ys and isinstance(ys[0], str) else np.int64),
         np.asarray(ps, dtype=np.float64),
         n_total,
         len(ys),
