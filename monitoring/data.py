@@ -438,15 +438,32 @@ def _answer(row: Any, fields: Sequence[str]) -> dict[str, Any]:
     return {name: getattr(row, f"out_{i}") for i, name in enumerate(fields)}
 
 
+#: the key under which :func:`load_window_outputs` puts a prediction's feedback label (None: none yet)
+LABEL_KEY = "__label__"
+
+
 def load_window_outputs(
-    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str]
+    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str],
+    *, labels_until: datetime | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for label-free window checks."""
+    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for window checks; with
+    ``labels_until``, each answer also carries its feedback label so far under :data:`LABEL_KEY`."""
     import numpy as np
 
-    p = db.predictions.c
-    q = sa.select(p.score, *_output_columns(fields)).where(*_window_filter(model_name, version, start, end))
+    p, f = db.predictions.c, db.feedback.c
+    cols = [p.score, *_output_columns(fields)]
+    source: Any = db.predictions
+    if labels_until is not None:
+        cols.append(f.label)
+        source = db.predictions.outerjoin(
+            db.feedback, (f.prediction_id == p.prediction_id) & (f.received_at <= labels_until)
+        )
+    q = sa.select(*cols).select_from(source).where(*_window_filter(model_name, version, start, end))
     with db.engine_for(url).connect() as conn:
         rows = conn.execute(q).all()
     scores = np.asarray([np.nan if r.score is None else float(r.score) for r in rows], dtype=np.float64)
-    return scores, [_answer(r, fields) for r in rows]
+    answers = [_answer(r, fields) for r in rows]
+    if labels_until is not None:
+        for a, r in zip(answers, rows, strict=True):
+            a[LABEL_KEY] = r.label
+    return scores, answers
