@@ -209,7 +209,8 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         try:
             columns = family.request_columns(signature_inputs, spec)
             schema = RecordSchema(ref.name, columns, settings.max_batch_rows)
-            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local)
+            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local,
+                                 options={"app_db_url": settings.app_db_url or platform.resolved_app_db_url()})
             predictor, details = family.build(pipeline, ctx)
         except ValueError as exc:
             raise ModelLoadError(f"{ref.name} v{ref.version} cannot be served: {exc}") from exc

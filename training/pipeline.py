@@ -170,7 +170,7 @@ def check_columns(df: pd.DataFrame, spec: DatasetSpec, model_name: str, where: s
     """The data has exactly the columns the model's frozen spec knows (features, target, id, dropped)."""
     columns = [str(c) for c in df.columns]
     required = [*spec.feature_names, spec.target, *([spec.id_column] if spec.id_column else [])]
-    known = {*required, *spec.drop}
+    known = {*required, *spec.drop, *spec.passthrough}
     missing = [c for c in required if c not in columns]
     unexpected = [c for c in columns if c not in known]
     if missing or unexpected:

@@ -50,7 +50,7 @@ class ServingContext:
     spec: DatasetSpec | None
     columns: Sequence[Column]  # the request fields (from request_columns)
     model_dir: Path  # the downloaded model folder (artifacts logged next to the model live here)
-    options: Mapping[str, object] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)  # e.g. "app_db_url" (the loader sets it), "cache"
 
 
 @runtime_checkable

@@ -139,11 +139,11 @@ def _poll(ref: weakref.ReferenceType[RuleCache], every: float) -> None:
 
 
 def _app_db_url(ctx: ServingContext) -> str:
-    if ctx.settings.app_db_url:
-        return ctx.settings.app_db_url
-    from ledgerline.settings import Settings
-
-    return Settings().resolved_app_db_url()
+    """The app database the serving app logs to (the loader passes it); the rules live there too."""
+    url = ctx.options.get("app_db_url") or ctx.settings.app_db_url
+    if not url:
+        raise ValueError("no app database URL for the correction rules")
+    return str(url)
 
 
 class TransactionCategoryServing:
