@@ -166,7 +166,7 @@ def test_the_next_retrain_learns_the_corrected_merchant_and_records_it_in_the_li
         assert ans["model_category"] != target
         _correct(a, ans["prediction_id"], target)
 
-    result = run_training(platform, TrainRequest(family="transaction-category", model_name=MODEL, rows=3000, seed=43,
+    result = run_training(platform, TrainRequest(family="transaction-category", model_name=MODEL, rows=2000, seed=43,
                                                  logical_date="2026-01-12", trigger="performance"))
     run = client(platform).get_run(result.run_id)
     assert int(run.data.tags["ledgerline.corrections.lines"]) >= 3
@@ -181,7 +181,7 @@ def test_your_own_file_trains_with_a_text_column_and_scores_with_category_column
     monkeypatch.setenv("LEDGERLINE_APP_DB_URL", platform.resolved_app_db_url())
     monkeypatch.setenv("LEDGERLINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LEDGERLINE_HOME", str(tmp_path / "home"))
-    lines = generate_statement_lines(2500, seed=9).rename(
+    lines = generate_statement_lines(1500, seed=9).rename(
         columns={"description": "memo", "amount": "amt", "category": "kind", "transaction_id": "id"}
     ).drop(columns=["merchant", "country"])
     src = tmp_path / "mine.csv"
@@ -201,3 +201,20 @@ def test_your_own_file_trains_with_a_text_column_and_scores_with_category_column
     assert list(scored.columns[-4:]) == ["category", "category_probability", "top3", "abstained"]
     assert scored["top3"].str.split("|").str.len().eq(3).all() and scored["category"].notna().all()
     assert bool(scored.loc[3, "abstained"]) and scored["category_probability"].between(0, 1).all()
+
+
+def test_monitoring_counts_the_corrections_and_asks_for_a_retrain_when_there_are_enough(workers: Any, platform: Any) -> None:
+    from monitoring.jobs import run_performance_job
+    from monitoring.settings import MonitoringSettings
+
+    a, _ = workers
+    for text in [f"MOMOTARO GRILLZ {i}" for i in range(5)]:
+        ans = _answer(a, text, 20.0)
+        _correct(a, ans["prediction_id"], "fees" if ans["model_category"] != "fees" else "income")
+    mon = MonitoringSettings(label_window_days=0, min_labelled_rows=10, min_current_rows=1, current_version_only=False,
+                             category_retrain_corrections=3, category_max_correction_rate=1.0)
+    outcome = run_performance_job(platform, MODEL, mon=mon)
+    window = outcome.summary["window_check"]
+    assert window["metrics"]["new_corrections"] >= 3 and 0 < window["metrics"]["correction_rate"] <= 1
+    assert "new_corrections" in window["breached"] and outcome.status == "degraded"
+    assert {"accuracy", "macro_f1"} <= set(outcome.summary["metrics"])
