@@ -327,12 +327,13 @@ def category_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     ours answers with the top 3, the driving n-grams and correction rules (none here), and logs it."""
     from features.categories import generate_statement_lines
 
-    df = generate_statement_lines(BATCH, seed=31)[["description", "amount", "currency", "country"]]
-    records = json.loads(df.to_json(orient="records"))
+    df = generate_statement_lines(BATCH, seed=31)[["transaction_id", "description", "amount", "currency", "country"]]
+    ours_records = json.loads(df.to_json(orient="records"))  # ours also takes the line's id (into the log)
+    records = json.loads(df.drop(columns=["transaction_id"]).to_json(orient="records"))  # the model signature's columns
     ours: dict[int, Path] = {}
     theirs: dict[int, Path] = {}
     for n in (1, *BATCHES):
-        ours[n] = write_bodies(tmp / f"category-ours-{n}.jsonl", records[:200] if n == 1 else [records[:n]])
+        ours[n] = write_bodies(tmp / f"category-ours-{n}.jsonl", ours_records[:200] if n == 1 else [ours_records[:n]])
         theirs[n] = write_bodies(tmp / f"category-mlflow-{n}.jsonl",
                                  [{"dataframe_records": [r]} for r in records[:200]] if n == 1 else [{"dataframe_records": records[:n]}])
     return ours, theirs

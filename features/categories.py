@@ -77,10 +77,11 @@ def merchant_key(text: object) -> str:
     return normalise(text)
 
 
-def text_features(text: object) -> list[str]:
-    """The text features of a raw description: :func:`ngrams` of its normalised form and its processor."""
+def text_features(text: object, normalised: str | None = None) -> list[str]:
+    """The text features of a raw description: :func:`ngrams` of its normalised form (``normalised``, when
+    the caller has it already) and its processor."""
     proc = processor(text)
-    out = ngrams(normalise(text))
+    out = ngrams(normalise(text) if normalised is None else normalised)
     if proc:
         out.append(f"p:{proc}")
     return out

@@ -189,6 +189,19 @@ class CategoryModel(BaseEstimator):  # type: ignore[misc]
             pos += len(values) + 1
         return names
 
+    def encode_rows(
+        self, records: Sequence[Mapping[str, Any]], tokens: Sequence[list[str]] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each record's (columns, values): the sparse row without building a matrix (the serving path)."""
+        out = []
+        for i, rec in enumerate(records):
+            cols: list[int] = []
+            vals: list[float] = []
+            self._text_row(rec.get(self.text_column_), cols, vals, None if tokens is None else tokens[i])
+            self._dense_row(rec, cols, vals)
+            out.append((np.asarray(cols, dtype=np.intp), np.asarray(vals)))
+        return out
+
     def explain_row(self, X: sp.csr_matrix, row: int, class_index: int, top: int) -> list[tuple[int, float]]:
         """The columns of ``X[row]`` that raised class ``class_index``'s score most: (column, contribution)."""
         start, end = X.indptr[row], X.indptr[row + 1]

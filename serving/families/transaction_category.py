@@ -180,13 +180,15 @@ class TransactionCategoryServing:
     def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
         import numpy as np
 
-        from features.categories import merchant_key, normalise
+        from features.categories import merchant_key, text_features
         from features.corrections import record_correction, rules_since
         from ledgerline import db
 
         m: Any = model
         text_col = m.text_column_
         names = m.feature_names()
+        coef_t = np.ascontiguousarray(m.coef_.T)  # features x classes: a row's scores are one small product
+        intercept = np.asarray(m.intercept_, dtype=np.float64)
         classes = list(m.classes_)
         threshold = float(ctx.settings.category_min_confidence)
         engine: Engine | None
@@ -209,17 +211,25 @@ class TransactionCategoryServing:
                     where = f"body.{i}.{text_col}" if many else f"body.{text_col}"
                     raise InvalidRecords(f"{where}: the description is empty; send the statement line text",
                                          [{"field": where, "message": "must not be empty", "type": "value_error"}])
-            X = m.transform_records(records)
-            P = m.proba_from_scores(m.scores(X))
+            keys = [merchant_key(rec.get(text_col)) for rec in records]  # normalised once: key, n-grams, checks
+            rows = m.encode_rows(records, [text_features(rec.get(text_col), k) for rec, k in zip(records, keys, strict=True)])
+            S = np.empty((len(rows), len(classes)))
+            for i, (cols, vals) in enumerate(rows):
+                S[i] = vals @ coef_t[cols]
+            P = m.proba_from_scores(S + intercept)
             answers: list[dict[str, object]] = []
-            for i, rec in enumerate(records):
+            for i in range(len(records)):
                 p = P[i]
                 order = np.argsort(-p)[:TOP_K]
                 best = int(order[0])
-                key = merchant_key(rec.get(text_col))
+                key = keys[i]
                 rule = cache.get(key)
                 alternatives = [{"category": classes[int(j)], "probability": round(float(p[j]), 6)} for j in order]
-                explanation = [{"feature": names[j], "weight": round(w, 4)} for j, w in m.explain_row(X, i, best, EXPLAIN_K)]
+                cols, vals = rows[i]
+                contrib = vals * coef_t[cols, best]
+                top = np.argsort(-contrib)[:EXPLAIN_K]
+                explanation = [{"feature": names[int(cols[j])], "weight": round(float(contrib[j]), 4)}
+                               for j in top if contrib[j] > 0]
                 answer: dict[str, object] = {
                     "category": classes[best], "probability": round(float(p[best]), 6), "abstained": False,
                     "source": "model", "alternatives": alternatives, "explanation": explanation,
@@ -231,7 +241,7 @@ class TransactionCategoryServing:
                         "source": "correction",
                         "correction": {"merchant": key, "corrections": rule.corrections, "updated_at": rule.updated_at},
                     })
-                elif not normalise(rec.get(text_col)):
+                elif not key:
                     answer.update({"category": None, "probability": None, "abstained": True,
                                    "note": "the description has no letters, so no merchant to recognise"})
                 elif float(p[best]) < threshold:
