@@ -78,9 +78,10 @@ MODELS: dict[str, tuple[str, dict[str, object]]] = {
     MODEL: ("credit-risk", {}),
     "bench-credit-d6": ("credit-risk", {"max_depth": 6}),
     ANOMALY: ("transaction-anomaly", {}),
+    "bench-category": ("transaction-category", {}),
 }
 #: each family's model for the summary line (the others are diagnostics, e.g. the depth-6 credit model)
-FAMILY_MODELS = {"credit-risk": MODEL, "transaction-anomaly": ANOMALY}
+FAMILY_MODELS = {"credit-risk": MODEL, "transaction-anomaly": ANOMALY, "transaction-category": "bench-category"}
 STREAM_ROWS = 120_000  # the anomaly stream: about 2,000 customers over 90 days
 REDIS_URL = os.environ.get("LEDGERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONNECTIONS = 8
@@ -332,6 +333,23 @@ def anomaly_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     return ours, theirs
 
 
+def category_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """Generated statement lines (merchants the model may or may not know), the same records for both;
+    ours answers with the top 3, the driving n-grams and correction rules (none here), and logs it."""
+    from features.categories import generate_statement_lines
+
+    df = generate_statement_lines(BATCH, seed=31)[["transaction_id", "description", "amount", "currency", "country"]]
+    ours_records = json.loads(df.to_json(orient="records"))  # ours also takes the line's id (into the log)
+    records = json.loads(df.drop(columns=["transaction_id"]).to_json(orient="records"))  # the model signature's columns
+    ours: dict[int, Path] = {}
+    theirs: dict[int, Path] = {}
+    for n in (1, *BATCHES):
+        ours[n] = write_bodies(tmp / f"category-ours-{n}.jsonl", ours_records[:200] if n == 1 else [ours_records[:n]])
+        theirs[n] = write_bodies(tmp / f"category-mlflow-{n}.jsonl",
+                                 [{"dataframe_records": [r]} for r in records[:200]] if n == 1 else [{"dataframe_records": records[:n]}])
+    return ours, theirs
+
+
 def redis_profiles(tmp: Path) -> tuple[str, str, bool]:
     """(profile store URL, key prefix, is Redis): Redis when it answers, else each worker's memory."""
     prefix = f"ll-bench-{secrets.token_hex(4)}:"
@@ -499,7 +517,17 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=20, help="seconds per measurement (default 20)")
     ap.add_argument("--rows", type=int, default=20_000, help="training rows (default 20000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--families", default=",".join(FAMILY_MODELS),
+                    help=f"comma-separated families to measure (default all: {','.join(FAMILY_MODELS)})")
     args = ap.parse_args()
+    wanted = {f.strip() for f in args.families.split(",") if f.strip()}
+    unknown = wanted - set(FAMILY_MODELS)
+    if unknown or not wanted:
+        ap.error(f"--families: unknown {sorted(unknown)}; choose from {sorted(FAMILY_MODELS)}")
+    for name in [n for n, (f, _) in MODELS.items() if f not in wanted]:
+        del MODELS[name]
+    for fam in [f for f in FAMILY_MODELS if f not in wanted]:
+        del FAMILY_MODELS[fam]
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -537,21 +565,24 @@ def main() -> int:
                                                          params=overrides or None), lambda m: None)
             log(f"{name} v{result.version} is @champion={result.champion}")
 
-        bodies = {"credit-risk": credit_bodies(tmp), "transaction-anomaly": anomaly_bodies(tmp)}
+        makers = {"credit-risk": credit_bodies, "transaction-anomaly": anomaly_bodies, "transaction-category": category_bodies}
+        bodies = {family: makers[family](tmp) for family in FAMILY_MODELS}
         b = Bench(wrk, args, tmp, tracking, app_db_url, pg_name, profile_url, profile_prefix)
         for name, (family, _) in MODELS.items():
             ours_bodies, mlflow_bodies = bodies[family]
             results.append(run_mlflow(b, name, mlflow_bodies))
             results.append(run_ours(b, name, ours_bodies))
-        wal_results["write"] = next(r for r in results if r.model == MODEL and r.name == "ledgerline serve")
-        for wal in ("fsync", "off"):  # the write-ahead log's cost: single records and 1,000-row batches
-            ours_bodies = {n: p for n, p in bodies["credit-risk"][0].items() if n in (1, BATCH)}
-            wal_results[wal] = run_ours(b, MODEL, ours_bodies, wal)
-        # answers without reason codes (?explain=false), log and write-ahead log on as in production
-        lean = run_ours(b, MODEL, bodies["credit-risk"][0], explain=False)
+        lean = None
+        if MODEL in MODELS:
+            wal_results["write"] = next(r for r in results if r.model == MODEL and r.name == "ledgerline serve")
+            for wal in ("fsync", "off"):  # the write-ahead log's cost: single records and 1,000-row batches
+                ours_bodies = {n: p for n, p in bodies["credit-risk"][0].items() if n in (1, BATCH)}
+                wal_results[wal] = run_ours(b, MODEL, ours_bodies, wal)
+            # answers without reason codes (?explain=false), log and write-ahead log on as in production
+            lean = run_ours(b, MODEL, bodies["credit-risk"][0], explain=False)
         logged = count_rows(app_db_url)
         answered = sum(r.rows_answered for r in results if r.name == "ledgerline serve") + sum(
-            r.rows_answered for w, r in wal_results.items() if w != "write") + lean.rows_answered
+            r.rows_answered for w, r in wal_results.items() if w != "write") + (lean.rows_answered if lean else 0)
         log(f"prediction log after shutdown: {logged:,} rows for {answered:,} records in completed answers "
             "(more is fine: wrk stops counting while the last requests are in flight)")
     finally:
@@ -565,32 +596,33 @@ def main() -> int:
     print()
     print(f"{'server':<22}{'model':<16}{'1-row req/s':>12}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'100-row rows/s':>16}{'1000-row rows/s':>17}{'peak RSS MB':>13}")
-    for r in [*results, lean]:
+    for r in [*results, *([lean] if lean else [])]:
         print(f"{r.name:<22}{r.model:<16}{r.single.rps:>12,.0f}{r.single.p50_ms:>8.1f}{r.single.p99_ms:>8.1f}"
               f"{r.batches[100].rps * 100:>16,.0f}{r.batch.rps * BATCH:>17,.0f}{r.peak_rss_mb:>13,.0f}")
     errors = sum(r.single.status_errors + r.single.socket_errors
                  + sum(x.status_errors + x.socket_errors for x in r.batches.values())
-                 for r in [*results, *wal_results.values(), lean])
+                 for r in [*results, *wal_results.values(), *([lean] if lean else [])])
     print(f"({args.workers} workers each, {CONNECTIONS} connections, {args.duration}s per measurement, wrk; "
           f"{errors} failed requests; ours logs every prediction and returns reason codes / reasons; "
           f"{ANOMALY}: {STREAM_ROWS:,}-transaction stream, profiles in "
           f"{'Redis' if profile_url != 'memory' else 'worker memory'}; MLflow gets its feature vectors)")
-    print("write-ahead log (LEDGERLINE_SERVING_LOG_WAL), "
-          f"{MODEL}: 1-row req/s, p99 ms, 1000-row rows/s, throughput cost vs off:")
-    no_wal = wal_results["off"]
-    for mode in ("write", "fsync", "off"):
-        r = wal_results[mode]
-        print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
-              f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
-    ml_credit = next(r for r in results if r.model == MODEL and r.name == "mlflow models serve")
-    full = wal_results["write"]
-    print(f"reason codes, {MODEL}: rows/s with (default) and without (?explain=false) them, and over MLflow's:")
-    for n in BATCHES:
-        print(f"  {n:>5}-row batches: {full.batches[n].rps * n:>9,.0f} with, {lean.batches[n].rps * n:>9,.0f} without; "
-              f"batch_ratio {full.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} with, "
-              f"{lean.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} without")
-    print(f"prediction log: {logged:,} rows written for {answered:,} answered rows "
-          f"({'kept up' if logged >= answered else f'{answered - logged:,} rows short'})")
+    if wal_results and lean is not None:
+        print("write-ahead log (LEDGERLINE_SERVING_LOG_WAL), "
+              f"{MODEL}: 1-row req/s, p99 ms, 1000-row rows/s, throughput cost vs off:")
+        no_wal = wal_results["off"]
+        for mode in ("write", "fsync", "off"):
+            r = wal_results[mode]
+            print(f"  {mode:<6}{r.single.rps:>8,.0f}{r.single.p99_ms:>8.1f}{r.batch.rps * BATCH:>10,.0f}   "
+                  f"{_cost(r.single.rps, no_wal.single.rps)} single-row, {_cost(r.batch.rps, no_wal.batch.rps)} batch")
+        ml_credit = next(r for r in results if r.model == MODEL and r.name == "mlflow models serve")
+        full = wal_results["write"]
+        print(f"reason codes, {MODEL}: rows/s with (default) and without (?explain=false) them, and over MLflow's:")
+        for n in BATCHES:
+            print(f"  {n:>5}-row batches: {full.batches[n].rps * n:>9,.0f} with, {lean.batches[n].rps * n:>9,.0f} without; "
+                  f"batch_ratio {full.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} with, "
+                  f"{lean.batches[n].rps / max(ml_credit.batches[n].rps, 1e-9):.2f} without")
+        print(f"prediction log: {logged:,} rows written for {answered:,} answered rows "
+              f"({'kept up' if logged >= answered else f'{answered - logged:,} rows short'})")
     ratios: dict[str, tuple[float, float, float]] = {}
     for name in MODELS:
         ml = next(r for r in results if r.model == name and r.name == "mlflow models serve")
@@ -599,7 +631,8 @@ def main() -> int:
         print(f"{name}: throughput_ratio={ratios[name][0]:.2f} batch_ratio={ratios[name][1]:.2f} "
               f"p99_ms={ratios[name][2]:.1f}")
     family = [ratios[m] for m in FAMILY_MODELS.values()]
-    print(f"throughput_ratio={min(r[0] for r in family):.2f} batch_ratio={ratios[MODEL][1]:.2f} "
+    batch_model = MODEL if MODEL in ratios else next(iter(FAMILY_MODELS.values()))
+    print(f"throughput_ratio={min(r[0] for r in family):.2f} batch_ratio={ratios[batch_model][1]:.2f} "
           f"p99_ms={max(r[2] for r in family):.1f}")
     return 0
 

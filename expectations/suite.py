@@ -26,6 +26,7 @@ import pandas as pd
 from features.spec import LABEL_COLUMN, DatasetSpec
 from ledgerline.errors import DataError
 
+from .categories import category_expectations, text_expectations
 from .summaries import summarize
 
 if TYPE_CHECKING:
@@ -177,7 +178,11 @@ def build_suite(spec: DatasetSpec) -> ExpectationSuite:
                 exps.append(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max))
         elif col.values is not None:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.values)))
+    exps += text_expectations(spec, gxe)
     if spec.target is None:
+        return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
+    if spec.classes:  # categories: every label one of the model's classes
+        exps += category_expectations(spec, gxe)
         return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
     exps += [
         gxe.ExpectColumnValuesToNotBeNull(column=spec.target),

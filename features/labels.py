@@ -1,4 +1,8 @@
-"""The label codec: one definition of what a binary outcome means, from training to monitoring.
+"""The label codecs: one definition of what an outcome means, from training to monitoring.
+
+Binary (:class:`LabelCodec`, below) and categories (:class:`CategoryCodec`: the canonical form
+of a category is its own name); both satisfy :class:`OutcomeCodec`, which is what feedback and
+monitoring use.
 
 Canonical form: the string ``"1"`` for the positive class (the event the model scores, e.g.
 a default) and ``"0"`` for the negative class, ALWAYS, whatever the dataset calls them.
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +40,20 @@ class LabelError(ValueError):
     def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
         super().__init__(message)
         self.allowed = allowed
+
+
+@runtime_checkable
+class OutcomeCodec(Protocol):
+    """What feedback and monitoring need of a codec, binary or categorical."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def allowed_values(self) -> tuple[str, ...]: ...
+    def describe(self) -> str: ...
+    def accept(self, value: object) -> str: ...
+    def decode(self, canonical: str) -> Any: ...
+    def encode_training(self, series: pd.Series) -> np.ndarray: ...
 
 
 class _HasLabels(Protocol):
@@ -159,3 +177,62 @@ class LabelCodec:
         if text == NEGATIVE:
             return 0
         raise ValueError(f"stored label {canonical!r} is not canonical ('1' or '0')")
+
+
+@dataclass(frozen=True)
+class CategoryCodec:
+    """A multiclass target (e.g. spending categories): the canonical form of an outcome is the class
+    name itself, exactly as the training data spells it. Feedback accepts a class name (also in
+    another letter case, when unambiguous); monitoring decodes it to the class name again."""
+
+    target: str
+    classes: tuple[str, ...]
+    _folded: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        classes = tuple(str(c) for c in self.classes)
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise DataError(f"the classes of '{self.target}' must be at least two distinct values, not {list(classes)}")
+        object.__setattr__(self, "classes", classes)
+        folded: dict[str, str] = {}
+        for c in classes:
+            folded[c.casefold()] = c if c.casefold() not in folded else ""
+        object.__setattr__(self, "_folded", folded)
+
+    @property
+    def allowed_values(self) -> tuple[str, ...]:
+        return self.classes
+
+    def describe(self) -> str:
+        return ", ".join(f"'{c}'" for c in self.classes)
+
+    def accept(self, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, str):
+            raise LabelError(f"label {value!r} must be a category name; use one of {self.describe()}", self.classes)
+        text = value.strip()
+        if text in self.classes:
+            return text
+        found = self._folded.get(text.casefold())
+        if not found:
+            raise LabelError(f"label {value!r} is not a category of '{self.target}'; use one of {self.describe()}", self.classes)
+        return found
+
+    def decode(self, canonical: str) -> str:
+        text = str(canonical)
+        if text not in self.classes:
+            raise ValueError(f"stored label {canonical!r} is not a category of '{self.target}'")
+        return text
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def encode_training(self, series: pd.Series) -> np.ndarray:
+        """Class names -> int64 class indices (in ``classes`` order); an unknown class is a DataError."""
+        values = series.astype(str)
+        unknown = sorted(set(values.unique()) - set(self.classes))
+        if unknown:
+            raise DataError(
+                f"target column '{self.target}' has values {unknown[:5]} that are not among the model's categories "
+                f"{list(self.classes)}; fix the data, or train a new --model-name for a different set of categories"
+            )
+        return values.map(self.index()).to_numpy(dtype=np.int64)

@@ -18,7 +18,8 @@ def load_model(source: str | Path) -> object:
     """The model object logged at ``source`` (a model URI or a local MLflow model folder)."""
     import mlflow.sklearn
 
-    import features.detector  # noqa: F401  - ours first: the model's copies are never imported
+    import features.category_model  # noqa: F401  - ours first: the model's copies are never imported
+    import features.detector  # noqa: F401
     import features.transform  # noqa: F401
 
     saved = list(sys.path)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-from features.labels import LabelCodec
+from features.labels import CategoryCodec, LabelCodec, OutcomeCodec
 from ledgerline.errors import DataError, SpecError
 
 ColumnKind = Literal["numeric", "categorical", "datetime"]
@@ -86,9 +86,11 @@ class DatasetSpec:
     negative_labels: tuple[str, ...] = ()  # empty in specs frozen before they were recorded
     roles: Mapping[str, str] = field(default_factory=dict)
     passthrough: tuple[str, ...] = ()
+    #: a multiclass target's classes (e.g. categories); then there is no positive label
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.target is not None and self.positive_label is None:
+        if self.target is not None and self.positive_label is None and not self.classes:
             raise SpecError(f"spec '{self.name}': a target needs a positive_label (the value that marks the event)")
         names = {*self.feature_names, *self.passthrough, self.id_column}
         for role, column in self.roles.items():
@@ -96,10 +98,12 @@ class DatasetSpec:
                 raise SpecError(f"spec '{self.name}': role '{role}' names column '{column}', which is not in columns")
 
     @property
-    def label_codec(self) -> LabelCodec:
+    def label_codec(self) -> OutcomeCodec:
         """The one definition of what the target's values mean (training, feedback, monitoring)."""
         if self.target is None:
             raise SpecError(f"spec '{self.name}' has no target, so it has no label codec")
+        if self.classes:
+            return CategoryCodec(self.target, self.classes)
         return LabelCodec.from_spec(self)  # type: ignore[arg-type]
 
     @property
@@ -144,6 +148,7 @@ class DatasetSpec:
             "min_rows": self.min_rows,
             "roles": dict(self.roles) if self.roles else None,
             "passthrough": list(self.passthrough) if self.passthrough else None,
+            "classes": list(self.classes) if self.classes else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -157,8 +162,8 @@ class DatasetSpec:
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> DatasetSpec:
         partial = PartialSpec.from_dict(raw, source=source)
         missing = [c for c, _ in partial.columns.items() if "type" not in _]
-        if partial.target is not None and partial.positive_label is None:
-            raise SpecError(f"{source}: a 'target' needs a 'positive_label'")
+        if partial.target is not None and partial.positive_label is None and not partial.classes:
+            raise SpecError(f"{source}: a 'target' needs a 'positive_label' (or, for categories, 'classes')")
         if missing:
             raise SpecError(f"{source}: columns {missing} have no 'type' (numeric, categorical or datetime)")
         return DatasetSpec(
@@ -173,6 +178,7 @@ class DatasetSpec:
             min_rows=partial.min_rows if partial.min_rows is not None else 100,
             roles=dict(partial.roles),
             passthrough=tuple(partial.passthrough),
+            classes=tuple(partial.classes),
         )
 
 
@@ -236,6 +242,7 @@ class _SpecModel(BaseModel):
     columns: dict[StrictStr | StrictInt, dict[str, Any]] | None = None
     roles: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     passthrough: list[StrictStr] = Field(default_factory=list)
+    classes: list[Scalar] = Field(default_factory=list)
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -256,6 +263,7 @@ _EXPECTED = {
     "id_column": "a column name", "drop": "a list of column names", "positive_rate": "[low, high] with 0 <= low <= high <= 1",
     "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
     "roles": "a mapping of role to column name", "passthrough": "a list of column names",
+    "classes": "a list of the target's classes (categories)",
     "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
@@ -298,6 +306,7 @@ class PartialSpec:
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     passthrough: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -319,6 +328,7 @@ class PartialSpec:
             columns=columns,
             roles=dict(top.roles),
             passthrough=list(top.passthrough),
+            classes=[_text(v) for v in top.classes],
         )
 
 
@@ -585,5 +595,14 @@ def with_name(spec: DatasetSpec, name: str) -> DatasetSpec:
 
 
 def label_codec_of(spec: DatasetSpec | None) -> LabelCodec:
-    """The codec of the spec's target, or the canonical 0/1 alone when there is no spec or no target."""
+    """The binary codec of the spec's target, or the canonical 0/1 alone when there is no spec or no target."""
+    if spec is None or spec.target is None:
+        return LabelCodec.canonical_only()
+    if spec.classes:
+        raise SpecError(f"spec '{spec.name}' has a multiclass target; use outcome_codec_of")
+    return LabelCodec.from_spec(spec)  # type: ignore[arg-type]
+
+
+def outcome_codec_of(spec: DatasetSpec | None) -> OutcomeCodec:
+    """The codec of the spec's target whatever its kind (binary or categories); canonical 0/1 without one."""
     return spec.label_codec if spec is not None and spec.target is not None else LabelCodec.canonical_only()

@@ -24,6 +24,7 @@ from ledgerline.errors import LedgerlineError
 FAMILIES: dict[str, str] = {
     "credit-risk": "credit_risk",
     "transaction-anomaly": "transaction_anomaly",
+    "transaction-category": "transaction_category",
 }
 
 #: the registry tag that carries a version's family

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from features.labels import LabelCodec
+from features.labels import OutcomeCodec
 from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
@@ -66,12 +66,12 @@ class Champion:
         return get_monitoring_family(self.family_name())
 
     @property
-    def label_codec(self) -> LabelCodec:
+    def label_codec(self) -> OutcomeCodec:
         """Decodes the labels the feedback route stored (canonical "1"/"0"; a family's aliases, such as an
         analyst's "fraud", were resolved when the label was accepted)."""
-        from features.spec import label_codec_of
+        from features.spec import outcome_codec_of
 
-        return label_codec_of(self.spec)
+        return outcome_codec_of(self.spec)
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -377,7 +377,7 @@ class LabelledWindow:
     p: np.ndarray
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
-    undecodable: int = 0  # stored labels that are not canonical ('1'/'0'): left out, and logged
+    undecodable: int = 0  # stored labels the codec cannot decode (not '1'/'0', or not a category): left out, and logged
     outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
@@ -389,7 +389,7 @@ def load_labelled_window(
     end: datetime,
     *,
     labels_until: datetime,
-    codec: LabelCodec,
+    codec: OutcomeCodec,
     output_fields: Sequence[str] = (),
 ) -> LabelledWindow:
     """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
@@ -429,7 +429,7 @@ def load_labelled_window(
             model_name, len(bad), sorted(set(bad))[:5],
         )
     return LabelledWindow(
-        np.asarray(ys, dtype=np.int64),
+        np.asarray(ys, dtype=object if ys and isinstance(ys[0], str) else np.int64),
         np.asarray(ps, dtype=np.float64),
         n_total,
         len(ys),
@@ -447,15 +447,32 @@ def _answer(row: Any, fields: Sequence[str]) -> dict[str, Any]:
     return {name: getattr(row, f"out_{i}") for i, name in enumerate(fields)}
 
 
+#: the key under which :func:`load_window_outputs` puts a prediction's feedback label (None: none yet)
+LABEL_KEY = "__label__"
+
+
 def load_window_outputs(
-    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str]
+    url: str, model_name: str, version: str | None, start: datetime, end: datetime, fields: Sequence[str],
+    *, labels_until: datetime | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for label-free window checks."""
+    """Scores and the answer ``fields`` of the predictions in ``[start, end)``, for window checks; with
+    ``labels_until``, each answer also carries its feedback label so far under :data:`LABEL_KEY`."""
     import numpy as np
 
-    p = db.predictions.c
-    q = sa.select(p.score, *_output_columns(fields)).where(*_window_filter(model_name, version, start, end))
+    p, f = db.predictions.c, db.feedback.c
+    cols = [p.score, *_output_columns(fields)]
+    source: Any = db.predictions
+    if labels_until is not None:
+        cols.append(f.label)
+        source = db.predictions.outerjoin(
+            db.feedback, (f.prediction_id == p.prediction_id) & (f.received_at <= labels_until)
+        )
+    q = sa.select(*cols).select_from(source).where(*_window_filter(model_name, version, start, end))
     with db.engine_for(url).connect() as conn:
         rows = conn.execute(q).all()
     scores = np.asarray([np.nan if r.score is None else float(r.score) for r in rows], dtype=np.float64)
-    return scores, [_answer(r, fields) for r in rows]
+    answers = [_answer(r, fields) for r in rows]
+    if labels_until is not None:
+        for a, r in zip(answers, rows, strict=True):
+            a[LABEL_KEY] = r.label
+    return scores, answers

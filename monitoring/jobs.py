@@ -283,7 +283,10 @@ def run_performance_job(
     window_params: dict[str, Any] = {}
     if family.window_rules(mon):  # label-free checks run on the recent window (no label delay)
         w_start, w_end = now - timedelta(days=mon.window_days), now
-        scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end, family.output_fields)
+        # a family with ``window_labels = True`` (e.g. a correction rate) sees each prediction's feedback so far
+        labels_until = now if getattr(family, "window_labels", False) else None
+        scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end, family.output_fields,
+                                                   labels_until=labels_until)
         check = evaluate_window(scores, outputs, champion.offline_metrics, mon, family=family)
         result = with_window(result, check)
         window_params = {"check_window_start": w_start.isoformat(), "check_window_end": w_end.isoformat()}

@@ -63,6 +63,15 @@ class MonitoringSettings(BaseSettings):
         '{"precision_at_budget": 0.15} (JSON in the environment); credit-risk reads the three above',
     )
 
+    # --- transaction-category ------------------------------------------------------
+    category_max_correction_rate: float = Field(
+        0.10, ge=0, le=1, description="transaction-category: a correction rate above this (share of the window's "
+        "predictions that users corrected) is a retrain reason"
+    )
+    category_retrain_corrections: int = Field(
+        50, ge=1, description="transaction-category: this many new corrections in the window are a retrain reason"
+    )
+
     # --- decision -------------------------------------------------------------
     cooldown_days: float = Field(3.0, ge=0, description="after a retrain decision, later ones are suppressed")
     max_champion_age_days: float | None = Field(

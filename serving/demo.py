@@ -162,10 +162,22 @@ def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, st
         flat = get_serving_family(info["family"]).flatten(first)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in flat.items())
         lines.append(f"  {name:<20} v{first['version']} ({info['family']}): {shown}")
-        code, fb = _call("POST", "/v1/feedback", keys["api_key"], {"prediction_id": first["prediction_id"], "label": 0})
+        classes = (info.get("details") or {}).get("classes")
+        if classes:  # categories: the feedback is a correction, which answers the next line of the merchant at once
+            label = next(c for c in classes if c != first.get("model_category"))
+            what = f"correction '{label}'"
+        else:
+            label, what = 0, "label 0 (the negative class)"
+        code, fb = _call("POST", "/v1/feedback", keys["api_key"], {"prediction_id": first["prediction_id"], "label": label})
         if code not in (200, 201):
             raise LedgerlineError(f"the example feedback of {name} failed ({code}: {fb})")
-        lines.append(f"  {'':<20} feedback label 0 (the negative class) {fb['status']} for prediction {first['prediction_id']}")
+        lines.append(f"  {'':<20} feedback {what} {fb['status']} for prediction {first['prediction_id']}")
+        if classes:
+            code, again = _call("POST", predict, keys["api_key"], example)
+            if code == 200:
+                p = again["predictions"][0]
+                lines.append(f"  {'':<20} the same line again: category={p['category']} (source: {p['source']}); "
+                             f"rules: GET {URL}/admin/models/{name}/corrections (admin key)")
         curls.append(
             f"    curl -s -X POST {URL}{predict} -H {shlex.quote('X-API-Key: ' + keys['api_key'])} "
             f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(example))}"

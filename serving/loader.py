@@ -209,13 +209,15 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         try:
             columns = family.request_columns(signature_inputs, spec)
             schema = RecordSchema(ref.name, columns, settings.max_batch_rows)
-            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local)
+            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local,
+                                 options={"app_db_url": settings.app_db_url or platform.resolved_app_db_url()})
             predictor, details = family.build(pipeline, ctx)
         except ValueError as exc:
             raise ModelLoadError(f"{ref.name} v{ref.version} cannot be served: {exc}") from exc
         example = family.example(spec, columns)
         schema.example = (schema.validate_python(example) if example is not None else None) or _example(local, schema) or _synthetic_example(schema)
     status = details.pop("status", None)
+    on_feedback = details.pop("on_feedback", None)
     model = ServedModel(
         name=ref.name,
         version=ref.version,
@@ -229,6 +231,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
         label_codec=family.label_codec(spec),
         answer_model=family.answer_model,
         status=status if callable(status) else None,
+        on_feedback=on_feedback if callable(on_feedback) else None,
     )
     if not family.stateful:  # a stateful family's answers change state: never fed made-up records
         warm_up(model)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from features.labels import LabelCodec
+from features.labels import LabelCodec, OutcomeCodec
 from serving.schema import RecordSchema
 
 Predictor = Callable[..., tuple[list[dict[str, Any]], np.ndarray]]  # (records, explain=True): see serving.families.Predictor
@@ -32,11 +32,14 @@ class ServedModel:
     source: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     #: what the model's outcomes are called (from its training spec); feedback is accepted and stored through it
-    label_codec: LabelCodec = field(default_factory=LabelCodec.canonical_only)
+    label_codec: OutcomeCodec = field(default_factory=LabelCodec.canonical_only)
     #: the family's answer model (OpenAPI) and how an answer becomes flat file columns
     answer_model: type[BaseModel] | None = None
     #: live gauges of the model's own machinery (e.g. its profile store), exported on /metrics
     status: Callable[[], dict[str, float]] | None = None
+    #: called with (prediction_id, canonical label) after feedback for this model was recorded (e.g. a
+    #: categorisation correction becomes a rule at once); the family's ``build`` supplies it in its details
+    on_feedback: Callable[[str, str], None] | None = None
 
 
 def predict(

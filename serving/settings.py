@@ -70,6 +70,13 @@ class ServingSettings(BaseSettings):
         "(approx_contribs), which can rank features differently",
     )
     predict_threads: int = Field(1, ge=1, le=64, description="XGBoost threads per worker process")
+    category_min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="transaction-category: below this probability the answer abstains (category null, with candidates)",
+    )
+    category_rules_poll_seconds: float = Field(
+        0.5, gt=0, le=60, description="transaction-category: how often each worker fetches changed correction rules"
+    )
     max_batch_rows: int = Field(5000, ge=1, description="largest list of records one request may carry")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted")
     feedback_max_body_bytes: int = Field(64 * 1024, ge=256, description="largest /v1/feedback body accepted")

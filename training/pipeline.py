@@ -78,6 +78,7 @@ class TrainRequest:
     seed: int | None = None
     params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
     force: bool = False  # train and register even when the champion came from the same inputs
+    roles: Mapping[str, str] | None = None  # column roles from the command line, e.g. {"text": "memo"} (--text-column)
 
     def __post_init__(self) -> None:
         check_model_name(self.name)  # names become folders and registry keys: check before any work
@@ -169,7 +170,7 @@ def check_columns(df: pd.DataFrame, spec: DatasetSpec, model_name: str, where: s
     """The data has exactly the columns the model's frozen spec knows (features, target, id, dropped)."""
     columns = [str(c) for c in df.columns]
     required = [*spec.feature_names, spec.target, *([spec.id_column] if spec.id_column else [])]
-    known = {*required, *spec.drop}
+    known = {*required, *spec.drop, *spec.passthrough}
     missing = [c for c in required if c not in columns]
     unexpected = [c for c in columns if c not in known]
     if missing or unexpected:
@@ -195,6 +196,8 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
     if req.data is None and req.spec_path is None:
         return family.default_spec(req.name), True
     partial = load_partial_spec(req.spec_path) if req.spec_path else PartialSpec()
+    if req.roles:
+        partial.roles.update(req.roles)
     if req.target and partial.target and req.target != partial.target:
         raise SpecError(f"--target {req.target} contradicts the spec's target '{partial.target}'; pass only one")
     if existing is not None and req.spec_path is None:
@@ -273,6 +276,12 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         source = str(Path(req.data).resolve())
     spec, frozen = resolve_spec(settings, req, raw)
     spec = with_observed_labels(spec, raw)  # the run's spec records every label value (the label codec)
+    augment = getattr(family, "augment", None)
+    if augment is not None:  # e.g. users' corrections from the prediction log join the snapshot
+        raw, note = augment(settings, req.name, raw, spec)
+        if note:
+            source = f"{source} + {note}"
+            progress(f"added {note}")
     frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     check_rows(frame, spec, per_class=family.target_kind == "binary", test_fraction=family.test_fraction)
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
@@ -350,6 +359,9 @@ def validate(
                     name=f"{snap.dataset}@{snap.logical_date}",
                 )
             mlflow.log_input(dataset, context="training")
+            lineage_of = getattr(family, "lineage", None)
+            if lineage_of is not None:  # e.g. how many of the lines are users' corrections
+                mlflow.set_tags(lineage_of(frame, spec))
             mlflow.log_text(spec.to_yaml(), "data/spec.yaml")
             with tempfile.TemporaryDirectory() as tmp:
                 docs = Path(tmp) / "data_docs"

@@ -59,8 +59,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_model_name(args.model_name or args.family)
     if args.data is None and (args.target or args.positive_label):
         raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
-    if args.target is not None and args.positive_label is None:
+    multiclass = _target_kind(args.family) == "multiclass"
+    if args.text_column is not None and not multiclass:
+        raise LedgerlineError(f"--text-column is for transaction-category; {args.family} takes no text column")
+    if args.text_column is not None and args.data is None:
+        raise LedgerlineError("--text-column goes with --data; the generator's data names its own text column")
+    if args.target is not None and args.positive_label is None and not multiclass:
         raise LedgerlineError(f"--target {args.target} needs --positive-label VALUE (the value that marks the event)")
+    if multiclass and args.positive_label is not None:
+        raise LedgerlineError(f"{args.family} predicts categories: pass --target COLUMN without --positive-label")
     if args.data is not None and not args.spec and args.target is None and _needs_target(args.family):
         raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
     if args.data is not None:
@@ -89,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows=args.rows,
         params=params,
         force=args.force,
+        roles={"text": args.text_column} if args.text_column else None,
     )
     result = run_training(settings, req, _progress)
     if result.skipped:
@@ -102,9 +110,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _needs_target(family: str) -> bool:
+    return _target_kind(family) != "none"
+
+
+def _target_kind(family: str) -> str:
     from training.families import get_family
 
-    return get_family(family).target_kind != "none"
+    return str(get_family(family).target_kind)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -237,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label column of --data (transaction-anomaly: optional, used for evaluation and the gate only)")
     t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
     t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
+    t.add_argument("--text-column", help="transaction-category: the column holding the statement line text")
     t.add_argument("--model-name", help="registered model name (default: the family name)")
     t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
     t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")

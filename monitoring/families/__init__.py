@@ -54,7 +54,9 @@ class MonitoringFamily(Protocol):
         ...
 
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
-        """Label-free checks on the prediction log window (e.g. an alert rate band); empty for none."""
+        """Checks on the recent prediction log window (e.g. an alert rate band); empty for none. A family
+        whose checks read feedback (e.g. a correction rate) sets an attribute ``window_labels = True``:
+        each answer then carries its label so far under ``monitoring.data.LABEL_KEY`` (None: none)."""
         ...
 
     def window_metrics(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from features.labels import LabelCodec
+    from features.labels import OutcomeCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
     from serving.settings import ServingSettings
@@ -60,7 +60,7 @@ class ServingContext:
     spec: DatasetSpec | None
     columns: Sequence[Column]  # the request fields (from request_columns)
     model_dir: Path  # the downloaded model folder (artifacts logged next to the model live here)
-    options: Mapping[str, object] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)  # e.g. "app_db_url" (the loader sets it), "cache"
 
 
 @runtime_checkable
@@ -96,8 +96,9 @@ class ServingFamily(Protocol):
         """A request example (OpenAPI, the warm-up); None: the logged input example or a synthetic one."""
         ...
 
-    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
-        """The outcomes ``POST /v1/feedback`` accepts (stored canonically as "1"/"0"; monitoring decodes them)."""
+    def label_codec(self, spec: DatasetSpec | None) -> OutcomeCodec:
+        """The outcomes ``POST /v1/feedback`` accepts (stored canonically: "1"/"0" for a binary target, the
+        category's name for categories; monitoring decodes them)."""
         ...
 
     def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from features.labels import LabelCodec, LabelError
+from features.labels import LabelCodec, LabelError, OutcomeCodec
 from serving import store
 from serving.errors import InvalidRecords, ServingError, StoreUnavailable, UnknownPrediction
 from serving.http_errors import ErrorBody, read_body
@@ -35,7 +35,8 @@ class FeedbackRequest(BaseModel):
             "the outcome in the model's own terms: a label value of its training data's target (e.g. 'bad' or "
             "'good'), or 1 for the positive class (the event the model scores, e.g. a default) and 0 for the "
             "negative class. Where the training data itself uses 0/1, those keep the data's meaning. Stored as "
-            "'1' (positive) or '0' (negative); any other value is refused with 422 listing the allowed values"
+            "'1' (positive) or '0' (negative). For a categorisation model: the correct category's name, stored "
+            "as that name. Any other value is refused with 422 listing the allowed values"
         )
     )
 
@@ -44,11 +45,12 @@ class FeedbackResponse(BaseModel):
     status: Literal["recorded", "duplicate", "pending"]
     prediction_id: str
     model: str | None = Field(description="null while pending (the prediction's row is not in the database yet)")
-    label: str = Field(description="the stored outcome: '1' = the positive class, '0' = the negative class")
+    label: str = Field(description="the stored outcome: '1' = the positive class, '0' = the negative class; "
+                       "a categorisation model's: the category")
     received_at: datetime
 
 
-def _normalise_label(codec: LabelCodec, label: int | str) -> str:
+def _normalise_label(codec: OutcomeCodec, label: int | str) -> str:
     """The user's outcome in the codec's canonical form ('1' positive, '0' negative); 422 otherwise."""
     try:
         return codec.accept(label)
@@ -83,9 +85,12 @@ def _feedback(state: ServingState, req: FeedbackRequest) -> store.FeedbackResult
         )
     current = state.holder.current(model_name)
     # a model no longer served: only the canonical 0/1 are unambiguous
-    codec = current.label_codec if current is not None else LabelCodec.canonical_only()
+    codec: OutcomeCodec = current.label_codec if current is not None else LabelCodec.canonical_only()
     label = _normalise_label(codec, req.label)
-    return store.record_feedback(state.engine, pid, label)
+    result = store.record_feedback(state.engine, pid, label)
+    if current is not None and current.on_feedback is not None and result.created:
+        current.on_feedback(pid, label)  # e.g. a categorisation correction becomes a rule at once
+    return result
 
 
 def _could_be_pending(state: ServingState, pid: str) -> bool:
@@ -103,7 +108,7 @@ def _pending_label(state: ServingState, label: int | str) -> str:
     Every served model's codec must read the label the same way; otherwise the client is asked
     to retry in a moment (503, when the prediction's row will be in the database), never told 404.
     """
-    codecs = [m.label_codec for m in (state.holder.current(n) for n in state.holder.names) if m is not None]
+    codecs: list[OutcomeCodec] = [m.label_codec for m in (state.holder.current(n) for n in state.holder.names) if m is not None]
     if not codecs:
         codecs = [LabelCodec.canonical_only()]
     readings: set[str] = set()
@@ -122,7 +127,7 @@ def _pending_label(state: ServingState, label: int | str) -> str:
     return readings.pop()
 
 
-def _reads(codec: LabelCodec, label: int | str) -> bool:
+def _reads(codec: OutcomeCodec, label: int | str) -> bool:
     try:
         codec.accept(label)
     except LabelError:
