@@ -203,7 +203,7 @@ class TransactionCategoryServing:
         threading.Thread(target=_poll, args=(weakref.ref(cache), ctx.settings.category_rules_poll_seconds),
                          name=f"category-rules-{ctx.model_name}", daemon=True).start()
 
-        def run(records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
+        def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
             many = len(records) > 1
             for i, rec in enumerate(records):
                 text = rec.get(text_col)
@@ -229,7 +229,7 @@ class TransactionCategoryServing:
                 contrib = vals * coef_t[cols, best]
                 top = np.argsort(-contrib)[:EXPLAIN_K]
                 explanation = [{"feature": names[int(cols[j])], "weight": round(float(contrib[j]), 4)}
-                               for j in top if contrib[j] > 0]
+                               for j in top if contrib[j] > 0] if explain else []
                 answer: dict[str, object] = {
                     "category": classes[best], "probability": round(float(p[best]), 6), "abstained": False,
                     "source": "model", "alternatives": alternatives, "explanation": explanation,
