@@ -24,6 +24,7 @@ from ledgerline.errors import LedgerlineError
 FAMILIES: dict[str, str] = {
     "credit-risk": "credit_risk",
     "transaction-anomaly": "transaction_anomaly",
+    "spending-forecast": "spending_forecast",
 }
 
 #: the registry tag that carries a version's family
