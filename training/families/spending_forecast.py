@@ -243,7 +243,7 @@ class SpendingForecastFamily:
         from features.forecast_pyfunc import ForecastPyfunc
 
         first = str(model.lineage["series_id"].iloc[0])  # type: ignore[attr-defined]
-        example = pd.DataFrame({"series_id": [first], "horizon": [int(model.horizon)], "interval": [0.8]})  # type: ignore[attr-defined]
+        example = pd.DataFrame({"series_id": [first], "horizon": [float(model.horizon)], "interval": [0.8]})  # type: ignore[attr-defined]
         output = model.frame(int(model.horizon), 0.8, [first])  # type: ignore[attr-defined]
         with tempfile.TemporaryDirectory() as tmp:
             folder = model.save(Path(tmp) / "forecast")  # type: ignore[attr-defined]
