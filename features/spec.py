@@ -88,6 +88,8 @@ class DatasetSpec:
     passthrough: tuple[str, ...] = ()
     #: a multiclass target's classes (e.g. categories); then there is no positive label
     classes: tuple[str, ...] = ()
+    #: time-series data: {freq, horizon, min_length, allow_negative} (features/series.py reads it)
+    series: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.target is not None and self.positive_label is None and not self.classes:
@@ -149,6 +151,7 @@ class DatasetSpec:
             "roles": dict(self.roles) if self.roles else None,
             "passthrough": list(self.passthrough) if self.passthrough else None,
             "classes": list(self.classes) if self.classes else None,
+            "series": dict(self.series) if self.series else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -179,6 +182,7 @@ class DatasetSpec:
             roles=dict(partial.roles),
             passthrough=tuple(partial.passthrough),
             classes=tuple(partial.classes),
+            series=dict(partial.series) if partial.series else None,
         )
 
 
@@ -243,6 +247,7 @@ class _SpecModel(BaseModel):
     roles: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     passthrough: list[StrictStr] = Field(default_factory=list)
     classes: list[Scalar] = Field(default_factory=list)
+    series: dict[StrictStr, Any] | None = None
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -264,6 +269,7 @@ _EXPECTED = {
     "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
     "roles": "a mapping of role to column name", "passthrough": "a list of column names",
     "classes": "a list of the target's classes (categories)",
+    "series": "a mapping {freq: MS|W|D, horizon: N, min_length: N, allow_negative: true|false}",
     "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
@@ -307,6 +313,7 @@ class PartialSpec:
     roles: dict[str, str] = field(default_factory=dict)
     passthrough: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    series: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -329,6 +336,7 @@ class PartialSpec:
             roles=dict(top.roles),
             passthrough=list(top.passthrough),
             classes=[_text(v) for v in top.classes],
+            series=dict(top.series) if top.series else None,
         )
 
 

@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "credit-risk": "credit_risk",
     "transaction-anomaly": "transaction_anomaly",
     "transaction-category": "transaction_category",
+    "spending-forecast": "spending_forecast",
 }
 
 #: the registry tag that carries a version's family

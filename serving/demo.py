@@ -154,6 +154,11 @@ def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, st
         if info is None:
             raise LedgerlineError(f"the serving API does not serve {name} yet (see {URL}/ready and {log})")
         example = info["example"]
+        if info["family"] == "spending-forecast":  # answers and feedback per series: its own routes
+            lines_, curl = _forecast_demo(name, example, keys["api_key"], log)
+            lines += lines_
+            curls.append(curl)
+            continue
         predict = f"/v1/models/{name}/predict"
         code, answer = _call("POST", predict, keys["api_key"], example)
         if code != 200:
@@ -183,6 +188,26 @@ def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, st
             f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(example))}"
         )
     return lines + ["  try it:", *curls]
+
+
+def _forecast_demo(name: str, example: dict[str, Any], api_key: str, log: Any) -> tuple[list[str], str]:
+    """One series' forecast from the precomputed table, and its first actual sent back as feedback."""
+    route = f"/v1/models/{name}/forecast"
+    body = {"series_id": example["series_id"], "horizon": 6, "interval": 0.8}
+    code, answer = _call("POST", route, api_key, body)
+    if code != 200:
+        raise LedgerlineError(f"the example forecast of {name} failed ({code}: {answer}); see {log}")
+    first = answer["points"][0]
+    lines = [f"  {name:<20} v{answer['version']} (spending-forecast): {body['series_id']} {first['ds']} "
+             f"yhat={first['yhat']:.1f} [{first['yhat_lower']:.1f}, {first['yhat_upper']:.1f}] (80 %)"]
+    actual = {"actuals": [{"series_id": body["series_id"], "ds": first["ds"], "y": round(first["yhat"], 2)}]}
+    code, fb = _call("POST", f"/v1/models/{name}/actuals", api_key, actual)
+    if code != 200:
+        raise LedgerlineError(f"the example actuals of {name} failed ({code}: {fb})")
+    lines.append(f"  {'':<20} actual for {first['ds']} recorded (POST /v1/models/{name}/actuals)")
+    curl = (f"    curl -s -X POST {URL}{route} -H {shlex.quote('X-API-Key: ' + api_key)} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}")
+    return lines, curl
 
 
 def _short(value: Any) -> str:

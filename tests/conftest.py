@@ -471,3 +471,42 @@ def train_anomaly(session_settings: Settings) -> Callable[..., TrainedModel]:
     """Train, register and gate a transaction-anomaly model on generated transactions; cached."""
     return _trainer(session_settings, "transaction-anomaly", rows=8000, seed=42, logical_date="2026-01-05",
                     params={"n_estimators": 100})
+
+
+@dataclass
+class TrainedForecast:
+    settings: Settings
+    model_name: str
+    data: Path  # the CSV it was trained on
+    env: dict[str, str]  # LEDGERLINE_* for CLI calls against the same services
+    version: str
+
+
+@pytest.fixture(scope="session")
+def trained_forecast(session_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> TrainedForecast:
+    """``ledgerline train spending-forecast --data CSV ...`` once per session: 16 monthly series, seasonal naive
+    and Theta in one process (Prophet and the worker pool are covered by tests/unit/forecast)."""
+    from features.series import generate_spending
+    from ledgerline.app.cli import main
+    from ledgerline.registry import CHAMPION, alias_version, client
+
+    root = tmp_path_factory.mktemp("forecast")
+    data = root / "spending.csv"
+    generate_spending(16, seed=21, months=48).to_csv(data, index=False)
+    env = {
+        "LEDGERLINE_TRACKING_URI": session_settings.tracking_uri,
+        "LEDGERLINE_APP_DB_URL": session_settings.resolved_app_db_url(),
+        "LEDGERLINE_HOME": str(session_settings.home),
+        "LEDGERLINE_DATA_DIR": str(session_settings.resolved_data_dir()),
+    }
+    name = "it-forecast"
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        rc = main(["train", "spending-forecast", "--data", str(data), "--series-column", "series_id",
+                   "--time-column", "ds", "--target", "y", "--freq", "MS", "--horizon", "12", "--model-name", name,
+                   "--param", "models=snaive,theta", "--param", "workers=1", "--logical-date", "2026-11-01"])
+    assert rc == 0
+    version = alias_version(client(session_settings), name, CHAMPION)
+    assert version is not None, "the forecast model was not promoted"
+    return TrainedForecast(session_settings, name, data, env, version)

@@ -153,6 +153,8 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
             f"    validation         {data_docs_link(settings, result.experiment_id, result.run_id)}",
             "    test metrics       " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in headline),
             f"    promotion ledger   ledgerline ledger {result.model_name}",
+            *([f"    forecast file      ledgerline forecast {result.model_name} --horizon 12 --output forecast.csv"]
+              if get_family(family).target_kind == "timeseries" else []),
             f"    snapshot           {result.snapshot_uri}",
         ]
     from ledgerline.app.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)

@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_predlog"
-down_revision: str | None = "0003_corrections"
+down_revision: str | None = "0005_forecast_actuals"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

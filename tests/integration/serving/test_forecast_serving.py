@@ -1,0 +1,58 @@
+"""``POST /v1/models/{name}/forecast`` and ``/actuals`` on the real app: points and bounds from the served
+version's precomputed table, 404 naming an unknown series, 422 naming the field, actuals stored per
+(series, date) with a repeat replacing the value."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(trained_forecast, fresh_app_db_url, tmp_path, live_app, sv):  # noqa: ANN001, ANN201
+    platform = trained_forecast.settings.model_copy(update={"app_db_url": fresh_app_db_url, "home": tmp_path / "home"})
+    return live_app(sv.serving_settings(models=[trained_forecast.model_name]), platform)
+
+
+def test_forecast_answers_from_the_table_and_actuals_are_stored(server, trained_forecast, fresh_app_db_url, sv):
+    import sqlalchemy as sa
+
+    from features.forecast_model import load_forecast_model
+    from ledgerline import db
+
+    name = trained_forecast.model_name
+    model = load_forecast_model(f"models:/{name}/{trained_forecast.version}")
+    sid = model.series_ids[3]
+    with server.client() as c:
+        r = c.post(f"/v1/models/{name}/forecast", json={"series_id": sid, "horizon": 4, "interval": 0.95}, headers=sv.HEADERS)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["version"] == trained_forecast.version and body["series_id"] == sid and body["interval"] == 0.95
+        rows = model.table[model.table["series_id"] == sid].head(4)
+        assert [p["ds"] for p in body["points"]] == list(rows["ds"].dt.strftime("%Y-%m-%d"))
+        assert [p["yhat_upper"] for p in body["points"]] == pytest.approx(list(rows["upper_95"]))
+        assert [p["yhat_lower"] for p in body["points"]] == pytest.approx(list(rows["lower_95"]))
+
+        r = c.post(f"/v1/models/{name}/forecast", json={"series_id": "nobody/rent", "horizon": 3}, headers=sv.HEADERS)
+        assert r.status_code == 404 and "series 'nobody/rent' is not in" in r.json()["detail"]
+        r = c.post(f"/v1/models/{name}/forecast", json={"series_id": sid, "horizon": 13}, headers=sv.HEADERS)
+        assert r.status_code == 422 and "horizon" in r.text
+        r = c.post(f"/v1/models/{name}/forecast", json={"series_id": sid, "horizon": 3, "interval": 0.5}, headers=sv.HEADERS)
+        assert r.status_code == 422 and "interval" in r.text
+        assert c.post(f"/v1/models/{name}/forecast", json={"series_id": sid, "horizon": 3}).status_code == 401
+
+        r = c.post(f"/v1/models/{name}/predict", json={"series_id": sid, "horizon": 2, "interval": 0.8}, headers=sv.HEADERS)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"][0]["points"]) == 2
+
+        first = body["points"][0]["ds"]
+        actuals = [{"series_id": sid, "ds": first, "y": 10.0}, {"series_id": sid, "ds": first, "y": 12.5}]
+        r = c.post(f"/v1/models/{name}/actuals", json={"actuals": actuals}, headers=sv.HEADERS)
+        assert r.status_code == 200 and r.json()["recorded"] == 1
+        r = c.post(f"/v1/models/{name}/actuals", json={"actuals": [{"series_id": "nobody", "ds": first, "y": 1}]},
+                   headers=sv.HEADERS)
+        assert r.status_code == 404 and "nobody" in r.text
+    with db.engine_for(fresh_app_db_url).connect() as conn:
+        rows = conn.execute(sa.select(db.forecast_actuals)).all()
+    assert [(r.series_id, str(r.ds), r.y) for r in rows] == [(sid, first, 12.5)]
