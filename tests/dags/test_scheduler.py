@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from ledgerline import db
 from ledgerline.app import orchestration as orch
+from ledgerline.app.airflow_demo import celery_env
 from ledgerline.mlflow_server import start_process, stop_server, wait_for_http
 from ledgerline.registry import client
 
@@ -145,10 +146,7 @@ def celery_airflow(
         session_settings,
         AIRFLOW_HOME=str(home),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=meta_url,
-        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-        AIRFLOW__CELERY__BROKER_URL=f"{REDIS_URL}/{BROKER_DB}",
-        AIRFLOW__CELERY__RESULT_BACKEND=f"db+{meta_url}",
-        AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER="1",  # a worker holds only the tasks it runs
+        **celery_env(f"{REDIS_URL}/{BROKER_DB}", meta_url),  # what docker-compose.yml sets
         AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
         AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="2",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
