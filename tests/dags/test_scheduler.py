@@ -4,13 +4,16 @@ CeleryExecutor with the machine's Redis as broker (db 14 only, flushed before an
 the metadata database as Celery's result backend, and ``airflow celery worker`` processes
 running the tasks. Not ``dag.test()``.
 
-The stack starts once for the module; each test triggers its own run of its own model.
+The stack starts once for the module; each test triggers its own run of its own model. The
+chunked forecast run SIGKILLs the worker (its whole process tree) while it trains a chunk and
+starts another: only that chunk runs again, and one version is registered.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -37,6 +40,8 @@ REDIS_URL = "redis://127.0.0.1:6379"
 BROKER_DB = 14  # the Redis database this module may use; flushed before and after
 #: a task whose worker died is failed (and retried) after this long without a heartbeat
 HEARTBEAT_TIMEOUT_S = 20
+FORECAST_ROWS = 600  # generator rows of the forecast run: a few dozen short monthly series
+CHUNKS = 4
 
 
 def _free_port() -> int:
@@ -84,17 +89,22 @@ class CeleryAirflow:
         rows = self.query(sql, **params)
         return rows[0][0] if rows else None
 
-    def start_worker(self, name: str, concurrency: int) -> Any:
+    def start_worker(self, name: str, concurrency: int, *, wait: bool = True) -> Any:
         """``airflow celery worker`` with its own celery hostname and pid file, in its own process group."""
         argv = [AIRFLOW, "celery", "worker", "--concurrency", str(concurrency), "--celery-hostname",
                 f"{name}-{secrets.token_hex(3)}@%h", "--pid", str(self.home / f"{name}.pid"),
                 "--skip-serve-logs", "--without-mingle", "--without-gossip"]
         proc = start_process(argv, env=self.env, log_path=self.home / f"{name}.log")
         self.procs[name] = proc
-        self.wait_for(f"celery worker {name} to be ready",
-                      lambda: proc.poll() is not None or " ready." in _tail(self.home / f"{name}.log", 400), 120)
-        assert proc.poll() is None, self.failure(f"celery worker {name} exited with {proc.returncode}")
+        if wait:
+            self.wait_worker(name)
         return proc
+
+    def wait_worker(self, name: str) -> None:
+        proc, log = self.procs[name], self.home / f"{name}.log"
+        self.wait_for(f"celery worker {name} to be ready",
+                      lambda: proc.poll() is not None or " ready." in _tail(log, 400), 120, interval=0.5)
+        assert proc.poll() is None, self.failure(f"celery worker {name} exited with {proc.returncode}")
 
     def wait_dag(self, dag_id: str) -> None:
         self.wait_for(f"the dag-processor to store {dag_id}, unpaused",
@@ -164,9 +174,11 @@ def celery_airflow(
     try:
         for name in COMPONENTS:
             stack.procs[name] = start_process([AIRFLOW, name], env=env, log_path=home / f"{name}.log")
+        # one task at a time: the kill test knows which chunk the worker was running
+        stack.start_worker("worker-1", concurrency=1, wait=False)
         wait_for_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=180, proc=stack.procs["api-server"],
                       log_path=home / "api-server.log", name="airflow api-server")
-        stack.start_worker("worker-1", concurrency=2)
+        stack.wait_worker("worker-1")
         yield stack
     finally:
         for proc in reversed(list(stack.procs.values())):
@@ -201,3 +213,90 @@ def test_a_celery_worker_executes_a_triggered_credit_retrain_run_with_its_reason
     run = client(session_settings).get_run(row["run_id"])
     assert run.data.tags["ledgerline.trigger"] == "drift"
     assert run.data.tags[orch.RUN_TAG] == f"{dag_id}/{run_id}"
+
+
+def _kill_tree(proc: Any) -> list[int]:
+    """SIGKILL a worker and every process under it (the task processes have their own process
+    groups, so killing the worker's group is not enough): a machine that dies."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    victims = [root, *root.children(recursive=True)]
+    for victim in victims:
+        try:
+            victim.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=10)
+    psutil.wait_procs(victims, timeout=10)
+    return [v.pid for v in victims]
+
+
+def test_a_killed_worker_re_runs_only_its_chunk_and_the_run_registers_one_version(
+    celery_airflow: CeleryAirflow, session_settings: Any, airflow_cli: Any
+) -> None:
+    from training import pipeline
+
+    stack = celery_airflow
+    family = "spending-forecast"
+    assert orch.trains_in_chunks(family)
+    dag_id = orch.retrain_dag_id(family)
+    model_name = f"forecast-dags-celery-{secrets.token_hex(3)}"
+    run_id = f"test-{model_name}"
+    stack.wait_dag(dag_id)
+    stack.trigger(dag_id, run_id, {"reason": "manual", "model_name": model_name, "rows": FORECAST_ROWS,
+                                   "max_chunks": CHUNKS}, airflow_cli)
+
+    def chunk_being_trained() -> int | None:
+        """A chunk whose task runs on worker-1 and has not written its part yet."""
+        running = [t for t in stack.task_instances(dag_id, run_id) if t["task_id"] == "train_chunk" and t["state"] == "running"]
+        if not running:
+            return None
+        mlflow_run = _validated_run(session_settings, model_name, dag_id, run_id)
+        index = int(running[0]["map_index"])
+        part = pipeline.chunk_dir(session_settings, model_name, mlflow_run) / f"part-{index:04d}.pkl"
+        return None if part.exists() else index + 1  # +1: chunk 0 is a truthy answer too
+
+    killed = stack.wait_for("worker-1 to train a chunk", chunk_being_trained, RUN_TIMEOUT, interval=0.3) - 1
+    _kill_tree(stack.procs.pop("worker-1"))
+    assert stack.run_state(dag_id, run_id) == "running"
+    stack.start_worker("worker-2", concurrency=2)  # another machine takes over, two chunks at a time
+
+    state = stack.wait_run(dag_id, run_id)
+    tis = stack.task_instances(dag_id, run_id)
+    assert state == "success", stack.failure(f"{tis}")
+    chunks = {t["map_index"]: t for t in tis if t["task_id"] == "train_chunk"}
+    assert sorted(chunks) == list(range(CHUNKS)), tis
+    assert all(t["state"] == "success" for t in tis), tis
+    # the killed chunk ran a second time, no other chunk (nor any other task) did
+    assert {i: t["try_number"] for i, t in chunks.items()} == {i: 2 if i == killed else 1 for i in range(CHUNKS)}
+    assert [t["task_id"] for t in tis if t["try_number"] != 1] == ["train_chunk"]
+
+    versions = list(client(session_settings).search_model_versions(f"name = '{model_name}'"))
+    assert [v.version for v in versions] == ["1"], "one DAG run registers one version"
+    mlflow_run = versions[0].run_id
+    # which attempt wrote each chunk's part, as logged to the run for the data scientist
+    import mlflow
+
+    summary = mlflow.artifacts.load_dict(f"runs:/{mlflow_run}/training/chunks.json")
+    assert {c["index"]: c["attempt"] for c in summary["chunks"]} == {i: 2 if i == killed else 1 for i in range(CHUNKS)}
+    assert not list(pipeline.chunk_dir(session_settings, model_name, mlflow_run).glob("part-*.pkl")), "parts removed"
+
+    # a retried gather (the task cleared and run again) finds the version instead of registering another
+    job = orch.retrain_job(family, {"model_name": model_name, "rows": FORECAST_ROWS, "max_chunks": CHUNKS},
+                           when=_logical_day(stack, dag_id, run_id), dag_run=f"{dag_id}/{run_id}")
+    snapshot_uri = client(session_settings).get_run(mlflow_run).data.tags["ledgerline.snapshot_uri"]
+    assert orch.gather(session_settings, job, snapshot_uri, mlflow_run) == "1"
+    assert len(client(session_settings).search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def _validated_run(settings: Any, model_name: str, dag_id: str, run_id: str) -> str:
+    exp = client(settings).get_experiment_by_name(settings.experiment_name(model_name))
+    runs = client(settings).search_runs([exp.experiment_id], f"tags.`{orch.RUN_TAG}` = '{dag_id}/{run_id}'") if exp else []
+    return str(runs[0].info.run_id) if runs else ""
+
+
+def _logical_day(stack: CeleryAirflow, dag_id: str, run_id: str) -> str:
+    when = stack.scalar("select coalesce(logical_date, run_after) from dag_run where dag_id = :d and run_id = :r",
+                        d=dag_id, r=run_id)
+    return str(when)[:10]
