@@ -110,9 +110,18 @@ class CeleryAirflow:
         self.wait_for(f"the dag-processor to store {dag_id}, unpaused",
                       lambda: self.scalar("select is_paused = false from dag where dag_id = :d", d=dag_id), 180)
 
-    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], airflow_cli: Any) -> None:
-        airflow_cli([AIRFLOW, "dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf)],
-                    self.env, self.home / "trigger.out", 120)
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
+        """Trigger a run through the REST API, as the UI does (every user is admin in this test)."""
+        import urllib.request
+
+        base = f"http://127.0.0.1:{self.env['AIRFLOW__API__PORT']}"
+        with urllib.request.urlopen(f"{base}/auth/token", timeout=30) as resp:
+            token = json.load(resp)["access_token"]
+        body = json.dumps({"dag_run_id": run_id, "logical_date": None, "conf": conf}).encode()
+        req = urllib.request.Request(f"{base}/api/v2/dags/{dag_id}/dagRuns", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.load(resp)["dag_run_id"] == run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         return self.scalar("select state from dag_run where dag_id = :d and run_id = :r", d=dag_id, r=run_id)
@@ -165,6 +174,7 @@ def celery_airflow(
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__WORKERS="1",
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",  # the tests trigger runs without a login
         LEDGERLINE_RETRAIN_SCHEDULE="none",  # only the runs the tests trigger
         LEDGERLINE_MONITOR_SCHEDULE="none",
     )
@@ -191,14 +201,14 @@ def celery_airflow(
 
 
 def test_a_celery_worker_executes_a_triggered_credit_retrain_run_with_its_reason(
-    celery_airflow: CeleryAirflow, session_settings: Any, airflow_cli: Any
+    celery_airflow: CeleryAirflow, session_settings: Any
 ) -> None:
     stack = celery_airflow
     dag_id = orch.retrain_dag_id("credit-risk")
     model_name = f"credit-dags-celery-{secrets.token_hex(3)}"
     run_id = f"test-{model_name}"
     stack.wait_dag(dag_id)
-    stack.trigger(dag_id, run_id, {"reason": "drift", "model_name": model_name, "rows": 2500}, airflow_cli)
+    stack.trigger(dag_id, run_id, {"reason": "drift", "model_name": model_name, "rows": 2500})
 
     state = stack.wait_run(dag_id, run_id)
     tis = stack.task_instances(dag_id, run_id)
@@ -233,7 +243,7 @@ def _kill_tree(proc: Any) -> list[int]:
 
 
 def test_a_killed_worker_re_runs_only_its_chunk_and_the_run_registers_one_version(
-    celery_airflow: CeleryAirflow, session_settings: Any, airflow_cli: Any
+    celery_airflow: CeleryAirflow, session_settings: Any
 ) -> None:
     from training import pipeline
 
@@ -245,7 +255,7 @@ def test_a_killed_worker_re_runs_only_its_chunk_and_the_run_registers_one_versio
     run_id = f"test-{model_name}"
     stack.wait_dag(dag_id)
     stack.trigger(dag_id, run_id, {"reason": "manual", "model_name": model_name, "rows": FORECAST_ROWS,
-                                   "max_chunks": CHUNKS}, airflow_cli)
+                                   "max_chunks": CHUNKS})
 
     def chunk_being_trained() -> int | None:
         """A chunk whose task runs on worker-1 and has not written its part yet."""
