@@ -86,6 +86,8 @@ class DatasetSpec:
     negative_labels: tuple[str, ...] = ()  # empty in specs frozen before they were recorded
     roles: Mapping[str, str] = field(default_factory=dict)
     passthrough: tuple[str, ...] = ()
+    #: time-series data: {freq, horizon, min_length, allow_negative} (features/series.py reads it)
+    series: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.target is not None and self.positive_label is None:
@@ -144,6 +146,7 @@ class DatasetSpec:
             "min_rows": self.min_rows,
             "roles": dict(self.roles) if self.roles else None,
             "passthrough": list(self.passthrough) if self.passthrough else None,
+            "series": dict(self.series) if self.series else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -173,6 +176,7 @@ class DatasetSpec:
             min_rows=partial.min_rows if partial.min_rows is not None else 100,
             roles=dict(partial.roles),
             passthrough=tuple(partial.passthrough),
+            series=dict(partial.series) if partial.series else None,
         )
 
 
@@ -236,6 +240,7 @@ class _SpecModel(BaseModel):
     columns: dict[StrictStr | StrictInt, dict[str, Any]] | None = None
     roles: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     passthrough: list[StrictStr] = Field(default_factory=list)
+    series: dict[StrictStr, Any] | None = None
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -256,6 +261,7 @@ _EXPECTED = {
     "id_column": "a column name", "drop": "a list of column names", "positive_rate": "[low, high] with 0 <= low <= high <= 1",
     "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
     "roles": "a mapping of role to column name", "passthrough": "a list of column names",
+    "series": "a mapping {freq: MS|W|D, horizon: N, min_length: N, allow_negative: true|false}",
     "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
@@ -298,6 +304,7 @@ class PartialSpec:
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     passthrough: list[str] = field(default_factory=list)
+    series: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -319,6 +326,7 @@ class PartialSpec:
             columns=columns,
             roles=dict(top.roles),
             passthrough=list(top.passthrough),
+            series=dict(top.series) if top.series else None,
         )
 
 

@@ -24,6 +24,7 @@ from ledgerline.errors import LedgerlineError
 FAMILIES: dict[str, str] = {
     "credit-risk": "credit_risk",
     "transaction-anomaly": "transaction_anomaly",
+    "spending-forecast": "spending_forecast",
 }
 
 #: families whose training plug-in implements ``ChunkedTraining``: their retrain DAG maps over

@@ -7,7 +7,7 @@ A family's training module (``training/families/<stem>.py``, the stem from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -97,6 +97,37 @@ class TrainingFamily(Protocol):
     def load_model(self, model_uri: str) -> FittedModel: ...
 
 
+@runtime_checkable
+class ChunkedTraining(Protocol):
+    """Optional: a family whose training splits into independent chunks (e.g. series), so an
+    orchestrator (the Airflow retrain DAG) can map one task over each chunk and gather the parts
+    into one model version. All three are pure (no MLflow, no database), and
+    ``gather([train_chunk(frame[keys in chunk]) for chunk in plan_chunks(frame)])`` is what the
+    family's own ``train`` returns for the same frame.
+    """
+
+    def plan_chunks(self, frame: pd.DataFrame, spec: DatasetSpec, max_chunks: int) -> list[list[str]]:
+        """The keys (e.g. series ids) of each chunk, deterministic for a frame; at most ``max_chunks``."""
+        ...
+
+    def chunk_rows(self, frame: pd.DataFrame, spec: DatasetSpec, keys: Sequence[str]) -> pd.DataFrame:
+        """The rows of ``frame`` that belong to a chunk's keys (what ``train_chunk`` is given)."""
+        ...
+
+    def train_chunk(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> object:
+        """Train on one chunk's rows; returns a picklable part (models, backtest scores, forecast rows)."""
+        ...
+
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        """One model from every chunk's part."""
+        ...
+
+
+def chunked(family: TrainingFamily) -> ChunkedTraining | None:
+    """The family's chunked training, or None when it trains in one piece."""
+    return family if isinstance(family, ChunkedTraining) else None
+
+
 def get_family(name: str) -> TrainingFamily:
     """The training plug-in of a registered family."""
     return load_plugin("training", name, TrainingFamily)  # type: ignore[type-abstract]
@@ -111,4 +142,4 @@ def gate_policy(family: TrainingFamily, settings: Settings, model_name: str) -> 
     return policy
 
 
-__all__ = ["FAMILIES", "FamilyParams", "FittedModel", "Report", "TrainingFamily", "gate_policy", "get_family"]
+__all__ = ["FAMILIES", "ChunkedTraining", "FamilyParams", "chunked", "FittedModel", "Report", "TrainingFamily", "gate_policy", "get_family"]

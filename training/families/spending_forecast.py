@@ -1,0 +1,263 @@
+"""Spending and cash-flow forecasts over many series as a family plug-in.
+
+Per series, seasonal naive, Theta and Prophet compete in a rolling-origin backtest; each series
+keeps what its backtest favours, and intervals are calibrated from the backtest residuals
+(training/forecasting.py). One registered version holds every series' model, a forecast table up
+to the maximum horizon with 80 % and 95 % intervals, the holdout forecasts and the lineage per
+series.
+
+The family's "test split" is the last backtest window of each series: :meth:`split` returns the
+whole history for training (the model's holdout forecasts come from fits that stopped at the
+window's origin) and that window as the test rows, so the pipeline's evaluate and gate work
+unchanged. Training is chunked over series (:class:`training.families.ChunkedTraining`):
+``train`` plans chunks, trains them in worker processes and gathers the parts; the Airflow DAG
+maps a task over the same chunks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ledgerline.errors import DataError
+from ledgerline.families import GatePolicy, MetricRule, TargetKind
+from ledgerline.settings import Settings
+from training.families import FamilyParams, FittedModel, Report
+from training.families.credit_risk import pip_requirements, typed_params
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.spec import DatasetSpec, PartialSpec
+
+FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
+COVERAGE_BAND = {"coverage_80": (0.70, 0.90), "coverage_95": (0.88, 0.99)}
+SERIES_LENGTH = 60  # months per generated series (some are shorter)
+
+
+def _ss(spec: DatasetSpec):  # noqa: ANN202 - features.series.SeriesSpec, imported lazily
+    from features.series import series_spec_of
+
+    return series_spec_of(spec)
+
+
+def _params(params: FamilyParams):  # noqa: ANN202
+    from training.forecasting import ForecastParams
+
+    assert isinstance(params, ForecastParams)
+    return params
+
+
+def _progress(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+class SpendingForecastFamily:
+    name = "spending-forecast"
+    target_kind: TargetKind = "timeseries"
+    test_fraction = 0.2  # not a row share: the last backtest window of each series is the test split
+    headline_metrics = ("mase", "mase_ratio_vs_naive", "smape", "wape", "coverage_80", "coverage_95")
+
+    # --- data contract --------------------------------------------------------------
+    def default_spec(self, model_name: str) -> DatasetSpec:
+        from features.series import series_dataset_spec
+
+        return series_dataset_spec(model_name, freq="MS", horizon=12)
+
+    def generate(self, rows: int, seed: int) -> pd.DataFrame:
+        from features.series import generate_spending
+
+        return generate_spending(max(6, rows // SERIES_LENGTH), seed, months=SERIES_LENGTH)
+
+    def infer_spec(
+        self, raw: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+    ) -> DatasetSpec:
+        from features.series import series_block
+        from features.spec import ColumnSpec, DatasetSpec
+
+        roles = dict(partial.roles)
+        block = dict(partial.series or {})
+        series_col, time_col = roles.get("series"), roles.get("timestamp")
+        value_col = target or partial.target or roles.get("value")
+        if not series_col or not time_col or not value_col:
+            raise DataError(
+                "a series dataset needs --series-column, --time-column and --target (the value column); "
+                f"columns are {list(raw.columns)}"
+            )
+        missing = [c for c in (series_col, time_col, value_col) if c not in raw.columns]
+        if missing:
+            raise DataError(f"the data lacks columns {missing}; columns are {list(raw.columns)}")
+        if "freq" not in block or "horizon" not in block:
+            raise DataError("a series dataset needs --freq (MS, W or D) and --horizon (periods to forecast)")
+        allow_negative = bool(block.get("allow_negative", False))
+        ser = series_block(str(block["freq"]), int(block["horizon"]),
+                           min_length=block.get("min_length"), allow_negative=allow_negative)
+        return DatasetSpec(
+            name=partial.name or name,
+            target=None,
+            positive_label=None,
+            columns=(
+                ColumnSpec(series_col, "categorical"),
+                ColumnSpec(time_col, "datetime"),
+                ColumnSpec(value_col, "numeric", min=None if allow_negative else 0.0),
+            ),
+            drop=tuple(c for c in raw.columns if c not in (series_col, time_col, value_col)),
+            min_rows=int(ser["min_length"]),
+            roles={"series": series_col, "timestamp": time_col, "value": value_col},
+            series=ser,
+        )
+
+    def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+        from features.series import check_series, sort_series
+        from features.spec import conform
+
+        ss = _ss(spec)
+        frame = conform(raw, spec)
+        check_series(frame, ss)  # duplicates, gaps, off-grid dates, short series, negatives: before anything is written
+        return sort_series(frame, ss)
+
+    def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ss = _ss(spec)
+        tail = frame.groupby(ss.series, sort=False, group_keys=False).tail(ss.backtest_horizon)
+        return frame, tail
+
+    # --- chunked training -------------------------------------------------------------
+    def plan_chunks(self, frame: pd.DataFrame, spec: DatasetSpec, max_chunks: int) -> list[list[str]]:
+        from training.forecasting import plan_chunks
+
+        return plan_chunks(frame, _ss(spec), max_chunks)
+
+    def chunk_rows(self, frame: pd.DataFrame, spec: DatasetSpec, keys: Sequence[str]) -> pd.DataFrame:
+        ss = _ss(spec)
+        return frame[frame[ss.series].astype(str).isin(set(keys))]
+
+    def train_chunk(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> object:
+        from training.forecasting import train_chunk
+
+        return train_chunk(frame, _ss(spec), _params(params))
+
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        from training.forecasting import ChunkPart, gather
+
+        typed = [p for p in parts if isinstance(p, ChunkPart)]
+        if len(typed) != len(parts):
+            raise DataError("gather takes the parts train_chunk returned")
+        return gather(typed, _ss(spec), _params(params))
+
+    # --- train / evaluate -------------------------------------------------------------
+    def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
+        from training.forecasting import ForecastParams
+
+        return typed_params(ForecastParams(seed=seed), self.name, overrides)
+
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        """plan -> train_chunk in worker processes -> gather, with progress per chunk."""
+        p = _params(params)
+        chunks = self.plan_chunks(frame, spec, p.max_chunks)
+        n_series = sum(len(c) for c in chunks)
+        t0 = time.perf_counter()
+        parts: list[object] = []
+        if p.workers <= 1 or len(chunks) <= 1:
+            for i, keys in enumerate(chunks, 1):
+                parts.append(self.train_chunk(self.chunk_rows(frame, spec, keys), spec, p))
+                _progress(f"  chunk {i}/{len(chunks)} done ({len(keys)} series, {time.perf_counter() - t0:.1f}s)")
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("fork")
+            done: dict[int, object] = {}
+            with ProcessPoolExecutor(max_workers=min(p.workers, len(chunks)), mp_context=ctx) as pool:
+                futures = {
+                    pool.submit(self.train_chunk, self.chunk_rows(frame, spec, keys), spec, p): i
+                    for i, keys in enumerate(chunks)
+                }
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    done[i] = fut.result()
+                    _progress(f"  chunk {len(done)}/{len(chunks)} done ({len(chunks[i])} series, {time.perf_counter() - t0:.1f}s)")
+            parts = [done[i] for i in range(len(chunks))]
+        model = self.gather(parts, spec, p)
+        _progress(f"  {n_series} series backtested and fitted in {time.perf_counter() - t0:.1f}s")
+        return model
+
+    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+        from training.forecasting import score
+
+        metrics = score(model, frame, _ss(spec))  # type: ignore[arg-type]
+        chosen = model.lineage["chosen"].value_counts(normalize=True)  # type: ignore[attr-defined]
+        for name in ("snaive", "theta", "prophet"):
+            metrics[f"share_{name}"] = float(chosen.get(name, 0.0))
+        return metrics
+
+    def report(
+        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+    ) -> Report:
+        from training import forecast_plots
+
+        fm = model
+        figures = {
+            "plots/backtest_samples.png": forecast_plots.backtest_samples(fm, frame, _ss(spec)),  # type: ignore[arg-type]
+            "plots/mase_histogram.png": forecast_plots.mase_histogram(fm),  # type: ignore[arg-type]
+            "plots/chosen_models.png": forecast_plots.chosen_models(fm),  # type: ignore[arg-type]
+        }
+        lineage = fm.lineage  # type: ignore[attr-defined]
+        documents: dict[str, dict[str, object]] = {
+            "evaluation/lineage_per_series.json": {
+                "columns": list(lineage.columns),
+                "rows": lineage.astype(object).where(lineage.notna(), None).to_numpy().tolist(),
+            },
+            "evaluation/chosen_models.json": {k: int(v) for k, v in lineage["chosen"].value_counts().items()},
+            "evaluation/interval_quantiles.json": {
+                "table": fm.quantiles,  # type: ignore[attr-defined]
+                "holdout": fm.meta.get("holdout_quantiles"),  # type: ignore[attr-defined]
+            },
+        }
+        return Report(figures=figures, documents=documents)
+
+    # --- gate ---------------------------------------------------------------------------
+    def gate_policy(self, settings: Settings) -> GatePolicy:
+        return GatePolicy(
+            (
+                # better than seasonal naive on the holdout window, on average over series
+                MetricRule("mase_ratio_vs_naive", "lower", bound=1.0),
+                MetricRule("coverage_80", "higher", band=COVERAGE_BAND["coverage_80"]),
+                MetricRule("coverage_95", "higher", band=COVERAGE_BAND["coverage_95"]),
+                MetricRule("mase", "lower", tolerance=0.05),
+                MetricRule("wape", "lower", tolerance=0.02),
+            )
+        )
+
+    # --- model I/O ------------------------------------------------------------------------
+    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        import tempfile
+
+        import mlflow
+
+        from features.forecast_pyfunc import ForecastPyfunc
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = model.save(Path(tmp) / "forecast")  # type: ignore[attr-defined]
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ForecastPyfunc(),
+                artifacts={"forecast": str(folder)},
+                code_paths=[str(FEATURES_DIR)],
+                pip_requirements=pip_requirements("mlflow", "pandas", "numpy", "pyarrow"),
+            )
+            lineage_csv = Path(tmp) / "lineage_per_series.csv"
+            model.lineage.to_csv(lineage_csv, index=False)  # type: ignore[attr-defined]
+            mlflow.log_artifact(str(lineage_csv), "evaluation")
+        return str(info.model_uri)
+
+    def load_model(self, model_uri: str) -> FittedModel:
+        from features.forecast_model import load_forecast_model
+
+        return load_forecast_model(model_uri)
+
+
+FAMILY = SpendingForecastFamily()
