@@ -766,10 +766,9 @@ class ChunkResult:
 
 def chunked_family(family: str) -> Any:
     """The family's ChunkedTraining side, or None when it trains in one piece."""
-    from training.families import ChunkedTraining
+    from training.families import chunked
 
-    plugin = get_family(family)
-    return plugin if isinstance(plugin, ChunkedTraining) else None
+    return chunked(get_family(family))
 
 
 def chunk_dir(settings: Settings, model_name: str, run_id: str) -> Path:

@@ -24,6 +24,8 @@ PRELOADED_MODULES = (
     "expectations",
     "monitoring.jobs",
     *(f"training.families.{stem}" for stem in FAMILIES.values()),
+    "training.forecasting",
+    "prophet",  # the forecast family's chunks import it lazily: seconds per chunk task otherwise
 )
 
 CELERY_CONFIG: dict[str, Any] = {**DEFAULT_CELERY_CONFIG, "imports": PRELOADED_MODULES}
