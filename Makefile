@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving migration
+.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast migration
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint: $(STAMP) ## ruff and mypy on the package code
 
 bench-drift: $(STAMP) ## drift job (Postgres load + PSI + Evidently) vs direct Evidently DataDriftPreset; ROWS=1000000 to scale
 	@$(BIN)/python benchmarks/bench_drift.py --rows $(or $(ROWS),100000)
+
+bench-forecast: $(STAMP) ## 1,000 monthly series trained, backtested and registered vs default Prophet fits; SERIES=1000
+	@$(BIN)/python benchmarks/bench_forecast.py --series $(or $(SERIES),1000)
 
 bench-serving: $(STAMP) ## serving: our router vs `mlflow models serve` on the same model (wrk; 2 workers each); WORKERS=2 DURATION=20
 	@$(BIN)/python benchmarks/bench_serving.py --workers $(or $(WORKERS),2) --duration $(or $(DURATION),20)

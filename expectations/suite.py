@@ -144,10 +144,44 @@ def suite_name(spec: DatasetSpec) -> str:
 
 
 def expected_columns(spec: DatasetSpec) -> list[str]:
-    """The exact set of columns ``conform(raw, spec)`` produces, in its order."""
+    """The exact set of columns ``conform(raw, spec)`` produces, in its order (plus, for series data,
+    the derived columns :func:`_with_series_checks` adds)."""
     cols = [spec.id_column] if spec.id_column else []
     label = [spec.target, LABEL_COLUMN] if spec.target is not None else []
-    return [*cols, *spec.feature_names, *spec.passthrough, *label]
+    derived = list(_SERIES_DERIVED) if spec.series else []
+    return [*cols, *spec.feature_names, *spec.passthrough, *label, *derived]
+
+
+_SERIES_DERIVED = ("__step__", "__series_length__")  # features.series.STEP_COLUMN, LENGTH_COLUMN
+
+
+def _series_expectations(spec: DatasetSpec, gxe: Any) -> list[Any]:
+    """Series data: one row per series and timestamp, consecutive periods (ordered, regular: a step of
+    exactly one period), a minimum length, and (unless the spec allows it) no negative values."""
+    from features.series import LENGTH_COLUMN, STEP_COLUMN, series_spec_of
+
+    ss = series_spec_of(spec)
+    note = {"ledgerline": f"series data at frequency {ss.freq}"}
+    exps = [
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=[ss.series, ss.timestamp], meta=note),
+        # null for each series' first row; 1 everywhere else: ordered, no duplicates, no gaps
+        gxe.ExpectColumnValuesToBeBetween(column=STEP_COLUMN, min_value=1, max_value=1,
+                                          meta={"ledgerline": f"periods since the series' previous row ({ss.freq})"}),
+        gxe.ExpectColumnValuesToBeBetween(column=LENGTH_COLUMN, min_value=ss.min_length, max_value=None,
+                                          meta={"ledgerline": "rows per series (minimum length)"}),
+    ]
+    if not ss.allow_negative and spec.column(ss.value).min is None:
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column=ss.value, min_value=0, max_value=None,
+                                                      meta={"ledgerline": "spending is never negative"}))
+    return exps
+
+
+def _with_series_checks(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    if not spec.series:
+        return df
+    from features.series import series_check_columns, series_spec_of
+
+    return df.join(series_check_columns(df, series_spec_of(spec)))
 
 
 def build_suite(spec: DatasetSpec) -> ExpectationSuite:
@@ -177,6 +211,8 @@ def build_suite(spec: DatasetSpec) -> ExpectationSuite:
                 exps.append(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max))
         elif col.values is not None:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.values)))
+    if spec.series:
+        exps += _series_expectations(spec, gxe)
     if spec.target is None:
         return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
     exps += [
@@ -247,7 +283,7 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, *, docs_dir: Path | None = Non
         gx.ValidationDefinition(name=f"{spec.name}-validation", data=batch_definition, suite=suite)
     )
     result = definition.run(
-        batch_parameters={"dataframe": df},
+        batch_parameters={"dataframe": _with_series_checks(df, spec)},
         result_format=RESULT_FORMAT,
         run_id=RunIdentifier(run_name=spec.name),
     )

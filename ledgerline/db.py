@@ -83,6 +83,19 @@ feedback_pending = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Forecasting feedback: the actual value of a series at a date (idempotent on model, series, date: a
+# correction replaces the earlier value). Monitoring compares them with the champion's forecast table.
+forecast_actuals = sa.Table(
+    "forecast_actuals",
+    metadata,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("series_id", sa.String(200), primary_key=True),
+    sa.Column("ds", sa.Date, primary_key=True),
+    sa.Column("y", sa.Float, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_forecast_actuals_model_time", "model_name", "received_at"),
+)
+
 # One row per monitoring job run (drift, performance), written by monitoring.
 monitoring_results = sa.Table(
     "monitoring_results",

@@ -363,13 +363,20 @@ def run_monitoring(
             f"'{expected_family}'; fix LEDGERLINE_MONITORED_MODELS ({model_name}={champion.family}) or the version's "
             f"ledgerline.family tag"
         )
-    drift = run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
-    performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
+    forecast_job = getattr(champion.monitoring, "forecast_job", None)
+    drift: JobOutcome | None
+    if forecast_job is not None:  # series data: feedback is actuals per (series, date); no row inputs to drift
+        drift = None
+        performance = forecast_job(settings, model_name, now=now, mon=mon, champion=champion)
+    else:
+        drift = run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
+        performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
 
     age_days = (now - champion.created_at).total_seconds() / 86400 if champion.created_at else None
-    reason = choose_reason(drift.status, performance.status, champion_age_days=age_days, max_age_days=mon.max_champion_age_days)
+    reason = choose_reason(drift.status if drift else None, performance.status, champion_age_days=age_days,
+                           max_age_days=mon.max_champion_age_days)
     evidence: dict[str, Any] = {
-        "drift": drift.evidence(),
+        "drift": drift.evidence() if drift else {"status": "not measured (series data has no row inputs)"},
         "performance": performance.evidence(),
         "champion": {"version": champion.version, "run_id": champion.run_id, "reference_uri": champion.snapshot_uri},
     }
@@ -403,7 +410,7 @@ def run_monitoring(
 
     c = client(settings)
     for outcome in (drift, performance):
-        if outcome.mlflow_run_id:
+        if outcome is not None and outcome.mlflow_run_id:
             c.set_tag(outcome.mlflow_run_id, "ledgerline.monitoring.decision_id", str(decision.decision_id))
     logger.info("%s", decision.summary())
     return decision

@@ -55,6 +55,10 @@ class UnknownPrediction(ServingError):
     """Feedback names a prediction id that was never logged."""
 
 
+class UnknownSeries(ServingError):
+    """A series a forecasting model version has no forecast for."""
+
+
 class FeedbackConflict(ServingError):
     """Feedback for this prediction was already recorded with a different label."""
 

@@ -25,6 +25,7 @@ from serving.errors import (
     StoreUnavailable,
     UnknownModel,
     UnknownPrediction,
+    UnknownSeries,
 )
 from serving.state import state_of
 
@@ -37,6 +38,7 @@ STATUS: dict[type[ServingError], int] = {
     BodyTimeout: 408,
     UnknownModel: 404,
     UnknownPrediction: 404,
+    UnknownSeries: 404,
     FeedbackConflict: 409,
     ModelNotReady: 503,
     ModelLoadError: 503,

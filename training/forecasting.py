@@ -127,11 +127,12 @@ def theta_predict(state: dict[str, Any], h: int) -> np.ndarray:
 
 def _silence_prophet() -> None:
     import cmdstanpy  # noqa: F401  - it installs its own handler on import; silence it after
+    import prophet  # noqa: F401
 
-    for name in ("cmdstanpy", "prophet", "prophet.plot"):
+    for name in ("cmdstanpy", "prophet", "prophet.plot", "prophet.forecaster", "prophet.models"):
         logging.getLogger(name).setLevel(logging.ERROR)
         logging.getLogger(name).propagate = False
-    logging.getLogger("cmdstanpy").disabled = True
+        logging.getLogger(name).disabled = True
 
 
 def prophet_fit(ds: pd.DatetimeIndex, y: np.ndarray, ss: SeriesSpec, params: ForecastParams) -> Any:
@@ -303,20 +304,14 @@ def train_chunk(frame: pd.DataFrame, ss: SeriesSpec, params: ForecastParams) -> 
 
 
 def _quantiles(res: np.ndarray, horizon: int, w: int) -> dict[str, list[float]]:
-    """Normalised half-widths per horizon step 1..horizon: pooled quantiles, non-decreasing in the step,
-    grown with the square root of the step beyond the backtest window."""
+    """Normalised half-widths per horizon step 1..horizon: one pooled quantile over the backtest window
+    (per-step quantiles of a few hundred residuals are noise, and forcing them to grow biases them up),
+    grown with the square root of the step beyond the window."""
     out: dict[str, list[float]] = {}
     for key, level in Z.items():
-        q = []
-        for h in range(1, w + 1):
-            e = res[res[:, 0] == h, 1] if len(res) else np.array([])
-            if len(e) < 5:  # too few: pool every step
-                e = res[:, 1] if len(res) else np.array([1.0])
-            q.append(float(np.quantile(e, level)))
-        q = [float(x) for x in np.maximum.accumulate(q)]
-        for h in range(w + 1, horizon + 1):
-            q.append(float(q[w - 1] * math.sqrt(h / w)))
-        out[key] = q[:horizon]
+        e = res[:, 1] if len(res) else np.array([1.0])
+        base = float(np.quantile(e, level))
+        out[key] = [base if h <= w else float(base * math.sqrt(h / w)) for h in range(1, horizon + 1)]
     return out
 
 

@@ -79,6 +79,8 @@ class TrainRequest:
     seed: int | None = None
     params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
     force: bool = False  # train and register even when the champion came from the same inputs
+    #: series data (timeseries families): {"series_column", "time_column", "freq", "horizon", "allow_negative"}
+    series: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_model_name(self.name)  # names become folders and registry keys: check before any work
@@ -169,7 +171,7 @@ def frozen_spec(settings: Settings, model_name: str) -> tuple[DatasetSpec, str] 
 def check_columns(df: pd.DataFrame, spec: DatasetSpec, model_name: str, where: str) -> None:
     """The data has exactly the columns the model's frozen spec knows (features, target, id, dropped)."""
     columns = [str(c) for c in df.columns]
-    required = [*spec.feature_names, spec.target, *([spec.id_column] if spec.id_column else [])]
+    required = [*spec.feature_names, *([spec.target] if spec.target else []), *([spec.id_column] if spec.id_column else [])]
     known = {*required, *spec.drop}
     missing = [c for c in required if c not in columns]
     unexpected = [c for c in columns if c not in known]
@@ -196,15 +198,26 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
     if req.data is None and req.spec_path is None:
         return family.default_spec(req.name), True
     partial = load_partial_spec(req.spec_path) if req.spec_path else PartialSpec()
+    if req.series:  # the command line's series columns and frequency win over the YAML's
+        opts = dict(req.series)
+        roles = {"series": opts.pop("series_column", None), "timestamp": opts.pop("time_column", None)}
+        partial.roles.update({k: str(v) for k, v in roles.items() if v})
+        partial.series = {**(partial.series or {}), **{k: v for k, v in opts.items() if v is not None}}
     if req.target and partial.target and req.target != partial.target:
         raise SpecError(f"--target {req.target} contradicts the spec's target '{partial.target}'; pass only one")
     if existing is not None and req.spec_path is None:
         spec = existing[0]
-        if req.target and req.target != spec.target:
+        first_target = spec.target or spec.roles.get("value")  # a series spec's target is its value role
+        if req.target and req.target != first_target:
             raise SpecError(
-                f"model '{req.name}' was first trained with target '{spec.target}', not '{req.target}'; "
+                f"model '{req.name}' was first trained with target '{first_target}', not '{req.target}'; "
                 f"use another --model-name for a different target"
             )
+        changed = [k for k in ("freq", "horizon") if req.series and spec.series and
+                   req.series.get(k) is not None and req.series[k] != spec.series.get(k)]
+        if changed:
+            was = ", ".join(f"--{k} {spec.series[k]}" for k in changed)  # type: ignore[index]
+            raise SpecError(f"model '{req.name}' was first trained with {was}; use another --model-name to change it")
         if req.positive_label is not None and str(req.positive_label) != spec.positive_label:
             raise SpecError(
                 f"model '{req.name}' uses positive label '{spec.positive_label}', not '{req.positive_label}'; "

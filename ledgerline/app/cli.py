@@ -57,9 +57,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     family_stem(args.family)  # an unknown family names the known ones
     check_model_name(args.model_name or args.family)
+    series = _series_options(args)  # a series' target is a value, not a class: no --positive-label
     if args.data is None and (args.target or args.positive_label):
         raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
-    if args.target is not None and args.positive_label is None:
+    if args.target is not None and args.positive_label is None and series is None:
         raise LedgerlineError(f"--target {args.target} needs --positive-label VALUE (the value that marks the event)")
     if args.data is not None and not args.spec and args.target is None and _needs_target(args.family):
         raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
@@ -89,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows=args.rows,
         params=params,
         force=args.force,
+        series=series,
     )
     result = run_training(settings, req, _progress)
     if result.skipped:
@@ -98,6 +100,47 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"model {result.model_name} v{result.version}: "
               f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
     print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    return 0
+
+
+def _series_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The series options of a timeseries family (None for the others); checked before any work."""
+    from training.families import get_family
+
+    given = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is not None]
+    if get_family(args.family).target_kind != "timeseries":
+        if given:
+            raise LedgerlineError(f"--{given[0].replace('_', '-')} is for forecasting families (spending-forecast), not {args.family}")
+        return None
+    if args.data is None:
+        if given:
+            raise LedgerlineError("--series-column, --time-column, --freq and --horizon go with --data")
+        return None
+    missing = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is None]
+    if missing or args.target is None:
+        need = [f"--{o.replace('_', '-')}" for o in missing] + ([] if args.target else ["--target"])
+        raise LedgerlineError(f"forecasting --data needs {', '.join(need)} (e.g. --series-column series_id "
+                              "--time-column ds --target y --freq MS --horizon 12)")
+    from features.series import check_horizon
+
+    check_horizon(args.freq, args.horizon)
+    return {"series_column": args.series_column, "time_column": args.time_column, "freq": args.freq,
+            "horizon": args.horizon, "allow_negative": True if args.allow_negative else None}
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Write NAME@champion's precomputed forecast (series_id, ds, yhat, yhat_lower, yhat_upper) to a file."""
+    from ledgerline.names import check_model_name
+    from serving.forecast_file import check_request, write_forecast
+
+    check_model_name(args.name)
+    check_request(args.horizon, args.interval, Path(args.output))  # before any server is asked
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    out = write_forecast(settings, args.name, horizon=args.horizon, interval=args.interval, output=Path(args.output),
+                         series=args.series)
+    print(f"wrote {out.rows:,} rows ({out.series:,} series, horizon {args.horizon}, {args.interval:g} intervals) "
+          f"from {args.name} v{out.version} -> {args.output}")
     return 0
 
 
@@ -240,7 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
     t.add_argument("--force", action="store_true",
                    help="train and register even when @champion came from the same snapshot, spec and parameters")
+    t.add_argument("--series-column", help="forecasting: the column naming each series")
+    t.add_argument("--time-column", help="forecasting: the date column")
+    t.add_argument("--freq", choices=["MS", "W", "D"], help="forecasting: month starts, weeks or days")
+    t.add_argument("--horizon", type=int, help="forecasting: periods to forecast (the registered table's length)")
+    t.add_argument("--allow-negative", action="store_true", help="forecasting: values may be negative (cash flow)")
     t.set_defaults(func=cmd_train)
+
+    fc = sub.add_parser("forecast", help="write NAME@champion's forecast with intervals to a CSV or Parquet file")
+    fc.add_argument("name", help="registered forecasting model, e.g. spending-forecast")
+    fc.add_argument("--horizon", type=int, required=True, help="periods ahead (at most the model's horizon)")
+    fc.add_argument("--interval", type=float, default=0.8, help="interval level: 0.8 or 0.95")
+    fc.add_argument("--series", action="append", help="only this series (repeatable); default: every series")
+    fc.add_argument("--output", required=True, help="the forecast file, .csv or .parquet")
+    fc.set_defaults(func=cmd_forecast)
 
     r = sub.add_parser("rollback", help="move @champion back to the previous champion")
     r.add_argument("name", help="registered model name, e.g. credit-risk")

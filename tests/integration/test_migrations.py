@@ -20,7 +20,7 @@ from ledgerline.app.cli import main
 
 pytestmark = pytest.mark.integration
 
-APP_TABLES = {"feedback_pending", "promotion_ledger", "predictions", "feedback", "monitoring_results", "retrain_decisions"}
+APP_TABLES = {"feedback_pending", "forecast_actuals", "promotion_ledger", "predictions", "feedback", "monitoring_results", "retrain_decisions"}
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 

@@ -237,15 +237,22 @@ class SpendingForecastFamily:
         import tempfile
 
         import mlflow
+        import pandas as pd
+        from mlflow.models import infer_signature
 
         from features.forecast_pyfunc import ForecastPyfunc
 
+        first = str(model.lineage["series_id"].iloc[0])  # type: ignore[attr-defined]
+        example = pd.DataFrame({"series_id": [first], "horizon": [int(model.horizon)], "interval": [0.8]})  # type: ignore[attr-defined]
+        output = model.frame(int(model.horizon), 0.8, [first])  # type: ignore[attr-defined]
         with tempfile.TemporaryDirectory() as tmp:
             folder = model.save(Path(tmp) / "forecast")  # type: ignore[attr-defined]
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ForecastPyfunc(),
                 artifacts={"forecast": str(folder)},
+                signature=infer_signature(example, output),
+                input_example=example,
                 code_paths=[str(FEATURES_DIR)],
                 pip_requirements=pip_requirements("mlflow", "pandas", "numpy", "pyarrow"),
             )
