@@ -4,6 +4,10 @@ ingest -> validate (Great Expectations; a failure stops the run, nothing is trai
 promoted) -> train (register, ``@challenger``) -> gate (challenger vs ``@champion``) ->
 promote (move ``@champion`` on a pass; ledger row either way).
 
+A family that trains in chunks of series (``ledgerline.families.CHUNKED_TRAINING``) has
+``plan_chunks -> train_chunk`` (one mapped task per chunk, at most ``max_chunks``, spread over
+the Celery workers) ``-> gather`` (one registered version) in place of ``train``.
+
 The run conf's ``reason`` (schedule | drift | performance | manual; default schedule)
 goes to the MLflow run, the model version and the promotion ledger. The monitoring DAG
 triggers these DAGs with ``reason`` = drift/performance and the ``model_name`` to retrain.
@@ -17,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, task
 
-from ledgerline.app.orchestration import REASONS, dag_config, retrain_dag_id, timetable
+from ledgerline.app.orchestration import REASONS, dag_config, retrain_dag_id, timetable, trains_in_chunks
 from ledgerline.families import FAMILIES
 
 CONFIG = dag_config()
@@ -40,6 +44,13 @@ def _params() -> dict[str, Param]:
     }
 
 
+def _chunk_params() -> dict[str, Param]:
+    return {
+        "max_chunks": Param(None, type=["null", "integer"], minimum=1,
+                            description="chunks of series the training is mapped over (default: LEDGERLINE_MAX_CHUNKS, else 16)"),
+    }
+
+
 def build(family: str) -> DAG:
     @dag(
         dag_id=retrain_dag_id(family),
@@ -48,7 +59,7 @@ def build(family: str) -> DAG:
         catchup=False,
         max_active_runs=1,  # one run at a time per family: runs never race for @champion
         default_args={**CONFIG.default_args(), "execution_timeout": timedelta(hours=2)},
-        params=_params(),
+        params={**_params(), **(_chunk_params() if trains_in_chunks(family) else {})},
         tags=["ledgerline", "retrain", family],
         doc_md=__doc__,
     )
@@ -93,9 +104,38 @@ def build(family: str) -> DAG:
                 settings, job = orch.retrain_inputs(family)
                 return orch.promote(settings, job, version, mlflow_run_id, decision)
 
+        @task
+        def plan_chunks(snapshot_uri: str, mlflow_run_id: str) -> list[int]:
+            from ledgerline.app import orchestration as orch
+
+            with orch.fail_fast():
+                settings, job = orch.retrain_inputs(family)
+                return orch.plan_chunks(settings, job, snapshot_uri, mlflow_run_id)
+
+        @task(map_index_template="chunk {{ task.op_kwargs['index'] }}")
+        def train_chunk(snapshot_uri: str, mlflow_run_id: str, index: int) -> dict[str, Any]:
+            from ledgerline.app import orchestration as orch
+
+            with orch.fail_fast():
+                settings, job = orch.retrain_inputs(family)
+                return orch.train_chunk(settings, job, snapshot_uri, mlflow_run_id, index, attempt=orch.current_try())
+
+        @task
+        def gather(snapshot_uri: str, mlflow_run_id: str, chunks: list[dict[str, Any]]) -> str:
+            from ledgerline.app import orchestration as orch
+
+            with orch.fail_fast():
+                settings, job = orch.retrain_inputs(family)
+                return orch.gather(settings, job, snapshot_uri, mlflow_run_id)
+
         snapshot_uri = ingest()
         mlflow_run_id = validate(snapshot_uri)
-        version = train(snapshot_uri, mlflow_run_id)
+        if trains_in_chunks(family):
+            indices = plan_chunks(snapshot_uri, mlflow_run_id)
+            parts = train_chunk.partial(snapshot_uri=snapshot_uri, mlflow_run_id=mlflow_run_id).expand(index=indices)
+            version = gather(snapshot_uri, mlflow_run_id, parts)
+        else:
+            version = train(snapshot_uri, mlflow_run_id)
         promote(version, mlflow_run_id, gate(version))
 
     return retrain()

@@ -28,6 +28,11 @@ FAMILIES: dict[str, str] = {
     "spending-forecast": "spending_forecast",
 }
 
+#: families whose training plug-in implements ``ChunkedTraining``: their retrain DAG maps over
+#: chunks of series (read when DAG files are parsed, so no plug-in is imported for it;
+#: tests/unit/test_chunked_training.py keeps it equal to the plug-ins)
+CHUNKED_TRAINING: frozenset[str] = frozenset({"spending-forecast"})
+
 #: the registry tag that carries a version's family
 FAMILY_TAG = lineage.FAMILY
 

@@ -87,6 +87,25 @@ def airflow_env(settings: Settings, *, port: int = DEFAULT_PORT) -> dict[str, st
     return env
 
 
+def celery_env(broker_url: str, metadata_db_url: str) -> dict[str, str]:
+    """Airflow's CeleryExecutor settings, as docker-compose.yml and the scheduler test use them.
+
+    The scheduler sends task instances to the Redis ``broker_url``; ``airflow celery worker``
+    processes run them and report to Celery's result backend, a table in the Airflow metadata
+    database (``db+`` + its URL), so no second Redis database is needed. A worker reserves only
+    the tasks it runs (prefetch multiplier 1): the chunks of a mapped training stay on the broker
+    for the other workers. Workers import what tasks import once, when they start
+    (:mod:`ledgerline.app.celery_config`). (tests/unit/test_compose.py keeps compose equal to this.)
+    """
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "ledgerline.app.celery_config.CELERY_CONFIG",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_db_url}",
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+    }
+
+
 def ensure_airflow(settings: Settings, *, port: int = DEFAULT_PORT) -> list[str]:
     """Start ``airflow standalone`` unless one answers on ``port``; return the lines telling how to log in.
 

@@ -21,6 +21,8 @@ Configuration (nothing is hard-coded in the DAG files)
         LEDGERLINE_SPEC__<FAMILY>          dataset spec YAML for that file
         LEDGERLINE_TARGET__<FAMILY>, LEDGERLINE_POSITIVE_LABEL__<FAMILY>   when there is no spec
         LEDGERLINE_RETRAIN_ROWS            generator rows (default 20000)
+        LEDGERLINE_MAX_CHUNKS              chunks a chunked family's training is mapped over
+                                           (default 16; run conf ``max_chunks`` overrides)
     Environment only (read when the DAG file is parsed, so no database call at parse time)
         LEDGERLINE_RETRAIN_SCHEDULE        cron of the retrain DAGs (default ``0 3 * * 1``, Mondays;
                                            ``none``: triggered runs only)
@@ -36,6 +38,13 @@ Retries and idempotency of a retrain run (keyed on the DAG run and its snapshot)
               task fails without retries (the snapshot cannot change) and nothing is trained.
     train     a retry first looks for a registered version of that MLflow run and returns it,
               so one DAG run never registers two versions.
+    (families in ``CHUNKED_TRAINING`` train in three steps instead of ``train``)
+    plan_chunks   the series of each chunk, written once per MLflow run (a retry reads them back).
+    train_chunk   one mapped task per chunk; writes its part atomically under the data dir, keyed
+                  by the MLflow run and chunk index. A retry (its worker was killed) trains that
+                  chunk alone; a part already written is not trained again.
+    gather        like ``train``: returns the version already registered from the run, else
+                  gathers the parts into one model and registers it.
     gate      writes nothing; a retry re-scores.
     promote   a retry finds the ledger row of the version and returns it instead of writing a
               second one; if the champion moved since the gate ran, it re-gates first.
@@ -73,6 +82,8 @@ DEFAULT_REASON = "schedule"
 #: (tests/dags checks the two agree).
 REASONS = ("schedule", "drift", "performance", "manual")
 DEFAULT_ROWS = 20_000
+DEFAULT_MAX_CHUNKS = 16
+MAX_CHUNKS_LIMIT = 256  # a mapped task per chunk: tens of tasks, never one per series
 RUN_TAG = lineage.AIRFLOW_RUN  # "<dag_id>/<run_id>" on the MLflow run
 DECISION_TAG = lineage.AIRFLOW_DECISION_ID
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]+")  # Airflow's default allowed_run_id_pattern
@@ -219,6 +230,7 @@ class RetrainJob:
     target: str | None = None
     positive_label: str | None = None
     decision_id: str | None = None
+    max_chunks: int = DEFAULT_MAX_CHUNKS
 
     def request(self) -> TrainRequest:
         from training.pipeline import TrainRequest
@@ -262,10 +274,14 @@ def retrain_job(
         raise LedgerlineError(f"unknown retrain reason '{reason}'; use one of {list(TRIGGERS)}")
     rows = _first(params.get("rows"), lookup("LEDGERLINE_RETRAIN_ROWS"), DEFAULT_ROWS)
     seed = params.get("seed")
+    max_chunks = _first(params.get("max_chunks"), lookup("LEDGERLINE_MAX_CHUNKS"), DEFAULT_MAX_CHUNKS)
     try:
         rows, seed = int(rows), (int(seed) if seed is not None and seed != "" else None)
+        max_chunks = int(max_chunks)
     except (TypeError, ValueError) as exc:
-        raise LedgerlineError(f"rows and seed must be integers: {exc}") from exc
+        raise LedgerlineError(f"rows, seed and max_chunks must be integers: {exc}") from exc
+    if not 1 <= max_chunks <= MAX_CHUNKS_LIMIT:
+        raise LedgerlineError(f"max_chunks is {max_chunks}; use 1 to {MAX_CHUNKS_LIMIT} (each chunk is one task)")
     snapshot_date = when[:10] if isinstance(when, str) else when.date().isoformat()
     decision_id = params.get("decision_id")
     # the name becomes folders under the data dir and a registry key: refuse '../x' before any work
@@ -283,6 +299,7 @@ def retrain_job(
         target=_first(params.get("target"), lookup(family_key("LEDGERLINE_TARGET", family))),
         positive_label=_first(params.get("positive_label"), lookup(family_key("LEDGERLINE_POSITIVE_LABEL", family))),
         decision_id=str(decision_id) if decision_id not in (None, "") else None,
+        max_chunks=max_chunks,
     )
 
 
@@ -349,6 +366,54 @@ def train(settings: Settings, job: RetrainJob, snapshot_uri: str, run_id: str) -
     prepared = pipeline.prepared_from_uri(settings, job.request(), snapshot_uri)
     version, metrics = pipeline.train_and_register(settings, job.request(), prepared, run_id)
     logger.info("registered %s v%s: %s", job.model_name, version, metrics)
+    return version
+
+
+def trains_in_chunks(family: str) -> bool:
+    """Whether the family's retrain DAG maps over chunks (read at parse time: no plug-in import)."""
+    from ledgerline.families import CHUNKED_TRAINING
+
+    return family in CHUNKED_TRAINING
+
+
+def plan_chunks(settings: Settings, job: RetrainJob, snapshot_uri: str, run_id: str) -> list[int]:
+    """The chunk indices the DAG maps ``train_chunk`` over (the plan is written once per MLflow run)."""
+    from training import pipeline
+
+    prepared = pipeline.prepared_from_uri(settings, job.request(), snapshot_uri)
+    plan = pipeline.plan_chunks(settings, job.request(), prepared, run_id, job.max_chunks)
+    logger.info("%s: %d chunks of %s series", job.model_name, len(plan.chunks), [len(c) for c in plan.chunks])
+    return list(range(len(plan.chunks)))
+
+
+def train_chunk(
+    settings: Settings, job: RetrainJob, snapshot_uri: str, run_id: str, index: int, *, attempt: int = 1
+) -> dict[str, Any]:
+    """Train one chunk and write its part; nothing to do when the part or the version exists already."""
+    from training import pipeline
+
+    existing = registered_version(settings, job.model_name, run_id)
+    if existing is not None:
+        logger.info("%s v%s is already registered from run %s; chunk %d has nothing to do",
+                    job.model_name, existing, run_id, index)
+        return {"chunk": index, "trained": False, "version": existing}
+    prepared = pipeline.prepared_from_uri(settings, job.request(), snapshot_uri)
+    result = pipeline.train_chunk(settings, job.request(), prepared, run_id, index, attempt=attempt)
+    return {"chunk": index, "trained": result.trained, "series": result.series}
+
+
+def gather(settings: Settings, job: RetrainJob, snapshot_uri: str, run_id: str) -> str:
+    """Gather the chunks into one registered version; a retry returns the version already registered."""
+    from training import pipeline
+
+    existing = registered_version(settings, job.model_name, run_id)
+    if existing is not None:
+        logger.info("%s v%s is already registered from run %s; not gathering again", job.model_name, existing, run_id)
+        pipeline.discard_chunk_parts(settings, job.model_name, run_id)
+        return existing
+    prepared = pipeline.prepared_from_uri(settings, job.request(), snapshot_uri)
+    version, metrics = pipeline.gather_and_register(settings, job.request(), prepared, run_id)
+    logger.info("registered %s v%s gathered from its chunks: %s", job.model_name, version, metrics)
     return version
 
 
@@ -534,6 +599,13 @@ def current_run() -> TaskRun:
     when = ctx.get("logical_date") or dag_run.run_after
     when = datetime.fromtimestamp(when.timestamp(), tz=UTC)  # a plain datetime, not pendulum's
     return TaskRun(dag_id=dag_run.dag_id, run_id=dag_run.run_id, when=when, params=dict(ctx.get("params") or {}))
+
+
+def current_try() -> int:
+    """The try number of the running task instance (1 on the first attempt)."""
+    from airflow.sdk import get_current_context
+
+    return int(get_current_context()["ti"].try_number or 1)
 
 
 def airflow_lookup(name: str) -> str | None:

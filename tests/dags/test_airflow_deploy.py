@@ -14,7 +14,7 @@ from ledgerline.app import airflow_demo
 from ledgerline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW_SERVICES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+AIRFLOW_SERVICES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
 
 
 def test_demo_airflow_uses_the_demo_mlflow_app_db_and_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,14 +50,14 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_runs_the_four_airflow_components_on_the_airflow_database(compose: dict[str, Any]) -> None:
+def test_compose_runs_the_airflow_components_on_the_airflow_database(compose: dict[str, Any]) -> None:
     services = compose["services"]
     init = services["airflow-init"]
     assert init["command"] == ["airflow", "db", "migrate"]
     assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in AIRFLOW_SERVICES:
         svc = services[name]
-        assert svc["command"][:2] == ["airflow", name.removeprefix("airflow-")]
+        assert svc["command"][:2] == ["airflow", name.removeprefix("airflow-").replace("worker", "celery")]
         assert svc["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
         assert svc["build"] == {"context": ".", "dockerfile": "infra/airflow/Dockerfile"}
         env = svc["environment"]
@@ -67,7 +67,7 @@ def test_compose_runs_the_four_airflow_components_on_the_airflow_database(compos
         assert env["LEDGERLINE_APP_DB_URL"].endswith("@postgres:5432/ledgerline")
         assert str(env["AIRFLOW__API_AUTH__JWT_SECRET"]).startswith("${")
         assert "${POSTGRES_PASSWORD" in conn, "the password comes from the environment"
-    assert services["airflow-scheduler"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert services["airflow-worker"]["depends_on"]["mlflow"]["condition"] == "service_healthy"  # tasks run there
     assert "healthcheck" in services["airflow-api-server"]
     assert services["airflow-api-server"]["ports"] == ["127.0.0.1:${LEDGERLINE_AIRFLOW_PORT:-8080}:8080"]
 

@@ -11,6 +11,9 @@ from training.families import FAMILIES
 from training.pipeline import TRIGGERS
 
 RETRAIN_ORDER = ["ingest", "validate", "train", "gate", "promote"]
+CHUNKED_ORDER = ["ingest", "validate", "plan_chunks", "train_chunk", "gather", "gate", "promote"]
+ONE_PIECE = sorted(f for f in FAMILIES if not orch.trains_in_chunks(f))
+CHUNKED = sorted(f for f in FAMILIES if orch.trains_in_chunks(f))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_there_is_one_retrain_dag_per_family_and_one_monitoring_dag(dags: dict[s
     assert orch.retrain_dag_id("credit-risk") == "ledgerline_retrain_credit_risk"
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", ONE_PIECE)
 def test_retrain_dag_runs_ingest_validate_train_gate_promote_in_order(dags: dict[str, Any], family: str) -> None:
     dag = dags[orch.retrain_dag_id(family)]
     assert dag["topological_order"] == RETRAIN_ORDER
@@ -43,6 +46,24 @@ def test_retrain_dag_runs_ingest_validate_train_gate_promote_in_order(dags: dict
     assert tasks["ingest"]["upstream"] == []
     # promote needs the version (train), the MLflow run (validate) and the decision (gate)
     assert tasks["promote"]["upstream"] == ["gate", "train", "validate"]
+
+
+@pytest.mark.parametrize("family", CHUNKED)
+def test_a_chunked_family_maps_its_training_over_chunks_and_gathers_one_version(dags: dict[str, Any], family: str) -> None:
+    dag = dags[orch.retrain_dag_id(family)]
+    assert dag["topological_order"] == CHUNKED_ORDER
+    tasks = dag["tasks"]
+    assert set(tasks) == set(CHUNKED_ORDER)
+    assert tasks["train_chunk"]["mapped"] and not tasks["gather"]["mapped"]
+    assert tasks["train_chunk"]["upstream"] == ["ingest", "plan_chunks", "validate"]
+    assert tasks["gather"]["upstream"] == ["ingest", "train_chunk", "validate"]
+    assert tasks["promote"]["upstream"] == ["gate", "gather", "validate"]
+    assert dag["params"]["max_chunks"]["value"] is None  # default: LEDGERLINE_MAX_CHUNKS, else 16
+
+
+def test_families_without_chunks_have_no_max_chunks_param(dags: dict[str, Any]) -> None:
+    for family in ONE_PIECE:
+        assert "max_chunks" not in dags[orch.retrain_dag_id(family)]["params"]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -99,6 +120,20 @@ def test_run_conf_beats_variables_which_beat_defaults() -> None:
     assert (default.model_name, default.rows, default.reason, default.data) == ("credit-risk", 20_000, "schedule", None)
     req = job.request()
     assert (req.trigger, req.logical_date, req.model_name) == ("drift", "2026-03-02", "credit-prod")
+
+
+def test_max_chunks_comes_from_the_run_conf_then_the_environment_within_bounds() -> None:
+    from ledgerline.errors import LedgerlineError
+
+    def job(params: dict[str, Any], env: dict[str, str]) -> orch.RetrainJob:
+        return orch.retrain_job("credit-risk", params, when="2026-03-02", dag_run="d/r", lookup=env.get)
+
+    assert job({}, {}).max_chunks == orch.DEFAULT_MAX_CHUNKS == 16
+    assert job({}, {"LEDGERLINE_MAX_CHUNKS": "24"}).max_chunks == 24
+    assert job({"max_chunks": 4}, {"LEDGERLINE_MAX_CHUNKS": "24"}).max_chunks == 4
+    for bad in (0, orch.MAX_CHUNKS_LIMIT + 1, "many"):
+        with pytest.raises(LedgerlineError, match="max_chunks"):
+            job({"max_chunks": bad}, {})
 
 
 def test_an_unknown_reason_is_refused() -> None:

@@ -153,3 +153,39 @@ def test_dockerfile_pins_match_the_lock() -> None:
 def test_init_sql_creates_the_databases() -> None:
     created = re.findall(r"CREATE DATABASE\s+(\w+)", INIT_SQL.read_text(), flags=re.IGNORECASE)
     assert sorted(created) == ["airflow", "ledgerline", "mlflow"]
+
+
+def test_redis_is_the_celery_broker_of_airflow(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:")
+    assert "healthcheck" in redis
+    assert redis["ports"] == ["127.0.0.1:${LEDGERLINE_REDIS_PORT:-6379}:6379"], "published on loopback only"
+    assert "redis-data" in compose["volumes"]
+
+
+def test_airflow_runs_the_celery_executor_the_tests_run(compose: dict[str, Any]) -> None:
+    from ledgerline.app.airflow_demo import celery_env
+
+    env = compose["x-airflow-common"]["environment"]
+    broker = env["AIRFLOW__CELERY__BROKER_URL"]
+    assert broker.startswith("redis://redis:6379/"), "the broker is the compose redis service"
+    # the same executor settings tests/dags/test_scheduler.py starts (only the URLs differ)
+    expected = celery_env(broker, env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert {k: str(env[k]) for k in expected} == expected
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].endswith("@postgres:5432/airflow")
+
+
+def test_celery_workers_run_the_tasks_with_what_tasks_need(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    worker = services["airflow-worker"]
+    assert worker["command"] == ["airflow", "celery", "worker"]
+    assert worker["build"] == {"context": ".", "dockerfile": "infra/airflow/Dockerfile"}
+    for need, condition in (("airflow-init", "service_completed_successfully"), ("redis", "service_healthy"),
+                            ("mlflow", "service_healthy")):
+        assert worker["depends_on"][need]["condition"] == condition, need
+    # snapshots and chunk parts written by one task are read by another, maybe on another worker
+    assert "ledgerline-data:/var/lib/ledgerline" in worker["volumes"]
+    assert worker["environment"]["LEDGERLINE_DATA_DIR"] == "/var/lib/ledgerline/data"
+    assert services["airflow-scheduler"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "ports" not in worker, "workers take tasks from the broker; nothing connects to them"
