@@ -423,6 +423,12 @@ def train_and_register(
                 mlflow.log_figure(figure, path)
             for path, document in report.documents.items():
                 mlflow.log_dict(document, path)
+            if report.params:
+                mlflow.log_params(report.params)
+            if report.metrics:
+                mlflow.log_metrics(report.metrics)
+            if report.tags:
+                mlflow.set_tags(report.tags)
             with _step(progress, "logging model"):
                 model_uri = family.log_model(model, train_df, spec)
         # the run is complete (FINISHED); register last so a failure above registers nothing

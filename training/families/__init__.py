@@ -33,10 +33,14 @@ class FamilyParams(Protocol):
 
 @dataclass
 class Report:
-    """What a family logs to the run besides metrics: figures (PNG) and JSON documents."""
+    """What a family logs to the run besides test metrics: figures (PNG), JSON documents, and
+    params, metrics and tags of its own (e.g. the credit family's model choice)."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     documents: dict[str, dict[str, object]] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

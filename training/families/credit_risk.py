@@ -1,5 +1,6 @@
-"""Credit-risk scoring as a family plug-in: binary target, stratified holdout, XGBoost behind the
-shared tabular features, gated on ROC-AUC, PR-AUC and Brier score."""
+"""Credit-risk scoring as a family plug-in: binary target, stratified holdout, XGBoost or a scorecard
+logistic regression (chosen by cross-validated ROC-AUC) behind the shared tabular features, a
+decision threshold chosen at training, gated on ROC-AUC, PR-AUC and Brier score."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
 
 FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
 # skops (MLflow's safe default) refuses unknown types; these are ours and XGBoost's, nothing else.
-SKOPS_TRUSTED_TYPES = ["features.transform.TabularFeatures", "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+SKOPS_TRUSTED_TYPES = [
+    "features.scorecard.ScorecardModel",
+    "features.transform.TabularFeatures",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+]
+#: run tags the credit family sets (the model card and GET /v1/models/{name} read them)
+MODEL_KIND_TAG = "ledgerline.credit.model"
+THRESHOLD_TAG = "ledgerline.decision_threshold"
 TEST_FRACTION = 0.2
 
 
@@ -109,7 +118,8 @@ class CreditRiskFamily:
         from training import credit_risk
 
         assert isinstance(params, credit_risk.CreditParams)
-        return credit_risk.train(frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy(), spec, params)
+        model, _ = credit_risk.select_and_train(frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy(), spec, params)
+        return model
 
     def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from features.spec import LABEL_COLUMN
@@ -126,13 +136,22 @@ class CreditRiskFamily:
         X, y = frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy()
         p = credit_risk.predict_proba(model, X)  # type: ignore[arg-type]
         importance = credit_risk.feature_importance(model, X)  # type: ignore[arg-type]
+        selection = getattr(model, "selection_", None) or {}
+        threshold = credit_risk.decision_threshold(model)
+        cv = {f"cv_roc_auc_{k}": float(v) for k, v in dict(selection.get("cv_roc_auc", {})).items()}
+        tags = {MODEL_KIND_TAG: credit_risk.model_kind(model)}  # type: ignore[arg-type]
+        if threshold is not None:
+            tags[THRESHOLD_TAG] = f"{threshold:.6f}"
         return Report(
             figures={
                 "plots/roc_curve.png": plots.roc_figure(y, p, metrics["roc_auc"]),
                 "plots/calibration.png": plots.calibration_figure(y, p),
                 "plots/feature_importance.png": plots.importance_figure(importance),
             },
-            documents={"plots/feature_importance.json": dict(importance)},
+            documents={"plots/feature_importance.json": dict(importance), "model/selection.json": dict(selection)},
+            params={"chosen_model": tags[MODEL_KIND_TAG], "decision_threshold": threshold},
+            metrics={**cv, **({"decision_threshold": threshold} if threshold is not None else {})},
+            tags=tags,
         )
 
     # --- gate ---------------------------------------------------------------------------
