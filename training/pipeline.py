@@ -695,7 +695,85 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = _lo
     )
 
 
-def rollback(settings: Settings, name: str, *, trigger: str = "manual", progress: Progress = _log_progress) -> str:
+class PromotionRefused(LedgerlineError):
+    """A manual promotion the gate's absolute floors refuse (and no override with a reason was given)."""
+
+
+#: shortest written reason a manual promotion or an override accepts
+MIN_REASON_CHARS = 10
+
+
+def manual_promote(
+    settings: Settings,
+    name: str,
+    version: str,
+    *,
+    reason: str,
+    actor: str,
+    override: bool = False,
+    progress: Progress = _log_progress,
+) -> dict[str, Any]:
+    """Move ``@champion`` to ``version`` by hand: through the gate's absolute floors (the family's
+    rules with the settings' overrides, on the version's recorded test metrics) unless ``override``;
+    either way recorded in the ledger as ``manual-promote`` with who asked and why. Returns the ledger row.
+    """
+    reason = (reason or "").strip()
+    if len(reason) < MIN_REASON_CHARS:
+        raise LedgerlineError(
+            f"a manual promotion needs a written reason of at least {MIN_REASON_CHARS} characters (--reason '...')"
+        )
+    _configure_mlflow(settings)
+    c = client(settings)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"model '{name}' has no version {version}; see `ledgerline ledger {name}` or GET /v1/models/{name}") from exc
+    family = get_family(family_from_tags(mv.tags, f"{name} v{version}"))
+    run_id = mv.run_id or mv.tags.get(lineage.RUN_ID)
+    metrics: dict[str, float] = {}
+    if run_id:
+        metrics = {k.removeprefix("test_"): float(v) for k, v in c.get_run(run_id).data.metrics.items() if k.startswith("test_")}
+    floors = decide(metrics, gate_policy(family, settings, name))
+    previous = alias_version(c, name, CHAMPION)
+    if previous == str(version):
+        raise LedgerlineError(f"{name} v{version} is @champion already; nothing to promote")
+    if not floors.passed and not override:
+        raise PromotionRefused(
+            f"{name} v{version} fails the gate's absolute floors: {'; '.join(floors.reasons)}; "
+            "promote anyway only with an explicit override and a written reason (--override)"
+        )
+    reasons = [f"manual promotion by {actor}: {reason}"]
+    if not floors.passed:
+        reasons.append("OVERRIDE of the gate's absolute floors: " + "; ".join(floors.reasons))
+    else:
+        reasons += floors.reasons
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    set_version_tags(c, name, str(version), {
+        lineage.GATE_DECISION: "manual-promote",
+        lineage.GATE_REASONS: json.dumps(reasons),
+        lineage.GATE_CHAMPION_VERSION: previous or "none",
+    })
+    record_gate_in_description(c, name, str(version), passed=True, champion_version=previous, reasons=reasons)
+    row = db.record_decision(
+        settings.resolved_app_db_url(), model_name=name, version=str(version), action="manual-promote",
+        passed=floors.passed, reasons=reasons, trigger="manual", previous_champion=previous,
+        champion_after=str(version), challenger_metrics=metrics, run_id=run_id,
+    )
+    progress(f"@champion of {name}: v{previous or '-'} -> v{version} (manual promotion by {actor})")
+    return row
+
+
+def rollback(
+    settings: Settings,
+    name: str,
+    *,
+    trigger: str = "manual",
+    progress: Progress = _log_progress,
+    actor: str | None = None,
+    note: str | None = None,
+) -> str:
     """Move ``@champion`` back to the champion before the current one; record it. Returns the new champion."""
     _configure_mlflow(settings)
     c = client(settings)
@@ -715,6 +793,8 @@ def rollback(settings: Settings, name: str, *, trigger: str = "manual", progress
         )
     c.set_registered_model_alias(name, CHAMPION, previous)
     reason = f"rollback from v{current} to v{previous}"
+    if actor:
+        reason += f" by {actor}" + (f": {note.strip()}" if note and note.strip() else "")
     set_version_tags(c, name, current, {lineage.ROLLED_BACK_AT: datetime.now(UTC).isoformat()})
     db.record_decision(
         url, model_name=name, version=previous, action="rollback", passed=True, reasons=[reason],
@@ -730,8 +810,10 @@ __all__ = [
     "TrainRequest",
     "TrainingResult",
     "check_params",
+    "PromotionRefused",
     "evaluate_gate",
     "gate_and_promote",
+    "manual_promote",
     "prepare",
     "prepared_from_uri",
     "record_gate",

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 
 from ledgerline import __version__
 from serving.http_errors import ErrorBody, error_response
-from serving.state import require_admin_key, require_api_key, state_of
+from serving.routes.models import require_read_key
+from serving.state import require_admin_key, state_of
 
 router = APIRouter()
 
@@ -73,11 +74,11 @@ async def version(request: Request) -> dict[str, Any]:
 @router.get(
     "/v1/models",
     tags=["predictions"],
-    summary="the served models, their versions and input fields",
-    dependencies=[Depends(require_api_key)],
+    summary="the served models: loaded version, input fields, family, champion and challenger with headline metrics",
+    dependencies=[Depends(require_read_key)],
     responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
 )
-async def list_models(request: Request) -> dict[str, Any]:
+def list_models(request: Request) -> dict[str, Any]:
     state = state_of(request)
     out = {}
     for n in state.holder.names:
@@ -91,7 +92,18 @@ async def list_models(request: Request) -> dict[str, Any]:
             "inputs": {c.name: c.describe() for c in m.schema.columns},
             "example": m.schema.example,
         }
-    return {"models": out}
+    registry = {n: _registry_overview(state.platform, n) for n in state.holder.names}
+    return {"models": out, "registry": registry}
+
+
+def _registry_overview(platform: Any, name: str) -> dict[str, Any]:
+    """Family, champion and challenger with headline metrics; an error string when the registry cannot say."""
+    from serving import management
+
+    try:
+        return management.overview(platform, name)
+    except Exception as exc:  # the registry away must not take the list of served models with it
+        return {"error": str(exc).splitlines()[0][:300]}
 
 @router.post(
     "/admin/reload",

@@ -223,7 +223,7 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     assert "rownames" not in run.data.params.values()
     # both candidates were cross-validated on the training split; the better one was kept, with its threshold
     cv = {k: run.data.metrics[f"cv_roc_auc_{k}"] for k in ("xgboost", "scorecard")}
-    assert run.data.params["chosen_model"] == max(cv, key=cv.__getitem__) == run.data.tags["ledgerline.credit.model"]
+    assert run.data.params["chosen_model"] == max(cv, key=cv.__getitem__) == run.data.tags["ledgerline.model_kind"]
     threshold = float(run.data.tags["ledgerline.decision_threshold"])
     assert 0.05 < threshold < 0.5 and run.data.metrics["test_approval_rate"] > 0.3
     spec_file = tmp_path / "data" / "specs" / "modeldata-credit.yaml"

@@ -10,6 +10,7 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledgerline import lineage
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
 from ledgerline.settings import Settings
@@ -28,9 +29,8 @@ SKOPS_TRUSTED_TYPES = [
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
 ]
-#: run tags the credit family sets (the model card and GET /v1/models/{name} read them)
-MODEL_KIND_TAG = "ledgerline.credit.model"
-THRESHOLD_TAG = "ledgerline.decision_threshold"
+MODEL_KIND_TAG = lineage.MODEL_KIND
+THRESHOLD_TAG = lineage.DECISION_THRESHOLD
 TEST_FRACTION = 0.2
 
 
