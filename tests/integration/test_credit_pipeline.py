@@ -250,3 +250,17 @@ def test_a_scorecard_version_is_logged_loaded_and_served_with_its_own_threshold(
            for k, v in generate_loan_applications(20, seed=3)[credit_spec().feature_names].iloc[0].to_dict().items()}
     answers, _ = run_fn([rec])
     assert answers[0]["threshold"] == pytest.approx(threshold, abs=1e-6) and answers[0]["decision"] in ("approve", "decline")
+
+
+def test_ledgerline_promote_checks_the_reason_the_version_and_the_floors(cli_env, train_credit, capsys):
+    from ledgerline.app.cli import main
+
+    m = train_credit("credit-scorecard", params={"model_choice": "scorecard", "cv_folds": 2})
+    capsys.readouterr()
+    assert main(["promote", "credit-scorecard", m.version, "--reason", "why"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --reason needs a written reason of at least 10 characters"]
+    assert main(["promote", "credit-scorecard", "99", "--reason", "a version that does not exist"]) == 2
+    assert "has no version 99" in capsys.readouterr().err
+    assert main(["promote", "credit-scorecard", m.version, "--reason", "already the champion, nothing to do"]) == 2
+    assert "is @champion already" in capsys.readouterr().err
+    assert db.ledger(cli_env.resolved_app_db_url(), "credit-scorecard")[-1]["action"] == "promote"  # nothing written
