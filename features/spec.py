@@ -72,7 +72,9 @@ class DatasetSpec:
     """A dataset's contract. ``columns`` are the inputs a caller sends (and the model family turns
     into features); ``target``/``positive_label`` are None for unlabelled data; ``roles`` name
     columns a family gives a meaning to (e.g. ``customer``, ``timestamp``, ``amount``);
-    ``passthrough`` columns are kept in snapshots for evaluation but are never model inputs."""
+    ``passthrough`` columns are kept in snapshots for evaluation but are never model inputs;
+    ``protected`` names protected or proxy attributes (e.g. an age band, sex): the model card
+    reports outcomes per group of each (and a family's gate may require parity)."""
 
     name: str
     target: str | None
@@ -86,6 +88,7 @@ class DatasetSpec:
     negative_labels: tuple[str, ...] = ()  # empty in specs frozen before they were recorded
     roles: Mapping[str, str] = field(default_factory=dict)
     passthrough: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target is not None and self.positive_label is None:
@@ -94,6 +97,11 @@ class DatasetSpec:
         for role, column in self.roles.items():
             if column not in names:
                 raise SpecError(f"spec '{self.name}': role '{role}' names column '{column}', which is not in columns")
+        for column in self.protected:
+            if column not in names:
+                raise SpecError(
+                    f"spec '{self.name}': protected names column '{column}', which is not in columns or passthrough"
+                )
 
     @property
     def label_codec(self) -> LabelCodec:
@@ -144,6 +152,7 @@ class DatasetSpec:
             "min_rows": self.min_rows,
             "roles": dict(self.roles) if self.roles else None,
             "passthrough": list(self.passthrough) if self.passthrough else None,
+            "protected": list(self.protected) if self.protected else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -173,6 +182,7 @@ class DatasetSpec:
             min_rows=partial.min_rows if partial.min_rows is not None else 100,
             roles=dict(partial.roles),
             passthrough=tuple(partial.passthrough),
+            protected=tuple(partial.protected),
         )
 
 
@@ -236,6 +246,7 @@ class _SpecModel(BaseModel):
     columns: dict[StrictStr | StrictInt, dict[str, Any]] | None = None
     roles: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     passthrough: list[StrictStr] = Field(default_factory=list)
+    protected: list[StrictStr] = Field(default_factory=list)
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -256,6 +267,7 @@ _EXPECTED = {
     "id_column": "a column name", "drop": "a list of column names", "positive_rate": "[low, high] with 0 <= low <= high <= 1",
     "min_rows": "a whole number of rows >= 1", "columns": "a mapping of column name to {type: ..., ...}",
     "roles": "a mapping of role to column name", "passthrough": "a list of column names",
+    "protected": "a list of column names (protected or proxy attributes)",
     "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
@@ -298,6 +310,7 @@ class PartialSpec:
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     passthrough: list[str] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -319,6 +332,7 @@ class PartialSpec:
             columns=columns,
             roles=dict(top.roles),
             passthrough=list(top.passthrough),
+            protected=list(top.protected),
         )
 
 
@@ -463,6 +477,7 @@ def infer_spec(
         drop=tuple(partial.drop or []),
         positive_rate=(round(band[0], 4), round(band[1], 4)),
         min_rows=partial.min_rows if partial.min_rows is not None else min(100, len(df)),
+        protected=tuple(partial.protected),
     )
 
 

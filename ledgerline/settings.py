@@ -23,6 +23,11 @@ class GateThresholds(BaseModel):
     tolerance: float = Field(
         0.01, ge=0.0, le=1.0, description="how much worse than the champion's ROC-AUC a challenger may be"
     )
+    min_approval_ratio: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="when the spec marks protected attributes: the lowest group approval rate over the highest "
+        "at the model's threshold that passes (0.8: the four-fifths rule); None: not gated",
+    )
 
 
 class Settings(BaseSettings):

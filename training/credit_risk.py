@@ -262,3 +262,42 @@ def feature_importance(model: Pipeline, X: pd.DataFrame) -> dict[str, float]:
     features: TabularFeatures = model.named_steps["features"]
     mean_abs = np.abs(contributions(model, X)).mean(axis=0)
     return {name: float(v) for name, v in zip(features.input_features_, mean_abs, strict=True)}
+
+
+def group_labels(values: pd.Series) -> pd.Series:
+    """Groups of a protected attribute: a categorical's values, a number's quartile bands."""
+    if pd.api.types.is_numeric_dtype(values):
+        v = pd.to_numeric(values, errors="coerce")
+        edges = np.unique(np.nanquantile(v.dropna(), [0, 0.25, 0.5, 0.75, 1.0])) if v.notna().any() else np.array([])
+        if len(edges) < 2:
+            return v.map(lambda x: "missing" if pd.isna(x) else "all")
+        bands = pd.cut(v, bins=edges, include_lowest=True, duplicates="drop")
+        return bands.astype(str).where(v.notna(), "missing")
+    return values.astype(object).where(values.notna(), "missing").astype(str)
+
+
+def group_outcomes(p: np.ndarray, y: np.ndarray, groups: pd.Series, threshold: float) -> tuple[list[dict[str, Any]], float]:
+    """Per group: rows, approval rate at the threshold, default rate, ROC-AUC; and the lowest
+    approval rate over the highest (the four-fifths rule's ratio; groups under 20 rows are left out of it)."""
+    rows = []
+    g = np.asarray(groups.astype(str))
+    for name in sorted(set(g)):
+        m = g == name
+        yy, pp = y[m], p[m]
+        auc = float(roc_auc_score(yy, pp)) if 0 < yy.sum() < len(yy) else float("nan")
+        rows.append({"group": name, "rows": int(m.sum()), "approval_rate": float((pp < threshold).mean()),
+                     "default_rate": float(yy.mean()), "roc_auc": auc})
+    rates = [r["approval_rate"] for r in rows if r["rows"] >= 20]
+    ratio = float(min(rates) / max(rates)) if rates and max(rates) > 0 else float("nan")
+    return rows, ratio
+
+
+def approval_ratio(model: Pipeline, frame: pd.DataFrame, y: np.ndarray, protected: tuple[str, ...], X: pd.DataFrame) -> float | None:
+    """The lowest four-fifths ratio over the protected attributes at the model's threshold (None: not measurable)."""
+    t = decision_threshold(model)
+    if t is None or not protected:
+        return None
+    p = predict_proba(model, X)
+    ratios = [group_outcomes(p, y, group_labels(frame[c]), t)[1] for c in protected if c in frame.columns]
+    finite = [r for r in ratios if r == r]
+    return min(finite) if finite else None

@@ -49,6 +49,7 @@ from ledgerline.registry import (
     version_description,
 )
 from ledgerline.settings import Settings
+from training import cards
 from training.families import TrainingFamily, gate_policy, get_family
 from training.gate import GateDecision, decide
 
@@ -429,6 +430,9 @@ def train_and_register(
                 mlflow.log_metrics(report.metrics)
             if report.tags:
                 mlflow.set_tags(report.tags)
+            with _step(progress, "model card parts (bootstrap intervals)"):
+                parts = family.card_parts(model, test_df, spec, settings)
+                mlflow.log_text(cards.parts_json(parts), cards.PARTS_PATH)
             with _step(progress, "logging model"):
                 model_uri = family.log_model(model, train_df, spec)
         # the run is complete (FINISHED); register last so a failure above registers nothing
@@ -619,6 +623,7 @@ def record_gate(
     )
     record_gate_in_description(c, name, str(version), passed=decision.passed,
                                champion_version=champion_version, reasons=decision.reasons)
+    _write_card(settings, name, str(version), cards.gate_of(decision))
     db.record_decision(
         settings.resolved_app_db_url(),
         model_name=name,
@@ -636,6 +641,14 @@ def record_gate(
     verdict = "PROMOTED to @champion" if decision.passed else f"REJECTED (champion stays v{champion_version})"
     progress(f"gate: v{version} {verdict}: " + "; ".join(decision.reasons))
     return champion_after
+
+
+def _write_card(settings: Settings, name: str, version: str, gate: Mapping[str, Any]) -> None:
+    """The version's model card with this gate decision; a failure is logged, never fatal (the card documents)."""
+    try:
+        cards.write_card(settings, name, version, gate)
+    except Exception:
+        logger.exception("could not write the model card of %s v%s", name, version)
 
 
 def gate_and_promote(
@@ -756,6 +769,10 @@ def manual_promote(
         lineage.GATE_CHAMPION_VERSION: previous or "none",
     })
     record_gate_in_description(c, name, str(version), passed=True, champion_version=previous, reasons=reasons)
+    _write_card(settings, name, str(version), {
+        "decision": "MANUAL PROMOTION to @champion" + (" (floors overridden)" if not floors.passed else ""),
+        "reasons": reasons, "notes": [], "champion_version": previous,
+    })
     row = db.record_decision(
         settings.resolved_app_db_url(), model_name=name, version=str(version), action="manual-promote",
         passed=floors.passed, reasons=reasons, trigger="manual", previous_champion=previous,

