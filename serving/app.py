@@ -29,6 +29,7 @@ from serving.http_errors import request_validation_error, serving_error, unexpec
 from serving.management import ModelManagement
 from serving.metrics import ServingMetrics
 from serving.model import ServedModel
+from serving.monitoring_metrics import MonitoringExporter
 from serving.openapi import build_openapi
 from serving.predlog import PredictionLog
 from serving.routes import feedback, models, operations
@@ -92,6 +93,7 @@ def create_app(
         management=management,
     )
     app.state.serving = state
+    app.state.monitoring_exporter = MonitoringExporter(engine, settings.models)
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(Exception, unexpected_error)

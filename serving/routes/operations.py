@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -58,7 +59,12 @@ async def metrics(request: Request) -> Response:
     for model in state.holder.models().values():
         if model.status is not None:
             state.metrics.component_state(model.name, model.status())
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+    body = state.metrics.render()
+    exporter = getattr(request.app.state, "monitoring_exporter", None)  # set by create_app (serving.monitoring_metrics)
+    if exporter is not None:
+        text = await anyio.to_thread.run_sync(exporter.render)
+        body += text.encode()
+    return Response(body, media_type=state.metrics.content_type)
 
 @router.get("/version", tags=["operations"], summary="service, model and library versions")
 async def version(request: Request) -> dict[str, Any]:
