@@ -12,27 +12,28 @@ import pytest
 from ledgerline import db
 from ledgerline.settings import GateThresholds
 
-from .conftest import ADMIN, HEADERS, MODEL, serving_settings
+MODEL = "credit-serving"  # the serving fixtures' model (tests/integration/serving/conftest.py)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def mgmt(credit_v1_v2: Any, platform: Any, live_app: Any) -> Any:
+def mgmt(credit_v1_v2: Any, platform: Any, live_app: Any, sv: Any) -> Any:
     from ledgerline.app.management import PipelineManagement
 
     # floors no version meets (so promotions need an override), and an Airflow that does not answer
     strict = platform.model_copy(update={
         "credit_gate": GateThresholds(min_roc_auc=0.99), "airflow_url": "http://127.0.0.1:9", "airflow_timeout_seconds": 2,
     })
-    server = live_app(serving_settings(), strict)
+    server = live_app(sv.serving_settings(), strict)
     server.app.state.serving.management = PipelineManagement(strict)
-    yield server, credit_v1_v2, strict
+    yield server, credit_v1_v2, strict, sv
     credit_v1_v2.set_champion(credit_v1_v2.v1)
 
 
 def test_reads_need_a_key_and_show_versions_lineage_ledger_and_monitoring(mgmt: Any) -> None:
-    server, versions, settings = mgmt
+    server, versions, settings, sv = mgmt
+    HEADERS, ADMIN = sv.HEADERS, sv.ADMIN
     with server.client() as c:
         assert c.get(f"/v1/models/{MODEL}").status_code == 401
         listed = c.get("/v1/models", headers=HEADERS).json()
@@ -69,7 +70,8 @@ def test_reads_need_a_key_and_show_versions_lineage_ledger_and_monitoring(mgmt: 
 
 
 def test_promote_goes_through_the_floors_unless_overridden_and_rollback_undoes_it_all_in_the_ledger(mgmt: Any) -> None:
-    server, versions, settings = mgmt
+    server, versions, settings, sv = mgmt
+    HEADERS, ADMIN = sv.HEADERS, sv.ADMIN
     url = settings.resolved_app_db_url()
     body = {"version": versions.v2, "reason": "retrained on fresh data, reviewed", "requested_by": "alice"}
     with server.client() as c:
@@ -103,15 +105,16 @@ def test_promote_goes_through_the_floors_unless_overridden_and_rollback_undoes_i
 
 
 def test_retrain_when_airflow_does_not_answer_is_a_503_naming_it_and_writes_nothing(mgmt: Any) -> None:
-    server, _, settings = mgmt
+    server, _, settings, sv = mgmt
+    ADMIN = sv.ADMIN
     with server.client() as c:
         r = c.post(f"/v1/models/{MODEL}/retrain", json={"requested_by": "carol", "note": "new bureau data"}, headers=ADMIN)
     assert r.status_code == 503 and "Airflow" in r.json()["detail"]
     assert db.ledger(settings.resolved_app_db_url(), MODEL) == []
 
 
-def test_an_app_built_without_management_answers_writes_with_503(credit_v1: Any, platform: Any, live_app: Any) -> None:
-    server = live_app(serving_settings(), platform)
+def test_an_app_built_without_management_answers_writes_with_503(credit_v1: Any, platform: Any, live_app: Any, sv: Any) -> None:
+    server = live_app(sv.serving_settings(), platform)
     with server.client() as c:
-        r = c.post(f"/v1/models/{MODEL}/rollback", json={"requested_by": "bob"}, headers=ADMIN)
+        r = c.post(f"/v1/models/{MODEL}/rollback", json={"requested_by": "bob"}, headers=sv.ADMIN)
     assert r.status_code == 503 and "ledgerline serve" in r.json()["detail"]
