@@ -35,6 +35,8 @@ down: ## stop what `make demo` started
 	@test -x $(BIN)/ledgerline && $(BIN)/ledgerline down || echo "nothing to stop"
 
 test: $(STAMP) ## run every test tier against real Postgres, mlflow server and S3 API (moto)
+	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus (the alerting test runs it)"; \
+		apt-get install -y -q prometheus >/dev/null || { apt-get update -q && apt-get install -y -q prometheus >/dev/null; }; }
 	@$(BIN)/python -m pytest -q --timeout=900
 
 test-unit: $(STAMP) ## the fast tiers only (no services)

@@ -72,7 +72,9 @@ class DatasetSpec:
     """A dataset's contract. ``columns`` are the inputs a caller sends (and the model family turns
     into features); ``target``/``positive_label`` are None for unlabelled data; ``roles`` name
     columns a family gives a meaning to (e.g. ``customer``, ``timestamp``, ``amount``);
-    ``passthrough`` columns are kept in snapshots for evaluation but are never model inputs."""
+    ``passthrough`` columns are kept in snapshots for evaluation but are never model inputs;
+    ``protected`` names protected or proxy attributes (e.g. an age band, sex): the model card
+    reports outcomes per group of each (and a family's gate may require parity)."""
 
     name: str
     target: str | None
@@ -90,6 +92,7 @@ class DatasetSpec:
     classes: tuple[str, ...] = ()
     #: time-series data: {freq, horizon, min_length, allow_negative} (features/series.py reads it)
     series: Mapping[str, Any] | None = None
+    protected: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target is not None and self.positive_label is None and not self.classes:
@@ -98,6 +101,11 @@ class DatasetSpec:
         for role, column in self.roles.items():
             if column not in names:
                 raise SpecError(f"spec '{self.name}': role '{role}' names column '{column}', which is not in columns")
+        for column in self.protected:
+            if column not in names:
+                raise SpecError(
+                    f"spec '{self.name}': protected names column '{column}', which is not in columns or passthrough"
+                )
 
     @property
     def label_codec(self) -> OutcomeCodec:
@@ -152,6 +160,7 @@ class DatasetSpec:
             "passthrough": list(self.passthrough) if self.passthrough else None,
             "classes": list(self.classes) if self.classes else None,
             "series": dict(self.series) if self.series else None,
+            "protected": list(self.protected) if self.protected else None,
             "columns": cols,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -183,6 +192,7 @@ class DatasetSpec:
             passthrough=tuple(partial.passthrough),
             classes=tuple(partial.classes),
             series=dict(partial.series) if partial.series else None,
+            protected=tuple(partial.protected),
         )
 
 
@@ -248,6 +258,7 @@ class _SpecModel(BaseModel):
     passthrough: list[StrictStr] = Field(default_factory=list)
     classes: list[Scalar] = Field(default_factory=list)
     series: dict[StrictStr, Any] | None = None
+    protected: list[StrictStr] = Field(default_factory=list)
 
     @field_validator("negative_labels", mode="before")
     @classmethod
@@ -270,6 +281,7 @@ _EXPECTED = {
     "roles": "a mapping of role to column name", "passthrough": "a list of column names",
     "classes": "a list of the target's classes (categories)",
     "series": "a mapping {freq: MS|W|D, horizon: N, min_length: N, allow_negative: true|false}",
+    "protected": "a list of column names (protected or proxy attributes)",
     "type": "'numeric', 'categorical' or 'datetime'", "min": "a number", "max": "a number",
     "values": "a non-empty list of category values", "max_null_fraction": "a number between 0 and 1",
     "monotone": "'increasing' or 'decreasing'",
@@ -314,6 +326,7 @@ class PartialSpec:
     passthrough: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     series: dict[str, Any] | None = None
+    protected: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "spec") -> PartialSpec:
@@ -337,6 +350,7 @@ class PartialSpec:
             passthrough=list(top.passthrough),
             classes=[_text(v) for v in top.classes],
             series=dict(top.series) if top.series else None,
+            protected=list(top.protected),
         )
 
 
@@ -481,6 +495,7 @@ def infer_spec(
         drop=tuple(partial.drop or []),
         positive_rate=(round(band[0], 4), round(band[1], 4)),
         min_rows=partial.min_rows if partial.min_rows is not None else min(100, len(df)),
+        protected=tuple(partial.protected),
     )
 
 

@@ -389,6 +389,7 @@ def infer_transaction_spec(
         min_rows=partial.min_rows if partial.min_rows is not None else min(200, len(df)),
         roles=roles,
         passthrough=tuple(partial.passthrough),
+        protected=tuple(partial.protected),
     )
 
 

@@ -20,6 +20,11 @@ GATE_REASONS = "ledgerline.gate.reasons"  # JSON list
 GATE_CHAMPION_VERSION = "ledgerline.gate.champion_version"
 ROLLED_BACK_AT = "ledgerline.rolled_back_at"
 
+# --- what a version is and how it decides (set by its family at training)
+MODEL_KIND = "ledgerline.model_kind"  # e.g. credit-risk: xgboost | scorecard
+DECISION_THRESHOLD = "ledgerline.decision_threshold"  # the threshold chosen at training (its policy is on the run)
+MODEL_CARD = "ledgerline.model_card"  # on a version: the run artifact path of its model card (Markdown)
+
 # --- Airflow
 AIRFLOW_RUN = "ledgerline.airflow.run"  # "<dag_id>/<run_id>" on the MLflow run
 AIRFLOW_DECISION_ID = "ledgerline.airflow.decision_id"

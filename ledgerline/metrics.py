@@ -59,3 +59,32 @@ def wilson_interval(rate: float, n: int, z: float = 2.576) -> tuple[float, float
     centre = (rate + z * z / (2 * n)) / denom
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rank_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC by the rank-sum (Mann-Whitney) formula, ties averaged: the same value as
+    ``roc_auc_score`` without its input checks (for bootstrap loops)."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(p)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision (PR-AUC as ``average_precision_score`` computes it, ties grouped)."""
+    y = np.asarray(y).astype(int)
+    if y.sum() == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(p, dtype=np.float64), kind="mergesort")
+    ps, ys = np.asarray(p)[order], y[order]
+    last = np.r_[ps[1:] != ps[:-1], True]  # the last row of each run of tied scores
+    tp = np.cumsum(ys)[last]
+    fp = np.cumsum(1 - ys)[last]
+    precision = tp / (tp + fp)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -26,11 +26,13 @@ from serving import store
 from serving.docs import add_docs_routes
 from serving.errors import ServingError
 from serving.http_errors import request_validation_error, serving_error, unexpected_error
+from serving.management import ModelManagement
 from serving.metrics import ServingMetrics
 from serving.model import ServedModel
+from serving.monitoring_metrics import MonitoringExporter
 from serving.openapi import build_openapi
 from serving.predlog import PredictionLog
-from serving.routes import corrections, feedback, forecast, operations
+from serving.routes import corrections, feedback, forecast, models, operations
 from serving.routes.predict import predict_endpoint
 from serving.settings import ServingSettings
 from serving.state import ServingState, spill_dir
@@ -39,8 +41,14 @@ from serving.watcher import ChampionWatcher, ModelHolder
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: ServingSettings, platform: Settings | None = None) -> FastAPI:
-    """The serving app. Nothing is loaded or started until the app's lifespan begins."""
+def create_app(
+    settings: ServingSettings, platform: Settings | None = None, management: ModelManagement | None = None
+) -> FastAPI:
+    """The serving app. Nothing is loaded or started until the app's lifespan begins.
+
+    ``management`` does the writes of ``/v1/models/{name}/promote|rollback|retrain`` (``ledgerline serve``
+    passes :class:`ledgerline.app.management.PipelineManagement`); without it they answer 503.
+    """
     platform = platform or Settings()
     metrics = ServingMetrics()
     holder = ModelHolder(list(settings.models))
@@ -82,8 +90,10 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
         admin_key=settings.admin_key.get_secret_value().encode(),
         versions=_versions(),
         started_at=datetime.now(UTC),
+        management=management,
     )
     app.state.serving = state
+    app.state.monitoring_exporter = MonitoringExporter(engine, settings.models)
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(Exception, unexpected_error)
@@ -91,6 +101,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
     app.include_router(feedback.router)
     app.include_router(corrections.router)  # transaction-category: correction rules (admin)
     app.include_router(forecast.router)
+    app.include_router(models.router)
     add_docs_routes(app)
     # first in the route list: the hot path should not be matched against every other route
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_endpoint, methods=["POST"], include_in_schema=False))
@@ -99,7 +110,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory serving.app:app_from_env`` (what ``ledgerline serve`` runs)."""
+    """The app without model management (``ledgerline serve`` runs ``ledgerline.app.management:app_from_env``)."""
     return create_app(ServingSettings())
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-APP_FACTORY = "serving.app:app_from_env"
+APP_FACTORY = "ledgerline.app.management:app_from_env"  # the serving app with model management
 #: Loggers whose INFO lines are start-up progress (one line per model loaded): shown at any --log-level.
 PROGRESS_LOGGERS = ("serving.loader", "serving.app")
 

@@ -49,10 +49,14 @@ class ServingSettings(BaseSettings):
     api_key_header: str = Field("X-API-Key", description="header that carries the key")
 
     decision_threshold: float = Field(
-        0.20, gt=0.0, lt=1.0, description="probability of default at which to decline (a typical credit cut-off)"
+        0.20,
+        gt=0.0,
+        lt=1.0,
+        description="probability of default at which to decline, for model versions that record no threshold of "
+        "their own (versions trained since thresholds are chosen at training carry theirs)",
     )
     thresholds: dict[str, float] = Field(
-        default_factory=dict, description="per-model decision thresholds overriding decision_threshold"
+        default_factory=dict, description="per-model decision thresholds overriding the model's own threshold"
     )
     reason_codes: int = Field(3, ge=0, le=20, description="how many reasons each answer carries (credit: reason codes)")
     profile_store_url: str = Field(
@@ -173,5 +177,8 @@ class ServingSettings(BaseSettings):
                 raise ValueError(f"threshold for {name} must be between 0 and 1, not {value}")
         return self
 
-    def threshold_for(self, model_name: str) -> float:
-        return self.thresholds.get(model_name, self.decision_threshold)
+    def threshold_for(self, model_name: str, model_threshold: float | None = None) -> float:
+        """The per-model setting, else the threshold the version recorded at training, else the default."""
+        if model_name in self.thresholds:
+            return self.thresholds[model_name]
+        return self.decision_threshold if model_threshold is None else model_threshold

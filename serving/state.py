@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
@@ -18,6 +19,9 @@ from serving.metrics import ServingMetrics
 from serving.predlog import PredictionLog
 from serving.settings import ServingSettings
 from serving.watcher import ChampionWatcher, ModelHolder
+
+if TYPE_CHECKING:
+    from serving.management import ModelManagement
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ServingState:
     admin_key: bytes
     versions: dict[str, str]
     started_at: datetime
+    management: ModelManagement | None = None  # the write side of /v1/models/{name}/... (None: 503)
 
 
 

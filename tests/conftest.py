@@ -463,7 +463,10 @@ def train_credit(session_settings: Settings) -> Callable[..., TrainedModel]:
     ``train_credit("name")`` promotes v1 to @champion on first use; another seed or
     logical date registers the next version and gates it against the champion.
     """
-    return _trainer(session_settings, "credit-risk", rows=6000, seed=42, logical_date="2026-01-05", trigger="manual")
+    # XGBoost (the serving fast path the tests exercise; on generated data the scorecard would win the
+    # cross-validation) with a 2-fold threshold search to keep the fixture quick
+    return _trainer(session_settings, "credit-risk", rows=6000, seed=42, logical_date="2026-01-05", trigger="manual",
+                    params={"model_choice": "xgboost", "cv_folds": 2})
 
 
 @pytest.fixture(scope="session")

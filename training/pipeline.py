@@ -49,6 +49,7 @@ from ledgerline.registry import (
     version_description,
 )
 from ledgerline.settings import Settings
+from training import cards
 from training.families import FamilyParams, FittedModel, TrainingFamily, gate_policy, get_family
 from training.gate import GateDecision, decide
 
@@ -463,6 +464,15 @@ def train_and_register(
                 mlflow.log_figure(figure, path)
             for path, document in report.documents.items():
                 mlflow.log_dict(document, path)
+            if report.params:
+                mlflow.log_params(report.params)
+            if report.metrics:
+                mlflow.log_metrics(report.metrics)
+            if report.tags:
+                mlflow.set_tags(report.tags)
+            with _step(progress, "model card parts (bootstrap intervals)"):
+                parts = family.card_parts(model, test_df, spec, settings)
+                mlflow.log_text(cards.parts_json(parts), cards.PARTS_PATH)
             with _step(progress, "logging model"):
                 model_uri = family.log_model(model, train_df, spec)
         # the run is complete (FINISHED); register last so a failure above registers nothing
@@ -653,6 +663,7 @@ def record_gate(
     )
     record_gate_in_description(c, name, str(version), passed=decision.passed,
                                champion_version=champion_version, reasons=decision.reasons)
+    _write_card(settings, name, str(version), cards.gate_of(decision))
     db.record_decision(
         settings.resolved_app_db_url(),
         model_name=name,
@@ -670,6 +681,14 @@ def record_gate(
     verdict = "PROMOTED to @champion" if decision.passed else f"REJECTED (champion stays v{champion_version})"
     progress(f"gate: v{version} {verdict}: " + "; ".join(decision.reasons))
     return champion_after
+
+
+def _write_card(settings: Settings, name: str, version: str, gate: Mapping[str, Any]) -> None:
+    """The version's model card with this gate decision; a failure is logged, never fatal (the card documents)."""
+    try:
+        cards.write_card(settings, name, version, gate)
+    except Exception:
+        logger.exception("could not write the model card of %s v%s", name, version)
 
 
 def gate_and_promote(
@@ -729,7 +748,89 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = _lo
     )
 
 
-def rollback(settings: Settings, name: str, *, trigger: str = "manual", progress: Progress = _log_progress) -> str:
+class PromotionRefused(LedgerlineError):
+    """A manual promotion the gate's absolute floors refuse (and no override with a reason was given)."""
+
+
+#: shortest written reason a manual promotion or an override accepts
+MIN_REASON_CHARS = 10
+
+
+def manual_promote(
+    settings: Settings,
+    name: str,
+    version: str,
+    *,
+    reason: str,
+    actor: str,
+    override: bool = False,
+    progress: Progress = _log_progress,
+) -> dict[str, Any]:
+    """Move ``@champion`` to ``version`` by hand: through the gate's absolute floors (the family's
+    rules with the settings' overrides, on the version's recorded test metrics) unless ``override``;
+    either way recorded in the ledger as ``manual-promote`` with who asked and why. Returns the ledger row.
+    """
+    reason = (reason or "").strip()
+    if len(reason) < MIN_REASON_CHARS:
+        raise LedgerlineError(
+            f"a manual promotion needs a written reason of at least {MIN_REASON_CHARS} characters (--reason '...')"
+        )
+    _configure_mlflow(settings)
+    c = client(settings)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"model '{name}' has no version {version}; see `ledgerline ledger {name}` or GET /v1/models/{name}") from exc
+    family = get_family(family_from_tags(mv.tags, f"{name} v{version}"))
+    run_id = mv.run_id or mv.tags.get(lineage.RUN_ID)
+    metrics: dict[str, float] = {}
+    if run_id:
+        metrics = {k.removeprefix("test_"): float(v) for k, v in c.get_run(run_id).data.metrics.items() if k.startswith("test_")}
+    floors = decide(metrics, gate_policy(family, settings, name))
+    previous = alias_version(c, name, CHAMPION)
+    if previous == str(version):
+        raise LedgerlineError(f"{name} v{version} is @champion already; nothing to promote")
+    if not floors.passed and not override:
+        raise PromotionRefused(
+            f"{name} v{version} fails the gate's absolute floors: {'; '.join(floors.reasons)}; "
+            "promote anyway only with an explicit override and a written reason (--override)"
+        )
+    reasons = [f"manual promotion by {actor}: {reason}"]
+    if not floors.passed:
+        reasons.append("OVERRIDE of the gate's absolute floors: " + "; ".join(floors.reasons))
+    else:
+        reasons += floors.reasons
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    set_version_tags(c, name, str(version), {
+        lineage.GATE_DECISION: "manual-promote",
+        lineage.GATE_REASONS: json.dumps(reasons),
+        lineage.GATE_CHAMPION_VERSION: previous or "none",
+    })
+    record_gate_in_description(c, name, str(version), passed=True, champion_version=previous, reasons=reasons)
+    _write_card(settings, name, str(version), {
+        "decision": "MANUAL PROMOTION to @champion" + (" (floors overridden)" if not floors.passed else ""),
+        "reasons": reasons, "notes": [], "champion_version": previous,
+    })
+    row = db.record_decision(
+        settings.resolved_app_db_url(), model_name=name, version=str(version), action="manual-promote",
+        passed=floors.passed, reasons=reasons, trigger="manual", previous_champion=previous,
+        champion_after=str(version), challenger_metrics=metrics, run_id=run_id,
+    )
+    progress(f"@champion of {name}: v{previous or '-'} -> v{version} (manual promotion by {actor})")
+    return row
+
+
+def rollback(
+    settings: Settings,
+    name: str,
+    *,
+    trigger: str = "manual",
+    progress: Progress = _log_progress,
+    actor: str | None = None,
+    note: str | None = None,
+) -> str:
     """Move ``@champion`` back to the champion before the current one; record it. Returns the new champion."""
     _configure_mlflow(settings)
     c = client(settings)
@@ -749,6 +850,8 @@ def rollback(settings: Settings, name: str, *, trigger: str = "manual", progress
         )
     c.set_registered_model_alias(name, CHAMPION, previous)
     reason = f"rollback from v{current} to v{previous}"
+    if actor:
+        reason += f" by {actor}" + (f": {note.strip()}" if note and note.strip() else "")
     set_version_tags(c, name, current, {lineage.ROLLED_BACK_AT: datetime.now(UTC).isoformat()})
     db.record_decision(
         url, model_name=name, version=previous, action="rollback", passed=True, reasons=[reason],
@@ -961,10 +1064,12 @@ __all__ = [
     "TrainRequest",
     "TrainingResult",
     "check_params",
+    "PromotionRefused",
     "evaluate_gate",
     "gather_and_register",
     "plan_chunks",
     "gate_and_promote",
+    "manual_promote",
     "prepare",
     "prepared_from_uri",
     "record_gate",

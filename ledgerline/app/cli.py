@@ -188,6 +188,22 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``ledgerline promote NAME VERSION --reason ...``: through the gate's absolute floors unless --override."""
+    import getpass
+
+    from training.pipeline import MIN_REASON_CHARS, manual_promote
+
+    if len((args.reason or "").strip()) < MIN_REASON_CHARS:  # before any server is contacted
+        raise LedgerlineError(f"--reason needs a written reason of at least {MIN_REASON_CHARS} characters")
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    manual_promote(settings, args.name, args.version, reason=args.reason, override=args.override,
+                   actor=args.by or f"{getpass.getuser()} (CLI)", progress=_progress)
+    _tell_serving_api()
+    return 0
+
+
 def _tell_serving_api() -> None:
     """After a rollback, make the running API reload now (it also notices within one poll, default 5 s).
 
@@ -318,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollback", help="move @champion back to the previous champion")
     r.add_argument("name", help="registered model name, e.g. credit-risk")
     r.set_defaults(func=cmd_rollback)
+
+    pr = sub.add_parser("promote", help="move @champion to VERSION by hand (through the gate's floors; in the ledger)")
+    pr.add_argument("name", help="registered model name, e.g. credit-risk")
+    pr.add_argument("version", help="the registered version to promote")
+    pr.add_argument("--reason", required=True, help="why (written to the promotion ledger)")
+    pr.add_argument("--override", action="store_true", help="promote even when the version fails the gate's absolute floors")
+    pr.add_argument("--by", help="who asks (default: the OS user)")
+    pr.set_defaults(func=cmd_promote)
 
     lg = sub.add_parser("ledger", help="print the promotion ledger of a model")
     lg.add_argument("name")

@@ -1,5 +1,11 @@
 """Credit-risk answers behind the serving plug-in interface: probability of default, the decision at
-the model's threshold and the top reason codes (:mod:`serving.credit` has the fast path)."""
+the model's threshold and the top reason codes (:mod:`serving.credit` has the XGBoost fast path,
+:mod:`serving.scorecard` the scorecard's).
+
+The decision threshold is the one chosen at training and recorded with the version
+(``decision_threshold_`` on the model); ``LEDGERLINE_SERVING_THRESHOLDS`` overrides it per model;
+``LEDGERLINE_SERVING_DECISION_THRESHOLD`` applies only to versions trained before thresholds were
+recorded."""
 
 from __future__ import annotations
 
@@ -24,7 +30,10 @@ if TYPE_CHECKING:
 class ReasonCode(BaseModel):
     feature: str
     value: float | str | bool | None
-    contribution: float = Field(description="log-odds added to the risk by this field (TreeSHAP)")
+    contribution: float = Field(
+        description="log-odds added to the risk by this field (XGBoost: TreeSHAP; scorecard: coefficient x "
+        "deviation from the average applicant)"
+    )
 
 
 class CreditPrediction(PredictionBase):
@@ -57,10 +66,36 @@ class CreditRiskServing:
         from serving.treeshap import TreeShapTable
 
         settings = ctx.settings
+        recorded = getattr(model, "decision_threshold_", None)
+        threshold = settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
+        source = (
+            "serving setting (per model)" if ctx.model_name in settings.thresholds
+            else "the model (chosen at training)" if recorded is not None
+            else "serving setting (default)"
+        )
+        selection = getattr(model, "selection_", None) or {}
+        from serving import scorecard
+
+        if scorecard.is_scorecard(model):
+            card = scorecard.scorer_from_pipeline(model, threshold=threshold, reason_codes=settings.reason_codes)
+
+            def run_card(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
+                return scorecard.predict(records, card, explain=explain)  # type: ignore[return-value]
+
+            return run_card, {
+                "model_kind": "scorecard",
+                "threshold": threshold,
+                "threshold_source": source,
+                "threshold_policy": selection.get("policy_text"),
+                "reason_codes": card.reason_codes,
+                "reason_code_method": "exact",
+                "reason_code_path": "scorecard",
+                "inputs": card.input_names,
+            }
         nullable = frozenset(c.name for c in ctx.columns if c.nullable)
         scorer = credit.scorer_from_pipeline(
             model,
-            threshold=settings.threshold_for(ctx.model_name),
+            threshold=threshold,
             reason_codes=settings.reason_codes,
             approximate=settings.reason_code_method == "approximate",
             nthread=settings.predict_threads,
@@ -71,7 +106,10 @@ class CreditRiskServing:
             return credit.predict(records, scorer, explain=explain)  # type: ignore[return-value]
 
         details: dict[str, object] = {
+            "model_kind": "xgboost",
             "threshold": scorer.threshold,
+            "threshold_source": source,
+            "threshold_policy": selection.get("policy_text"),
             "reason_codes": scorer.reason_codes,
             "reason_code_method": "approximate" if scorer.approximate else "exact",
             "treeshap_table_cells": scorer.shap_table.cells if scorer.shap_table is not None else None,

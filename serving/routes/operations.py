@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ledgerline import __version__
 from serving.http_errors import ErrorBody, error_response
-from serving.state import require_admin_key, require_api_key, state_of
+from serving.routes.models import require_read_key
+from serving.state import require_admin_key, state_of
 
 router = APIRouter()
 
@@ -57,7 +59,12 @@ async def metrics(request: Request) -> Response:
     for model in state.holder.models().values():
         if model.status is not None:
             state.metrics.component_state(model.name, model.status())
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+    body = state.metrics.render()
+    exporter = getattr(request.app.state, "monitoring_exporter", None)  # set by create_app (serving.monitoring_metrics)
+    if exporter is not None:
+        text = await anyio.to_thread.run_sync(exporter.render)
+        body += text.encode()
+    return Response(body, media_type=state.metrics.content_type)
 
 @router.get("/version", tags=["operations"], summary="service, model and library versions")
 async def version(request: Request) -> dict[str, Any]:
@@ -73,11 +80,11 @@ async def version(request: Request) -> dict[str, Any]:
 @router.get(
     "/v1/models",
     tags=["predictions"],
-    summary="the served models, their versions and input fields",
-    dependencies=[Depends(require_api_key)],
+    summary="the served models: loaded version, input fields, family, champion and challenger with headline metrics",
+    dependencies=[Depends(require_read_key)],
     responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
 )
-async def list_models(request: Request) -> dict[str, Any]:
+def list_models(request: Request) -> dict[str, Any]:
     state = state_of(request)
     out = {}
     for n in state.holder.names:
@@ -91,7 +98,18 @@ async def list_models(request: Request) -> dict[str, Any]:
             "inputs": {c.name: c.describe() for c in m.schema.columns},
             "example": m.schema.example,
         }
-    return {"models": out}
+    registry = {n: _registry_overview(state.platform, n) for n in state.holder.names}
+    return {"models": out, "registry": registry}
+
+
+def _registry_overview(platform: Any, name: str) -> dict[str, Any]:
+    """Family, champion and challenger with headline metrics; an error string when the registry cannot say."""
+    from serving import management
+
+    try:
+        return management.overview(platform, name)
+    except Exception as exc:  # the registry away must not take the list of served models with it
+        return {"error": str(exc).splitlines()[0][:300]}
 
 @router.post(
     "/admin/reload",

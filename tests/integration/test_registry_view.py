@@ -22,6 +22,7 @@ MACHINE_TAGS = {
     "ledgerline.logical_date",
     "ledgerline.gate.decision",
     "ledgerline.gate.reasons",
+    "ledgerline.model_card",  # where the version's model card is (GET /v1/models/{name})
     "ledgerline.gate.champion_version",
 }
 

@@ -100,7 +100,8 @@ def test_training_the_champions_inputs_again_registers_nothing_unless_forced(tra
     m = train_credit("credit-pipeline")
     before = _versions(session_settings, "credit-pipeline")
     runs_before = len(_runs(session_settings, "credit-pipeline"))
-    req = TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42, logical_date="2026-01-05")
+    req = TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42, logical_date="2026-01-05",
+                       params={"model_choice": "xgboost", "cv_folds": 2})  # what train_credit trains
     again = run_training(session_settings, req)
     assert again.skipped and again.version == m.champion and again.run_id
     assert "nothing registered (--force trains again)" in again.decision.reasons[0]
@@ -110,7 +111,8 @@ def test_training_the_champions_inputs_again_registers_nothing_unless_forced(tra
 
     # other parameters on the same snapshot are a different model: trained and registered
     other = run_training(session_settings, TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42,
-                                                        logical_date="2026-01-05", params={"max_depth": 3}))
+                                                        logical_date="2026-01-05",
+                                                        params={"max_depth": 3, "model_choice": "xgboost", "cv_folds": 2}))
     assert not other.skipped and other.version not in before
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas an
     from matplotlib.figure import Figure
 
     from features.spec import DatasetSpec, PartialSpec
+    from training.cards import CardParts
 
 #: A fitted model as a family's train step returns it. Its type is the family's business; the
 #: core only hands it back to the same family (evaluate, report, log_model).
@@ -33,10 +34,14 @@ class FamilyParams(Protocol):
 
 @dataclass
 class Report:
-    """What a family logs to the run besides metrics: figures (PNG) and JSON documents."""
+    """What a family logs to the run besides test metrics: figures (PNG), JSON documents, and
+    params, metrics and tags of its own (e.g. the credit family's model choice)."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     documents: dict[str, dict[str, object]] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -95,6 +100,11 @@ class TrainingFamily(Protocol):
         ...
 
     def load_model(self, model_uri: str) -> FittedModel: ...
+
+    # --- model card --------------------------------------------------------------------
+    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+        """The family's parts of a version's model card, on the holdout ``frame`` (see :mod:`training.cards`)."""
+        ...
 
 
 @runtime_checkable

@@ -39,8 +39,12 @@ def test_predictions_carry_id_model_version_probability_decision_and_reason_code
     expected = pipeline.predict_proba(pd.DataFrame(batch))[:, 1]
     np.testing.assert_allclose([a["probability_of_default"] for a in answers], expected, atol=1e-5)
     assert answers[0]["probability_of_default"] == pytest.approx(single["probability_of_default"], abs=1e-12)
+    # the decision threshold is the one the version recorded at training (decision_threshold only for older versions)
+    threshold = pipeline.decision_threshold_
+    assert 0 < threshold < 1 and threshold != 0.2
     for a in answers:
-        assert a["decision"] == ("decline" if a["probability_of_default"] >= 0.2 else "approve")
+        assert a["threshold"] == pytest.approx(threshold)
+        assert a["decision"] == ("decline" if a["probability_of_default"] >= threshold else "approve")
         assert 0 < len(a["reason_codes"]) <= 3
         for reason in a["reason_codes"]:
             assert reason["contribution"] > 0
