@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     )
     seed: int = 42
 
+    # Airflow's REST API (ledgerline/airflow_api.py): batch jobs and retrains are triggered through it.
+    airflow_url: str = Field("http://127.0.0.1:8080", description="Airflow api-server (the demo's: :8080)")
+    airflow_user: str | None = Field(
+        None, description="Airflow user for the API; default: the demo's generated admin, else no login"
+    )
+    airflow_password: str | None = Field(
+        None, description="its password; default: the one `airflow standalone` generated under home/airflow"
+    )
+    airflow_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one Airflow API call")
+
     # --- derived locations -------------------------------------------------
     def resolved_app_db_url(self) -> str:
         return self.app_db_url or f"sqlite:///{(self.home / 'app.db').resolve()}"
