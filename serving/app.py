@@ -30,7 +30,7 @@ from serving.metrics import ServingMetrics
 from serving.model import ServedModel
 from serving.openapi import build_openapi
 from serving.predlog import PredictionLog
-from serving.routes import feedback, operations
+from serving.routes import batches, feedback, operations
 from serving.routes.predict import predict_endpoint
 from serving.settings import ServingSettings
 from serving.state import ServingState, spill_dir
@@ -89,6 +89,7 @@ def create_app(settings: ServingSettings, platform: Settings | None = None) -> F
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(operations.router)
     app.include_router(feedback.router)
+    app.include_router(batches.router)
     add_docs_routes(app)
     # first in the route list: the hot path should not be matched against every other route
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_endpoint, methods=["POST"], include_in_schema=False))
