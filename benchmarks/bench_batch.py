@@ -216,11 +216,11 @@ def main() -> int:
         write_file(data, args.rows)
         log(f"{data.stat().st_size / 1e6:,.0f} MB")
 
-        env = airflow_env(settings, tmp, af_port, meta_url.replace("postgresql+psycopg2://", "postgresql://"))
-        subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.STDOUT)
-        subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.STDOUT)
+        env = airflow_env(settings, tmp, af_port, meta_url)
+        for step in (["db", "migrate"], ["dags", "reserialize"]):
+            with (tmp / "airflow-setup.log").open("ab") as out:
+                if subprocess.run([str(BIN / "airflow"), *step], env=env, stdout=out, stderr=subprocess.STDOUT).returncode:
+                    raise SystemExit(f"airflow {' '.join(step)} failed:\n{(tmp / 'airflow-setup.log').read_text()[-3000:]}")
         for name in ("api-server", "scheduler"):
             procs.append(start([str(BIN / "airflow"), name], env, tmp / f"airflow-{name}.log"))
             rss.watch(procs[-1].pid, f"airflow {name}")

@@ -146,7 +146,7 @@ BAD = {7: ("annual_income", "lots"), 1234: ("purpose", "yacht")}
 
 
 @pytest.fixture(scope="module")
-def submitted(client: Any, session_settings: Settings) -> dict[str, Any]:
+def submitted(client: Any, session_settings: Settings, airflow: tuple[str, Path]) -> dict[str, Any]:
     """The module's jobs, submitted together so their Airflow tasks run side by side; mid-way, the task
     process of "killed" is killed (SIGKILL) after its 4th committed chunk and "cancelled" is cancelled
     after its 2nd. Progress samples of "killed" are kept under "seen"."""
@@ -164,7 +164,7 @@ def submitted(client: Any, session_settings: Settings) -> dict[str, Any]:
     kill_id, cancel_id = out["killed"][1]["batch_id"], out["cancelled"][1]["batch_id"]
     h = {"X-API-Key": KEY}
     engine = sa.create_engine(session_settings.resolved_app_db_url(), poolclass=sa.pool.NullPool)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600  # task start-up (imports, model download) is slow on a busy machine
     todo = {"kill", "cancel"}
     while todo and time.monotonic() < deadline:
         k = client.get(f"/v1/batches/{kill_id}", headers=h).json()
@@ -183,7 +183,10 @@ def submitted(client: Any, session_settings: Settings) -> dict[str, Any]:
             todo.discard("cancel")
         time.sleep(0.05)
     engine.dispose()
-    assert not todo, f"never got to {todo}"
+    if todo:
+        states = {k: client.get(f"/v1/batches/{v[1]['batch_id']}", headers=h).json() for k, v in out.items() if k != "seen"}
+        logs = "\n".join(f"--- {p}\n{_tail(p)}" for p in airflow[1].glob("*.log"))
+        pytest.fail(f"never got to {todo}: {states}\n{logs}")
     return out
 
 
