@@ -106,6 +106,9 @@ def write_file(path: Path, rows: int) -> None:
             n = min(block, rows - done)
             frame = generate_loan_applications(n, seed=1000 + done // block)
             frame["application_id"] = [f"A{done + i:08d}" for i in range(n)]
+            # MLflow's schema enforcement refuses an int64 column for a double input: written as 1.0
+            ints = [c for c in frame.columns if c != "default" and str(frame[c].dtype).startswith("int")]
+            frame[ints] = frame[ints].astype(float)
             frame.to_csv(f, index=False, header=done == 0)
             done += n
 

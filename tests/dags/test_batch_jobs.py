@@ -185,7 +185,7 @@ def submitted(client: Any, session_settings: Settings, airflow: tuple[str, Path]
     engine.dispose()
     if todo:
         states = {k: client.get(f"/v1/batches/{v[1]['batch_id']}", headers=h).json() for k, v in out.items() if k != "seen"}
-        logs = "\n".join(f"--- {p}\n{_tail(p)}" for p in airflow[1].glob("*.log"))
+        logs = "\n".join(f"--- {p}\n{_tail(p)}" for p in [*airflow[1].glob("*.log"), *airflow[1].rglob("attempt=*")])
         pytest.fail(f"never got to {todo}: {states}\n{logs}")
     return out
 
