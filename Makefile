@@ -50,8 +50,8 @@ bench-drift: $(STAMP) ## drift job (Postgres load + PSI + Evidently) vs direct E
 bench-serving: $(STAMP) ## serving: our router vs `mlflow models serve` on the same model (wrk; 2 workers each); WORKERS=2 DURATION=20
 	@$(BIN)/python benchmarks/bench_serving.py --workers $(or $(WORKERS),2) --duration $(or $(DURATION),20)
 
-bench-batch: $(STAMP) ## batch API on Airflow vs `mlflow models predict` on one credit file; ROWS=1000000 CHUNK=50000
-	@$(BIN)/python benchmarks/bench_batch.py --rows $(or $(ROWS),1000000) --chunk-rows $(or $(CHUNK),50000)
+bench-batch: $(STAMP) ## batch API on Airflow vs `mlflow models predict` on one credit file; ROWS=1000000 CHUNK=20000
+	@$(BIN)/python benchmarks/bench_batch.py --rows $(or $(ROWS),1000000) --chunk-rows $(or $(CHUNK),20000)
 
 migration: $(STAMP) ## after changing ledgerline/db.py: MSG="add pending feedback" writes the next revision (DB=url to compare with)
 	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what the revision does" [DB=postgresql://...]'; exit 2; }

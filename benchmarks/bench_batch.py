@@ -69,17 +69,28 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            procs: dict[int, tuple[int, int, str, Path]] = {}  # pid -> (ppid, pgid, comm, dir)
             for stat in Path("/proc").glob("[0-9]*/stat"):
                 try:
                     text = stat.read_text()
-                    comm = text[text.index("(") + 1: text.rindex(")")]
                     fields = text.rsplit(")", 1)[1].split()
-                    group = self.groups.get(int(fields[2]))
-                    if group is None:
-                        continue
-                    rss = next(int(line.split()[1]) for line in (stat.parent / "status").read_text().splitlines()
+                    procs[int(stat.parent.name)] = (int(fields[1]), int(fields[2]),
+                                                    text[text.index("(") + 1: text.rindex(")")], stat.parent)
+                except (OSError, ValueError, IndexError):
+                    continue
+            for pid, (_, _, comm, folder) in procs.items():
+                group, seen, cur = None, 0, pid  # a process of a watched group, or a descendant of one (Airflow's
+                while cur in procs and seen < 64:  # task processes start sessions of their own)
+                    group = self.groups.get(procs[cur][1])
+                    if group is not None:
+                        break
+                    cur, seen = procs[cur][0], seen + 1
+                if group is None:
+                    continue
+                try:
+                    rss = next(int(line.split()[1]) for line in (folder / "status").read_text().splitlines()
                                if line.startswith("VmRSS:")) / 1024
-                except (OSError, ValueError, IndexError, StopIteration):
+                except (OSError, ValueError, StopIteration):
                     continue
                 key = f"{group}:{comm}"
                 self.peak[key] = max(self.peak.get(key, 0.0), rss)
@@ -178,7 +189,7 @@ def download(url: str, dst: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the credit file (default 1000000)")
-    ap.add_argument("--chunk-rows", type=int, default=50_000, help="rows per committed chunk (default 50000)")
+    ap.add_argument("--chunk-rows", type=int, default=20_000, help="rows per committed chunk (default 20000)")
     ap.add_argument("--train-rows", type=int, default=20_000, help="training rows (default 20000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()

@@ -129,7 +129,9 @@ class ServingSettings(BaseSettings):
         "yet is kept as pending (202) instead of 404; older ids too while a worker's log still holds older rows",
     )
 
-    batch_chunk_rows: int = Field(50_000, ge=1, le=1_000_000, description="rows per committed chunk of a batch job")
+    batch_chunk_rows: int = Field(
+        20_000, ge=1, le=1_000_000, description="rows per committed chunk of a batch job (progress moves once per chunk)"
+    )
     batch_max_error_share: float = Field(
         0.01, ge=0.0, le=1.0, description="share of rejected rows above which a batch job fails (per job: max_error_share)"
     )
