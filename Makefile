@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast migration
+.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast bench-batch migration
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench-forecast: $(STAMP) ## 1,000 monthly series trained, backtested and registe
 
 bench-serving: $(STAMP) ## serving: our router vs `mlflow models serve` on the same model (wrk; 2 workers each); WORKERS=2 DURATION=20
 	@$(BIN)/python benchmarks/bench_serving.py --workers $(or $(WORKERS),2) --duration $(or $(DURATION),20)
+
+bench-batch: $(STAMP) ## batch API on Airflow vs `mlflow models predict` on one credit file; ROWS=1000000 CHUNK=20000
+	@$(BIN)/python benchmarks/bench_batch.py --rows $(or $(ROWS),1000000) --chunk-rows $(or $(CHUNK),20000)
 
 migration: $(STAMP) ## after changing ledgerline/db.py: MSG="add pending feedback" writes the next revision (DB=url to compare with)
 	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what the revision does" [DB=postgresql://...]'; exit 2; }

@@ -64,7 +64,9 @@ predictions = sa.Table(
     sa.Column("outputs", LogJSONType, nullable=False),  # the family's answer (probability, decision, reasons, ...)
     sa.Column("score", sa.Float, nullable=True),  # the main score (credit: probability of default)
     sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("batch_id", sa.String(36), nullable=True),  # the batch job that scored it (None: an online request)
     sa.Index("ix_predictions_model_time", "model_name", "created_at"),
+    sa.Index("ix_predictions_batch", "batch_id"),
 )
 
 # Actual outcomes, one per prediction (idempotent on prediction_id); labels may arrive days later.
@@ -162,6 +164,53 @@ retrain_decisions = sa.Table(
     sa.Column("acted_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("dag_run_id", sa.String(250), nullable=True),
     sa.Index("ix_retrain_decisions_model_time", "model_name", "decided_at"),
+)
+
+
+# One row per batch scoring job (serving/batch_jobs.py): what to score, with which version, how far it got.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.String(36), primary_key=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),  # the champion at submission, fixed for the job
+    sa.Column("family", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False, index=True),  # sha256 of the caller's API key (never the key)
+    sa.Column("state", sa.String(16), nullable=False),  # queued | running | succeeded | failed | cancelled
+    sa.Column("input_uri", sa.Text, nullable=False),  # the object in the artifact store
+    sa.Column("input_format", sa.String(16), nullable=False),  # csv | parquet
+    sa.Column("output_format", sa.String(16), nullable=False),
+    sa.Column("results_uri", sa.Text, nullable=False),  # prefix of the chunk objects
+    sa.Column("chunk_rows", sa.Integer, nullable=False),
+    sa.Column("max_error_share", sa.Float, nullable=False),
+    sa.Column("rows_total", sa.BigInteger, nullable=True),
+    sa.Column("rows_done", sa.BigInteger, nullable=False),  # rows read and committed (scored + failed)
+    sa.Column("rows_failed", sa.BigInteger, nullable=False),  # rows rejected by validation (in the errors file)
+    sa.Column("chunks_done", sa.Integer, nullable=False),
+    sa.Column("results_header", sa.Text, nullable=True),  # CSV header line of the results (set by the first chunk)
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),  # task attempts that started on it
+    sa.Column("worker", sa.String(200), nullable=True),  # host:pid of the attempt running it now
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# One row per committed chunk of a batch: its objects are in the artifact store when the row exists.
+batch_chunks = sa.Table(
+    "batch_chunks",
+    metadata,
+    sa.Column("batch_id", sa.String(36), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("first_row", sa.BigInteger, nullable=False),  # 1-based number of its first data row
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("scored", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # which task attempt committed it
+    sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 

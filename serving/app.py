@@ -32,7 +32,7 @@ from serving.model import ServedModel
 from serving.monitoring_metrics import MonitoringExporter
 from serving.openapi import build_openapi
 from serving.predlog import PredictionLog
-from serving.routes import corrections, feedback, forecast, models, operations
+from serving.routes import batches, corrections, feedback, forecast, models, operations
 from serving.routes.predict import predict_endpoint
 from serving.settings import ServingSettings
 from serving.state import ServingState, spill_dir
@@ -102,6 +102,7 @@ def create_app(
     app.include_router(corrections.router)  # transaction-category: correction rules (admin)
     app.include_router(forecast.router)
     app.include_router(models.router)
+    app.include_router(batches.router)
     add_docs_routes(app)
     # first in the route list: the hot path should not be matched against every other route
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_endpoint, methods=["POST"], include_in_schema=False))

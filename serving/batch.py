@@ -111,8 +111,8 @@ def offline_settings() -> ServingSettings:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def load_champion(platform: Settings, settings: ServingSettings, name: str) -> LoadedChampion:
-    """``name@champion`` downloaded and loaded by its family (no predictor, no profile store).
+def load_champion(platform: Settings, settings: ServingSettings, name: str, version: str | None = None) -> LoadedChampion:
+    """``name@champion`` (or version ``version``) downloaded and loaded by its family (no predictor, no profile store).
 
     The download lives in a temporary folder until :meth:`LoadedChampion.close`.
     """
@@ -127,7 +127,7 @@ def load_champion(platform: Settings, settings: ServingSettings, name: str) -> L
     try:
         loader.probe_tracking_server(platform.tracking_uri, timeout=10)
         client = loader.mlflow_client(platform)
-        ref = loader.champion_ref(client, name)
+        ref = loader.champion_ref(client, name) if version is None else _version_ref(client, name, version)
     except RegistryUnavailable as exc:
         problem = str(exc).removesuffix("; serving the loaded versions")
         raise ScoringError(f"{problem}; start it (make demo) or set MLFLOW_TRACKING_URI") from exc
@@ -158,6 +158,26 @@ def load_champion(platform: Settings, settings: ServingSettings, name: str) -> L
         raise ScoringError(f"cannot load {name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
     ctx = ServingContext(name, ref.version, settings, spec, columns, local, options={"cache": {}})
     return LoadedChampion(family, model, ctx, tmp)
+
+
+def _version_ref(client: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    from ledgerline import lineage
+    from ledgerline.families import FAMILY_TAG
+    from serving.errors import RegistryUnavailable
+    from serving.loader import ChampionRef
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise ScoringError(f"model {name} has no version {version} (deleted since?)") from None
+        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc.message}") from exc
+    except OSError as exc:
+        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc}") from exc
+    tags = dict(mv.tags or {})
+    return ChampionRef(name, str(mv.version), mv.run_id or tags.get(lineage.RUN_ID), tags.get(FAMILY_TAG))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -457,6 +477,122 @@ def _answer_table(answers: pd.DataFrame, names: Sequence[str]) -> pa.Table:
     return pa.table(dict(zip(names, arrays, strict=True)))
 
 
+@dataclass
+class ScoredChunk:
+    """One chunk of a file, scored: what ``ledgerline score`` writes and a batch job commits."""
+
+    index: int  # 0-based chunk number (chunk i holds rows i*chunk_rows+1 ...)
+    first_row: int  # 1-based number of its first data row
+    rows: int  # data rows read
+    table: pa.Table | None  # the scored rows as read, plus the answer columns (None: every row rejected)
+    clean: pd.DataFrame  # the scored rows' request columns, validated (what the prediction log keeps)
+    answers: pd.DataFrame  # their answer columns, same index (0-based row positions in the file)
+    rejected_rows: list[int]  # 1-based row numbers
+    reasons: list[str]
+    rejected: pd.DataFrame  # the rejected rows as read
+
+
+def check_columns(loaded: LoadedChampion, src: Source) -> list[str]:
+    """The request columns present in ``src``; ScoringError when a needed one is missing or an answer column clashes."""
+    family, ctx = loaded.family, loaded.ctx
+    request_names = [c.name for c in ctx.columns]
+    missing = missing_columns(src.names, ctx.columns)
+    if missing:
+        raise ScoringError(
+            f"{src.path} lacks the column(s) {', '.join(missing)} that {ctx.model_name} v{ctx.version} needs; "
+            f"its inputs are: {', '.join(request_names)} (other columns pass through)"
+        )
+    clash = [n for n in family.answer_columns if n in src.names]
+    if clash:
+        raise ScoringError(f"{src.path} already has the answer column(s) {', '.join(clash)}; "
+                           "drop or rename them before scoring")
+    return [n for n in request_names if n in src.names]
+
+
+def _exact_chunks(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` re-cut into chunks of exactly ``chunk_rows`` rows (the last one may be shorter), so chunk
+    ``i`` always holds the same rows (a resumed batch job relies on it)."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        if batch.num_rows == chunk_rows and not pending:
+            yield batch
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= chunk_rows:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            yield from table.slice(0, chunk_rows).to_batches(max_chunksize=chunk_rows)
+            rest = table.slice(chunk_rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield from pa.Table.from_batches(pending).combine_chunks().to_batches(max_chunksize=chunk_rows)
+
+
+def scored_chunks(
+    loaded: LoadedChampion,
+    src: Source,
+    chunk_rows: int,
+    *,
+    start_chunk: int = 0,
+    progress: Callable[[int, str], None] | None = None,
+) -> Iterator[ScoredChunk]:
+    """The chunked engine: chunk after chunk of ``src`` validated and scored, from chunk ``start_chunk`` on.
+
+    Chunks before ``start_chunk`` are read but neither validated nor scored (a resumed batch job).
+    A ``stateful`` family scores the whole file's request columns first (module docstring).
+    ``progress(rows, stage)`` is called after each chunk read in that first pass.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    if chunk_rows < 1:
+        raise ScoringError(f"the chunk size must be at least 1 row, not {chunk_rows}")
+    family, ctx = loaded.family, loaded.ctx
+    columns = list(ctx.columns)
+    request_names = [c.name for c in columns]
+    present = check_columns(loaded, src)
+    whole: pd.DataFrame | None = None
+    if family.stateful:  # pass 1: the request columns of the whole file, scored at once (module docstring)
+        parts: list[pd.DataFrame] = []
+        offset = 0
+        for batch in _exact_chunks(src.batches(chunk_rows, present), chunk_rows):
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            clean, _ = validate_frame(frame, columns, ctx.spec)
+            parts.append(clean)
+            if progress is not None:
+                progress(offset, "read")
+        clean_all = pd.concat(parts) if parts else pd.DataFrame(columns=request_names)
+        whole = family.score_frame(loaded.model, clean_all, ctx) if len(clean_all) else clean_all.iloc[:, :0]
+    offset = 0
+    for index, batch in enumerate(_exact_chunks(src.batches(chunk_rows), chunk_rows)):
+        first = offset
+        offset += batch.num_rows
+        if index < start_chunk:
+            continue
+        frame = batch.to_pandas()
+        frame.index = pd.RangeIndex(first, offset)
+        clean, reasons = validate_frame(frame[present], columns, ctx.spec)
+        table = None
+        answers = clean.iloc[:, :0]
+        if len(clean):
+            answers = whole.loc[clean.index] if whole is not None else family.score_frame(loaded.model, clean, ctx)
+            table = pa.Table.from_batches([batch])
+            if len(reasons):
+                table = table.filter(pa.array(~frame.index.isin(reasons.index)))
+            for name, arr in zip(family.answer_columns, _answer_table(answers, family.answer_columns).columns, strict=True):
+                table = table.append_column(name, arr)
+        yield ScoredChunk(
+            index=index, first_row=first + 1, rows=len(frame), table=table, clean=clean, answers=answers,
+            rejected_rows=[int(i) + 1 for i in reasons.index], reasons=[str(r) for r in reasons.tolist()],
+            rejected=frame.loc[reasons.index],
+        )
+
+
 def score_file(
     loaded: LoadedChampion,
     input_path: Path,
@@ -468,26 +604,12 @@ def score_file(
     progress_every_s: float = PROGRESS_EVERY_S,
 ) -> ScoreReport:
     """Score ``input_path`` into ``output_path`` (see the module docstring). Raises ScoringError."""
-    import pyarrow as pa
-
     if chunk_rows < 1:
         raise ScoringError(f"the chunk size must be at least 1 row, not {chunk_rows}")
     if not 0.0 <= max_error_share <= 1.0:
         raise ScoringError(f"the allowed share of bad rows must be between 0 and 1, not {max_error_share}")
-    family, ctx = loaded.family, loaded.ctx
-    columns = list(ctx.columns)
-    request_names = [c.name for c in columns]
     src = open_source(input_path)
-    missing = missing_columns(src.names, columns)
-    if missing:
-        raise ScoringError(
-            f"{input_path} lacks the column(s) {', '.join(missing)} that {ctx.model_name} v{ctx.version} needs; "
-            f"its inputs are: {', '.join(request_names)} (other columns pass through)"
-        )
-    clash = [n for n in family.answer_columns if n in src.names]
-    if clash:
-        raise ScoringError(f"{input_path} already has the answer column(s) {', '.join(clash)}; "
-                           "drop or rename them before scoring")
+    check_columns(loaded, src)
     report = ScoreReport()
     t0 = time.perf_counter()
     last = t0
@@ -503,48 +625,22 @@ def score_file(
 
     writer = _Writer(output_path)
     errors = _ErrorsFile(errors_path(output_path), src.names)
-    present = [n for n in request_names if n in src.names]
+    first_pass_done = False
     try:
-        whole: pd.DataFrame | None = None
-        if family.stateful:  # pass 1: the request columns of the whole file, scored at once (module docstring)
-            import pandas as pd
-
-            parts: list[pd.DataFrame] = []
-            offset = 0
-            for batch in src.batches(chunk_rows, present):
-                frame = batch.to_pandas()
-                frame.index = pd.RangeIndex(offset, offset + len(frame))
-                offset += len(frame)
-                clean, _ = validate_frame(frame, columns, ctx.spec)
-                parts.append(clean)
-                tick(offset, "read")
-            clean_all = pd.concat(parts) if parts else pd.DataFrame(columns=request_names)
-            if progress is not None:
-                progress(f"read {offset:,} rows; scoring them with each customer's earlier rows (one pass in time order)")
-            whole = family.score_frame(loaded.model, clean_all, ctx) if len(clean_all) else clean_all.iloc[:, :0]
-        offset = 0
-        for batch in src.batches(chunk_rows):
-            import pandas as pd
-
-            frame = batch.to_pandas()
-            frame.index = pd.RangeIndex(offset, offset + len(frame))
-            offset += len(frame)
-            report.rows += len(frame)
-            clean, reasons = validate_frame(frame[present], columns, ctx.spec)
-            if len(reasons):
-                errors.write([int(i) + 1 for i in reasons.index], reasons.tolist(), frame.loc[reasons.index])
-                report.rejected += len(reasons)
-                report.first_errors += [f"row {int(i) + 1}: {r}" for i, r in reasons.head(3).items()][: 3 - len(report.first_errors)]
-            if len(clean):
-                answers = whole.loc[clean.index] if whole is not None else family.score_frame(loaded.model, clean, ctx)
-                keep = pa.array(~frame.index.isin(reasons.index))
-                table = pa.Table.from_batches([batch]).filter(keep) if len(reasons) else pa.Table.from_batches([batch])
-                for name, arr in zip(family.answer_columns, _answer_table(answers, family.answer_columns).columns,
-                                     strict=True):
-                    table = table.append_column(name, arr)
-                writer.write(table)
-                report.scored += len(clean)
-            tick(offset)
+        for chunk in scored_chunks(loaded, src, chunk_rows, progress=tick):
+            if loaded.family.stateful and not first_pass_done and progress is not None:
+                progress(f"read {total:,} rows; scored them with each customer's earlier rows (one pass in time order)")
+            first_pass_done = True
+            report.rows += chunk.rows
+            if chunk.rejected_rows:
+                errors.write(chunk.rejected_rows, chunk.reasons, chunk.rejected)
+                report.rejected += len(chunk.rejected_rows)
+                report.first_errors += [f"row {r}: {why}" for r, why in zip(chunk.rejected_rows[:3], chunk.reasons[:3],
+                                                                            strict=True)][: 3 - len(report.first_errors)]
+            if chunk.table is not None:
+                writer.write(chunk.table)
+                report.scored += chunk.table.num_rows
+            tick(chunk.first_row + chunk.rows - 1)
         if report.rows == 0:
             raise ScoringError(f"{input_path} has no rows to score")
         share = report.rejected / report.rows

@@ -140,6 +140,17 @@ class ServingSettings(BaseSettings):
         "yet is kept as pending (202) instead of 404; older ids too while a worker's log still holds older rows",
     )
 
+    batch_chunk_rows: int = Field(
+        20_000, ge=1, le=1_000_000, description="rows per committed chunk of a batch job (progress moves once per chunk)"
+    )
+    batch_max_error_share: float = Field(
+        0.01, ge=0.0, le=1.0, description="share of rejected rows above which a batch job fails (per job: max_error_share)"
+    )
+    batch_max_upload_bytes: int = Field(10 * 1024**3, ge=1024, description="largest file POST /v1/models/{name}/batches takes")
+    batch_stale_seconds: float = Field(
+        120.0, gt=0, description="a running job without progress this long is checked against its Airflow run"
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)

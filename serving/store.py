@@ -68,6 +68,7 @@ class LogEntry:
     outputs: Sequence[str]  # one JSON object per row: the family's answer
     scores: Sequence[float]
     latency_ms: float
+    batch_id: str | None = None  # the batch job that scored these rows (None: an online request)
 
     @property
     def rows(self) -> int:
@@ -100,10 +101,11 @@ class LogEntry:
 
 
 _PG_INSERT = """
-INSERT INTO predictions (prediction_id, model_name, model_version, created_at, inputs, outputs, score, latency_ms)
-SELECT r.prediction_id, r.model_name, r.model_version, r.created_at, i.value, o.value, r.score, r.latency_ms
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[])
-     WITH ORDINALITY AS r(prediction_id, model_name, model_version, created_at, score, latency_ms, n)
+INSERT INTO predictions (prediction_id, model_name, model_version, created_at, inputs, outputs, score, latency_ms,
+                         batch_id)
+SELECT r.prediction_id, r.model_name, r.model_version, r.created_at, i.value, o.value, r.score, r.latency_ms, r.batch_id
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::text[])
+     WITH ORDINALITY AS r(prediction_id, model_name, model_version, created_at, score, latency_ms, batch_id, n)
 JOIN json_array_elements(%s::json) WITH ORDINALITY AS i(value, n) USING (n)
 JOIN json_array_elements(%s::json) WITH ORDINALITY AS o(value, n) USING (n)
 ON CONFLICT (prediction_id) DO NOTHING
@@ -118,8 +120,8 @@ def write_predictions(engine: Engine, entries: Sequence[LogEntry]) -> int:
 
 
 _COPY = (
-    "COPY predictions (prediction_id, model_name, model_version, created_at, inputs, outputs, score, latency_ms) "
-    "FROM STDIN"
+    "COPY predictions (prediction_id, model_name, model_version, created_at, inputs, outputs, score, latency_ms, batch_id) "
+    "FROM STDIN WITH (NULL '')"
 )
 _COPY_UNSAFE = ("\t", "\n", "\r", "\\")
 
@@ -128,10 +130,10 @@ def _copy_text(entries: Sequence[LogEntry]) -> str | None:
     """The batch in COPY text format; None when a name would need escaping beyond backslashes."""
     lines: list[str] = []
     for e in entries:
-        if any(ch in e.model_name or ch in e.model_version for ch in _COPY_UNSAFE):
+        if any(ch in e.model_name or ch in e.model_version or ch in (e.batch_id or "") for ch in _COPY_UNSAFE):
             return None
         head = f"\t{e.model_name}\t{e.model_version}\t{e.created_at.isoformat()}\t"
-        tail = f"\t{e.latency_ms!r}\n"
+        tail = f"\t{e.latency_ms!r}\t{e.batch_id or ''}\n"  # '' is NULL (below): no backslash to escape
         lines.extend(
             f"{pid}{head}{inp}\t{out}\t{float(s)!r}{tail}"
             for pid, inp, out, s in zip(e.ids, e.inputs, e.outputs, e.scores, strict=True)
@@ -173,6 +175,7 @@ def _insert_postgres(engine: Engine, entries: Sequence[LogEntry]) -> int:
     created: list[datetime] = []
     scores: list[float] = []
     latencies: list[float] = []
+    batch_ids: list[str | None] = []
     inputs: list[str] = []
     outputs: list[str] = []
     for e in entries:
@@ -183,9 +186,10 @@ def _insert_postgres(engine: Engine, entries: Sequence[LogEntry]) -> int:
         created.extend([e.created_at] * n)
         scores.extend(e.scores)
         latencies.extend([e.latency_ms] * n)
+        batch_ids.extend([e.batch_id] * n)
         inputs.extend(e.inputs)
         outputs.extend(e.outputs)
-    params = (ids, names, versions, created, scores, latencies, f"[{','.join(inputs)}]", f"[{','.join(outputs)}]")
+    params = (ids, names, versions, created, scores, latencies, batch_ids, f"[{','.join(inputs)}]", f"[{','.join(outputs)}]")
     with engine.begin() as conn:
         conn.exec_driver_sql(_PG_INSERT, params)
     return len(ids)
@@ -215,6 +219,7 @@ def _write_generic(engine: Engine, entries: Sequence[LogEntry]) -> int:
             "outputs": out,
             "score": float(s),
             "latency_ms": e.latency_ms,
+            "batch_id": e.batch_id,
         }
         for e in entries
         for pid, inp, out, s in zip(e.ids, e.inputs, e.outputs, e.scores, strict=True)

@@ -30,7 +30,7 @@ def test_parsing_the_dag_folder_imports_nothing_heavy(dag_structure: dict[str, A
 
 
 def test_there_is_one_retrain_dag_per_family_and_one_monitoring_dag(dags: dict[str, Any]) -> None:
-    expected = {orch.retrain_dag_id(f) for f in FAMILIES} | {orch.MONITORING_DAG_ID}
+    expected = {orch.retrain_dag_id(f) for f in FAMILIES} | {orch.MONITORING_DAG_ID} | BATCH_DAGS
     assert set(dags) == expected
     assert orch.retrain_dag_id("credit-risk") == "ledgerline_retrain_credit_risk"
 
@@ -177,3 +177,19 @@ def test_schedules_come_from_the_environment() -> None:
                            "LEDGERLINE_AIRFLOW_RETRIES": "4"})
     assert (cfg.retrain_schedule, cfg.monitor_schedule, cfg.retries) == (None, "30 1 * * *", 4)
     assert orch.dag_config({}).default_args()["retries"] == 2
+
+
+BATCH_DAGS = {"ledgerline_batch_score", "ledgerline_batch_daily"}
+
+
+def test_batch_dags_are_the_ones_the_api_triggers_and_only_the_daily_one_can_have_a_schedule(
+    dags: dict[str, Any],
+) -> None:
+    from serving import batch_jobs
+
+    assert {batch_jobs.BATCH_DAG_ID, batch_jobs.SCHEDULED_DAG_ID} == BATCH_DAGS
+    one = dags[batch_jobs.BATCH_DAG_ID]
+    assert list(one["tasks"]) == ["score"] and "*" not in one["schedule"] and "batch_id" in one["params"]
+    assert one["tasks"]["score"]["retries"] >= 1  # a killed task resumes on its retry
+    daily = dags[batch_jobs.SCHEDULED_DAG_ID]
+    assert list(daily["tasks"]) == ["score_drop"] and "*" not in daily["schedule"]  # LEDGERLINE_BATCH_SCHEDULE unset

@@ -20,7 +20,7 @@ from ledgerline.app.cli import main
 
 pytestmark = pytest.mark.integration
 
-APP_TABLES = {"category_corrections", "category_rules", "feedback_pending", "forecast_actuals", "promotion_ledger", "predictions", "feedback", "monitoring_results", "retrain_decisions"}
+APP_TABLES = {"batches", "batch_chunks", "category_corrections", "category_rules", "feedback_pending", "forecast_actuals", "promotion_ledger", "predictions", "feedback", "monitoring_results", "retrain_decisions"}
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 
@@ -100,11 +100,18 @@ def contents(url: str) -> dict[str, list[dict[str, Any]]]:
             present = set(sa.inspect(conn).get_table_names())
             for name in sorted(APP_TABLES & present):  # a pre-migration database has only 0001's tables
                 table = db.metadata.tables[name]
-                rows = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
+                have = {c["name"] for c in sa.inspect(conn).get_columns(name)}  # and only 0001's columns
+                rows = conn.execute(sa.select(*[c for c in table.columns if c.name in have])
+                                    .order_by(*table.primary_key.columns))
                 out[name] = [dict(r._mapping) for r in rows]
     finally:
         engine.dispose()
     return out
+
+
+def kept(after: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``after``'s tables and columns that ``before`` had (later revisions add tables and columns)."""
+    return {k: [{c: r[c] for c in (before[k][0] if before[k] else {})} for r in v] for k, v in after.items() if k in before}
 
 
 # --------------------------------------------------------------------------- Postgres
@@ -143,7 +150,8 @@ def test_a_database_created_before_migrations_is_adopted_with_every_row_kept(mak
 
     assert done.adopted and done.before is None and done.after == db.head_revision()
     after = contents(url)
-    assert {k: v for k, v in after.items() if k in before} == before
+    assert kept(after, before) == before
+    assert {r["batch_id"] for r in after["predictions"]} == {None}  # revision 0004_batches added the column, empty
     assert after["feedback_pending"] == []  # revision 0002 added it, empty
     assert after["predictions"][7]["inputs"] == {"income": 1007.0, "purpose": "car"}
     assert after["promotion_ledger"][2]["previous_champion"] == "2"
@@ -209,7 +217,7 @@ def test_upgrading_twice_changes_nothing(make_database: Any) -> None:
     again = db.upgrade(url)
 
     assert not again.changed and again.before == again.after == db.head_revision()
-    assert {k: v for k, v in contents(url).items() if k in before} == before
+    assert kept(contents(url), before) == before
 
 
 def test_services_starting_together_all_upgrade_without_racing(make_database: Any) -> None:
@@ -257,7 +265,7 @@ def test_separate_processes_upgrading_an_unversioned_database_together_all_succe
     said = sorted(out for out, _ in outputs)
     assert sum("adopted the unversioned app database" in s for s in said) == 1, said
     assert sum("already at" in s for s in said) == 1, said
-    assert {k: v for k, v in contents(url).items() if k in before} == before
+    assert kept(contents(url), before) == before
 
 
 def test_the_first_use_of_a_database_in_a_process_migrates_it(make_database: Any) -> None:
@@ -302,7 +310,7 @@ def test_a_sqlite_file_database_from_before_migrations_keeps_its_rows(tmp_path: 
 
     assert db.upgrade(url).adopted
 
-    assert {k: v for k, v in contents(url).items() if k in before} == before
+    assert kept(contents(url), before) == before
     assert sum(len(rows) for rows in before.values()) == 60
     assert db.current_revision(url) == db.head_revision()
     assert schema_differences(url) == []
