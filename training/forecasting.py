@@ -382,6 +382,13 @@ def gather(parts: Sequence[ChunkPart], ss: SeriesSpec, params: ForecastParams) -
 def score(model: ForecastModel, test: pd.DataFrame, ss: SeriesSpec) -> dict[str, float]:
     """Out-of-sample errors of ``model`` on ``test`` (series, date, actual): its holdout forecasts for
     dates inside its training history (fitted before the holdout origin), its forecast table after."""
+    joined, scales, expected = holdout_rows(model, test, ss)
+    return error_metrics(joined, scales, matched=len(joined), expected=expected)
+
+
+def holdout_rows(model: ForecastModel, test: pd.DataFrame, ss: SeriesSpec) -> tuple[pd.DataFrame, pd.Series, int]:
+    """``test``'s rows joined with the model's out-of-sample forecasts and bounds (see :func:`score`), each
+    series' MASE scale, and the number of test rows."""
     t = pd.DataFrame({
         "series_id": test[ss.series].astype(str).to_numpy(),
         "ds": _naive_ts(test[ss.timestamp]),
@@ -397,7 +404,7 @@ def score(model: ForecastModel, test: pd.DataFrame, ss: SeriesSpec) -> dict[str,
         joined = pd.concat([joined[~missing], late], ignore_index=True)
     joined = joined.dropna(subset=["yhat"])
     scales = model.lineage.set_index("series_id")["holdout_scale"]
-    return error_metrics(joined, scales, matched=len(joined), expected=len(t))
+    return joined, scales, len(t)
 
 
 def _naive_ts(values: pd.Series) -> pd.Series:
