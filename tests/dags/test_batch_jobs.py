@@ -1,6 +1,7 @@
 """Batch scoring jobs end to end on a real Airflow (api-server, scheduler, LocalExecutor on Postgres):
 the serving API takes a file, Airflow's REST API starts the job, a killed task resumes after its last
-committed chunk with no row lost or doubled; cancel, error share, ownership; the Airflow client itself.
+committed chunk with no row lost or doubled; cancel, error share, ownership; the Airflow client itself;
+a manual retrain through model management (on the same Airflow, its DAG paused so the run stays queued).
 
 One Airflow per module (about a minute to start); tiny files in tiny chunks.
 """
@@ -371,3 +372,31 @@ def test_settings_name_the_server_and_the_demo_password_is_found(tmp_path: Path)
     demo = airflow_api(Settings(home=tmp_path))
     assert (demo.base_url, demo.username, demo.password) == ("http://127.0.0.1:8080", "admin", "gen")
     assert airflow_api(Settings(home=tmp_path / "none")).username is None
+
+
+# --------------------------------------------------------------------------- model management
+
+
+def test_a_manual_retrain_through_model_management_starts_the_familys_dag_and_is_in_the_ledger(
+    airflow: tuple[str, Path], train_credit: Any
+) -> None:
+    from ledgerline import db
+    from ledgerline.airflow_api import _call
+    from ledgerline.app.management import PipelineManagement
+    from serving.management import Actor
+
+    api_server, _ = airflow
+    # paused, so this module's scheduler leaves the run queued (a real retrain would move other tests' models)
+    status, _body = _call(AirflowApi(api_server, USER, PASSWORD), "PATCH", "/api/v2/dags/ledgerline_retrain_credit_risk",
+                          {"is_paused": True})
+    assert status == 200, _body
+    trained = train_credit("credit-pipeline")
+    settings = trained.settings.model_copy(update={"airflow_url": api_server, "airflow_user": USER, "airflow_password": PASSWORD})
+    run = PipelineManagement(settings).retrain("credit-pipeline", note="new bureau data", actor=Actor("carol", "admin key"))
+    assert run["dag_id"] == "ledgerline_retrain_credit_risk" and run["dag_run_id"].startswith("manual__credit-pipeline__")
+    assert run["url"] == f"{api_server}/dags/{run['dag_id']}/runs/{run['dag_run_id']}" and run["state"] == "queued"
+    read = get_dag_run(AirflowApi(api_server, USER, PASSWORD), run["dag_id"], run["dag_run_id"])
+    assert read.state == "queued"
+    row = db.ledger(settings.resolved_app_db_url(), "credit-pipeline")[-1]
+    assert row["action"] == "retrain-request" and "carol (admin key): new bureau data" in row["reasons"][0]
+    assert run["dag_run_id"] in row["reasons"][1]
