@@ -41,8 +41,8 @@ def test_run_is_tracked_in_postgres_and_artifacts_land_in_s3(
     assert Path(downloaded).read_text() == "ledgerline harness artifact\n"
 
     # (b) the artifact object really is in the S3 bucket
-    listing = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="mlartifacts/")
-    keys = [obj["Key"] for obj in listing.get("Contents", [])]
+    pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket, Prefix="mlartifacts/")
+    keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]  # other tests' runs share the bucket
     assert any(key.endswith(f"{run_id}/artifacts/notes/note.txt") for key in keys), keys
 
     # (c) the run row is in the Postgres backend database
