@@ -256,18 +256,7 @@ class Source:
                     quoted_strings_can_be_null=False,
                 ),
             )
-            pending: list[pa.RecordBatch] = []
-            held = 0
-            for batch in reader:
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= chunk_rows:
-                    table = pa.Table.from_batches(pending).combine_chunks()
-                    yield from table.slice(0, chunk_rows).to_batches(max_chunksize=chunk_rows)
-                    rest = table.slice(chunk_rows)
-                    pending, held = rest.to_batches(), rest.num_rows
-            if held:
-                yield from pa.Table.from_batches(pending).combine_chunks().to_batches(max_chunksize=chunk_rows)
+            yield from _exact_chunks(iter(reader), chunk_rows)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ScoringError(f"cannot read {self.path}: {str(exc).splitlines()[0]}") from None
 

@@ -65,6 +65,26 @@ def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, ob
         raise LedgerlineError("; ".join(problems) + " (--param KEY=VALUE)") from None
 
 
+def log_skops_model(model: FittedModel, example: pd.DataFrame, packages: tuple[str, ...], trusted_types: list[str]) -> str:
+    """Log a scikit-learn-style model (``predict_proba``) to the active run in MLflow's safe skops format, with
+    its signature, an input example, ``features/`` as code and pinned requirements; returns its model URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)),  # type: ignore[attr-defined]
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        code_paths=[str(FEATURES_DIR)],
+        pip_requirements=pip_requirements(*packages),
+        serialization_format="skops",
+        skops_trusted_types=trusted_types,
+    )
+    return str(info.model_uri)
+
+
 def pip_requirements(*packages: str) -> list[str]:
     return [f"{p}=={pkg_version(p)}" for p in packages]
 
@@ -178,23 +198,9 @@ class CreditRiskFamily:
 
     # --- model I/O ------------------------------------------------------------------------
     def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
-        import mlflow
-        from mlflow.models import infer_signature
-
         example = frame[spec.feature_names].head(5)
-        signature = infer_signature(example, model.predict_proba(example))  # type: ignore[attr-defined]
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            code_paths=[str(FEATURES_DIR)],
-            pip_requirements=pip_requirements("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"),
-            serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        )
-        return str(info.model_uri)
+        return log_skops_model(model, example, ("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"),
+                               SKOPS_TRUSTED_TYPES)
 
     def load_model(self, model_uri: str) -> FittedModel:
         from features.model_io import load_model

@@ -13,14 +13,13 @@ training weights them ``correction_weight`` times. :meth:`lineage` reports them 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
 from ledgerline.settings import Settings
 from training.families import FamilyParams, FittedModel, Report
-from training.families.credit_risk import pip_requirements, typed_params
+from training.families.credit_risk import log_skops_model, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from features.spec import DatasetSpec, PartialSpec
     from training.cards import CardParts
 
-FEATURES_DIR = Path(__file__).resolve().parents[2] / "features"
 SKOPS_TRUSTED_TYPES = ["features.category_model.CategoryModel"]
 TEST_FRACTION = 0.2
 CORRECTION_PREFIX = "corr-"
@@ -332,23 +330,9 @@ class TransactionCategoryFamily:
 
     # --- model I/O ------------------------------------------------------------------------
     def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
-        import mlflow
-        from mlflow.models import infer_signature
-
         example = frame[model.input_columns].head(5)  # type: ignore[attr-defined]
-        signature = infer_signature(example, model.predict_proba(example))  # type: ignore[attr-defined]
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            code_paths=[str(FEATURES_DIR)],
-            pip_requirements=pip_requirements("mlflow", "scikit-learn", "scipy", "pandas", "numpy", "skops", "pyarrow"),
-            serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        )
-        return str(info.model_uri)
+        return log_skops_model(model, example, ("mlflow", "scikit-learn", "scipy", "pandas", "numpy", "skops", "pyarrow"),
+                               SKOPS_TRUSTED_TYPES)
 
     def load_model(self, model_uri: str) -> FittedModel:
         from features.model_io import load_model
