@@ -93,6 +93,14 @@ def create_app(
         management=management,
     )
     app.state.serving = state
+
+    def on_feedback_moved(moved: list[store.MovedFeedback]) -> None:
+        for item in moved:
+            current = holder.current(item.model_name)
+            if current is not None and current.on_feedback is not None:
+                current.on_feedback(item.prediction_id, item.label)
+
+    log.on_feedback_moved = on_feedback_moved
     app.state.monitoring_exporter = MonitoringExporter(engine, settings.models)
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)

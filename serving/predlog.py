@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.engine import Engine
 
 from serving.errors import LogBufferFull
-from serving.store import LogEntry, TableGuard, is_unavailable, reconcile_pending_feedback, write_predictions
+from serving.store import LogEntry, MovedFeedback, TableGuard, is_unavailable, reconcile_pending_feedback, write_predictions
 from serving.wal import ClaimedSegment, WriteAheadLog, claim_orphans, encode_entry
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,12 @@ class PredictionLog:
         observer: LogObserver | None = None,
         wal: Literal["fsync", "write", "off"] = "off",
         orphan_scan_seconds: float = 10.0,
+        on_feedback_moved: Callable[[list[MovedFeedback]], None] | None = None,
     ) -> None:
         self.engine = engine
+        # feedback that waited for its prediction's row (pending) reaches the served model here, as the
+        # feedback route's own labels do (a categorisation correction becomes a rule)
+        self.on_feedback_moved = on_feedback_moved
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.capacity = buffer_rows
@@ -439,7 +443,12 @@ class PredictionLog:
             logger.warning("prediction log: could not reconcile pending feedback (%s)", exc)
             return
         if moved:
-            logger.info("prediction log: %d pending feedback labels attached to their predictions", moved)
+            logger.info("prediction log: %d pending feedback labels attached to their predictions", len(moved))
+            if self.on_feedback_moved is not None:
+                try:
+                    self.on_feedback_moved(moved)
+                except Exception:
+                    logger.exception("prediction log: acting on %d pending feedback labels failed", len(moved))
 
     def _housekeeping(self) -> None:
         """Now and then: replay the log of a worker that died; drop this worker's idle, written segment."""

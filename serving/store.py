@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -314,8 +314,9 @@ def _as_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _move_pending(engine: Engine, conn: sa.Connection, ids: Sequence[str] | None) -> int:
-    """Within ``conn``'s transaction: pending feedback whose prediction row exists goes to ``feedback``."""
+def _move_pending(engine: Engine, conn: sa.Connection, ids: Sequence[str] | None) -> list[MovedFeedback]:
+    """Within ``conn``'s transaction: pending feedback whose prediction row exists goes to ``feedback``;
+    returns what moved."""
     fp, p = db.feedback_pending, db.predictions
     q = sa.select(fp.c.prediction_id, p.c.model_name, fp.c.label, fp.c.received_at).select_from(
         fp.join(p, p.c.prediction_id == fp.c.prediction_id)
@@ -323,17 +324,25 @@ def _move_pending(engine: Engine, conn: sa.Connection, ids: Sequence[str] | None
     q = q.where(fp.c.prediction_id.in_(ids)) if ids is not None else q.limit(5000)
     rows = conn.execute(q).all()
     if not rows:
-        return 0
+        return []
     conn.execute(
         _insert_ignoring_duplicates(engine, db.feedback, "prediction_id"),
         [{"prediction_id": r[0], "model_name": r[1], "label": r[2], "received_at": r[3]} for r in rows],
     )
     conn.execute(fp.delete().where(fp.c.prediction_id.in_([r[0] for r in rows])))
-    return len(rows)
+    return [MovedFeedback(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def reconcile_pending_feedback(engine: Engine) -> int:
-    """Attach pending feedback to predictions written since; returns how many labels moved."""
+class MovedFeedback(NamedTuple):
+    """A pending label attached to its prediction once the prediction's row was written."""
+
+    prediction_id: str
+    model_name: str
+    label: str
+
+
+def reconcile_pending_feedback(engine: Engine) -> list[MovedFeedback]:
+    """Attach pending feedback to predictions written since; returns the labels that moved."""
     with engine.begin() as conn:
         return _move_pending(engine, conn, None)
 

@@ -150,6 +150,31 @@ def test_a_correction_reaches_every_worker_within_a_second_and_an_admin_can_reve
     assert any(r["merchant"] == "qwerty plop austin" and not r["active"] for r in listed)
 
 
+def test_a_correction_that_waited_for_its_prediction_row_still_becomes_a_rule(workers: Any, platform: Any) -> None:
+    """Feedback can beat its prediction's row to the database (the row is still in another worker's
+    buffer): it is kept as pending (202), and when the row lands the correction becomes a rule too."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    a, b = workers
+    slow = ServingSettings(  # a worker whose log holds its rows for a minute
+        models=[MODEL], api_keys=[API_KEY], admin_key=ADMIN_KEY, poll_interval_seconds=3600,
+        log_flush_interval_seconds=60, log_batch_rows=100_000, feedback_wait_seconds=0.1, category_min_confidence=0.4,
+    )
+    with TestClient(create_app(slow, platform)) as c:
+        line = "TST* GLIMMERFEN 0093 RENO NV"
+        first = _answer(c, line)
+        target = "transport" if first["model_category"] != "transport" else "groceries"
+        r = a.post("/v1/feedback", json={"prediction_id": first["prediction_id"], "label": target}, headers=H)
+        assert r.status_code == 202, r.text  # pending: the row is not in the database yet
+        assert _answer(b, line)["source"] == "model"
+        c.app.state.serving.log.flush(timeout=10)  # type: ignore[attr-defined]
+        _until(lambda: _answer(b, line)["source"] == "correction", 2.0)
+        assert _answer(b, "GLIMMERFEN RENO NV")["category"] == target
+
+
 def test_the_next_retrain_learns_the_corrected_merchant_and_records_it_in_the_lineage(workers: Any, trained: Any, platform: Any) -> None:
     from ledgerline.registry import client
     from training.families import get_family
