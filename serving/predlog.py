@@ -42,7 +42,14 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.engine import Engine
 
 from serving.errors import LogBufferFull
-from serving.store import LogEntry, MovedFeedback, TableGuard, is_unavailable, reconcile_pending_feedback, write_predictions
+from serving.store import (
+    LogEntry,
+    MovedFeedback,
+    TableGuard,
+    is_unavailable,
+    reconcile_pending_feedback,
+    write_predictions,
+)
 from serving.wal import ClaimedSegment, WriteAheadLog, claim_orphans, encode_entry
 
 logger = logging.getLogger(__name__)
