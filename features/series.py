@@ -9,7 +9,8 @@ the same rules as expectations, evaluated on :func:`series_check_columns`.
 
 The generators are deterministic for a seed: monthly spending per customer and category (trend,
 yearly seasonality, holiday peaks, an income-linked level, noise, some short or intermittent
-series, a few structural breaks) and daily cash flow with pay-day cycles.
+series, a few structural breaks), the same weekly on a chosen weekday, and daily cash flow with
+pay-day cycles.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SERIES_ID, DS, Y = "series_id", "ds", "y"
 STEP_COLUMN = "__step__"  # periods since the series' previous row (GX: exactly 1)
 LENGTH_COLUMN = "__series_length__"  # rows of the row's series (GX: at least min_length)
 END = pd.Timestamp("2026-10-01")
+_GRID = {"MS": "month starts at midnight", "W": "one date per week at midnight", "D": "dates at midnight"}
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 CATEGORIES = ("groceries", "dining", "travel", "utilities", "shopping", "entertainment")
 
 
@@ -133,14 +136,22 @@ def check_series(frame: pd.DataFrame, ss: SeriesSpec) -> None:
     grid = on_grid(frame[t], ss.freq)
     if not grid.all():
         ex = frame.loc[~grid, [s, t]].head(1).to_numpy()[0]
+        when = pd.Timestamp(ex[1])
+        shown = when.date() if when == when.normalize() else when.isoformat()  # a time of day is the problem: show it
         raise DataError(
-            f"series '{ex[0]}' has date {pd.Timestamp(ex[1]).date()} that is not on the {ss.freq} grid; "
-            f"aggregate to one row per period (month starts for MS) or pass the --freq the data has"
+            f"series '{ex[0]}' has date {shown} that is not on the {ss.freq} grid ({_GRID[ss.freq]}); "
+            f"aggregate to one row per period or pass the --freq the data has"
         )
     if ss.freq == "W":
-        weekdays = pd.DatetimeIndex(frame[t]).weekday
-        if len(set(weekdays)) > 1:
-            raise DataError("weekly dates fall on different weekdays; put every week on the same weekday (e.g. Mondays)")
+        weekdays = pd.Series(pd.DatetimeIndex(frame[t]).weekday, index=frame.index)
+        if weekdays.nunique() > 1:
+            anchor = int(weekdays.mode().iloc[0])  # the weekday most weeks fall on
+            row = frame.loc[weekdays != anchor].iloc[0]
+            day = pd.Timestamp(row[t])
+            raise DataError(
+                f"series '{row[s]}' has weekly date {day.date()} on a {day.day_name()} while the other weeks fall on "
+                f"{_WEEKDAYS[anchor]}s; put every week on the same weekday (e.g. resample to W-{_WEEKDAYS[anchor][:3].upper()})"
+            )
     if not ss.allow_negative and (frame[v] < 0).any():
         bad = frame.loc[frame[v] < 0, s].astype(str).unique()[:3].tolist()
         raise DataError(
@@ -260,6 +271,33 @@ def generate_spending(n_series: int, seed: int, *, months: int = 60) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
+def generate_weekly_spending(n_series: int, seed: int, *, weeks: int = 156, anchor: str = "W-MON") -> pd.DataFrame:
+    """Weekly spending per customer x category, long format, every week on ``anchor``'s weekday (``W-MON``,
+    ``W-SUN``, ...), the last week at or before the monthly data's last month start: the monthly shapes
+    (by the week's month), holiday weeks in December, weekly noise, some short and intermittent series."""
+    if n_series < 1:
+        raise DataError("generate at least one series")
+    rng = np.random.default_rng(seed)
+    frames = []
+    customers = int(np.ceil(n_series / len(CATEGORIES)))
+    incomes = rng.lognormal(np.log(3_500), 0.45, customers) * 12 / 52  # weekly income
+    for i in range(n_series):
+        c, category = divmod(i, len(CATEGORIES))
+        cat = CATEGORIES[category]
+        shape, holiday = _SHAPES[cat]
+        length = weeks if rng.random() < 0.8 else int(rng.integers(weeks // 2, 3 * weeks // 4))  # some short series
+        ds = pd.date_range(end=END, periods=length, freq=anchor)
+        level = incomes[c] * _SHARE[cat] * rng.lognormal(0, 0.25)
+        trend = 1 + rng.normal(0.0005, 0.001) * np.arange(length)
+        season = 1 + shape[ds.month - 1] * rng.uniform(0.6, 1.4)
+        season = season + ((ds.month == 12) & (ds.day >= 8)) * holiday * rng.uniform(0.5, 1.5)  # holiday weeks
+        y = level * trend * season * rng.lognormal(0, rng.uniform(0.1, 0.3), length)
+        if cat == "travel" and rng.random() < 0.5:  # intermittent: most weeks nothing
+            y = np.where(rng.random(length) < 0.2, y * 4.0, 0.0)
+        frames.append(pd.DataFrame({SERIES_ID: f"c{c:05d}/{cat}", DS: ds, Y: np.round(np.maximum(y, 0), 2)}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def generate_cashflow(n_series: int, seed: int, *, days: int = 240) -> pd.DataFrame:
     """Daily net cash flow per account with pay days (the 1st and 15th, or the month's last day), rent and weekdays."""
     rng = np.random.default_rng(seed)
@@ -284,6 +322,7 @@ __all__ = [
     "check_series",
     "generate_cashflow",
     "generate_spending",
+    "generate_weekly_spending",
     "series_block",
     "series_check_columns",
     "series_dataset_spec",

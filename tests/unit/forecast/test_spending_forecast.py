@@ -1,8 +1,11 @@
 """The spending-forecast family without services: the seeded series generators, the series contract and
 its messages, chunked training (plan -> train_chunk -> gather is what train returns), backtested model
-choice, calibrated intervals, the GX series suite and live error against actuals."""
+choice, calibrated intervals, weekly series on their own weekday, the GX series suite and live error
+against actuals."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ from features.series import (
     check_horizon,
     generate_cashflow,
     generate_spending,
+    generate_weekly_spending,
     series_dataset_spec,
     series_spec_of,
 )
@@ -176,6 +180,60 @@ def test_daily_cash_flow_may_be_negative_and_keeps_negative_bounds(family):
     assert (model.table.groupby("series_id")["h"].max() == 30).all()
     assert (model.table["lower_80"] < 0).any()
     assert series_spec_of(spec).season == 7
+
+
+@pytest.mark.parametrize(("anchor", "weekday"), [("W-MON", 0), ("W-SUN", 6)])
+def test_weekly_series_forecast_week_by_week_on_the_weekday_of_the_data(family, anchor, weekday):
+    spec = series_dataset_spec("weekly", freq="W", horizon=8)
+    frame = family.conform(generate_weekly_spending(24, seed=4, anchor=anchor), spec)
+    assert (frame["ds"].dt.weekday == weekday).all() and frame.groupby("series_id").size().min() < 156  # short ones too
+    model = family.train(frame, spec, family.params(4, CHEAP))
+    assert model.freq == "W" and model.season == 52 and series_spec_of(spec).backtest_horizon == 8
+    last = frame.groupby("series_id")["ds"].max().dt.tz_localize(None)
+    week = pd.Timedelta(days=7)
+    for sid, g in model.table.groupby("series_id"):
+        ds = pd.DatetimeIndex(g.sort_values("h")["ds"])
+        assert len(ds) == 8 and ds[0] == last[sid] + week  # the week after the series' last week
+        assert (ds.weekday == weekday).all() and (ds[1:] - ds[:-1] == week).all()
+    hold = model.holdout
+    assert (pd.DatetimeIndex(hold["ds"]).weekday == weekday).all()
+    sid = model.series_ids[0]  # what serving answers: dates as text, a week apart
+    served = [pt["ds"] for pt in model.points(sid, 3, 0.8)]
+    assert served == [(last[sid] + k * week).strftime("%Y-%m-%d") for k in (1, 2, 3)]
+    _, test = family.split(frame, spec, 0)
+    metrics = family.evaluate(model, test, spec)
+    assert metrics["matched_share"] == 1.0 and metrics["mase_ratio_vs_naive"] < 1.0
+    assert 0.7 <= metrics["coverage_80"] <= 0.9 and 0.85 <= metrics["coverage_95"] <= 0.99
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("gap", "series 'c00000/groceries' has a gap: 2 missing period(s) between 2025-04-28 and 2025-05-19 at frequency W"),
+        ("duplicate", "series 'c00000/groceries' has more than one row at 2025-04-14"),
+        ("other_weekday", "series 'c00000/dining' has weekly date 2025-04-12 on a Saturday while the other weeks fall on Mondays"),
+        ("time_of_day", "has date 2025-04-14T09:30:00+00:00 that is not on the W grid (one date per week at midnight)"),
+    ],
+)
+def test_bad_weekly_series_are_refused_naming_the_series_the_date_and_the_fix(family, change, problem):
+    spec = series_dataset_spec("weekly", freq="W", horizon=8)
+    mondays = pd.date_range("2025-04-14", periods=80, freq="W-MON")
+    raw = pd.concat([pd.DataFrame({"series_id": f"c00000/{cat}", "ds": mondays, "y": 50.0 + np.arange(80) % 7})
+                     for cat in ("groceries", "dining", "travel")], ignore_index=True)
+    family.conform(raw, spec)  # as built, the data is fine
+    first = raw.index[raw["series_id"] == "c00000/groceries"]
+    if change == "gap":
+        raw = raw.drop(index=first[[3, 4]])
+    elif change == "duplicate":
+        raw = pd.concat([raw, raw.loc[first[[0]]].assign(y=1.0)])
+    elif change == "other_weekday":
+        second = raw.index[raw["series_id"] == "c00000/dining"]
+        raw.loc[second[0], "ds"] -= pd.Timedelta(days=2)
+    else:
+        raw.loc[first[0], "ds"] += pd.Timedelta(hours=9, minutes=30)
+    with pytest.raises(DataError, match=re.escape(problem)) as err:
+        family.conform(raw, spec)
+    assert any(w in str(err.value) for w in ("add the missing rows", "keep one value", "same weekday", "aggregate"))
 
 
 def test_the_gx_suite_checks_order_frequency_length_and_sign(spec, frame):
