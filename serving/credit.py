@@ -98,7 +98,11 @@ def scorer_from_pipeline(
 
 def score(records: Sequence[Mapping[str, Any]], scorer: CreditScorer, *, explain: bool = True) -> CreditScores:
     """Probabilities (and contributions when reason codes are on and ``explain``) for validated records."""
-    X = scorer.features.transform_records(records)
+    return score_matrix(scorer.features.transform_records(records), scorer, explain=explain)
+
+
+def score_matrix(X: np.ndarray, scorer: CreditScorer, *, explain: bool = True) -> CreditScores:
+    """:func:`score` on the feature matrix (``transform_records`` of JSON records, ``transform`` of a frame)."""
     if not explain or scorer.reason_codes == 0:  # no reason codes: XGBoost's own scoring is the cheapest
         proba = np.asarray(scorer.booster.inplace_predict(X, validate_features=False), dtype=np.float64)
         return CreditScores(proba.reshape(-1), None)
@@ -170,3 +174,73 @@ def predict(
     """
     s = score(records, scorer, explain=explain)
     return answers(records, s, scorer), s.probabilities
+
+
+def _json_float(v: float) -> str:
+    return "null" if v != v else float.__repr__(v) if abs(v) != float("inf") else json.dumps(v)
+
+
+def _json_floats(values: np.ndarray) -> list[str]:
+    out = list(map(float.__repr__, values.tolist()))
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():  # NaN: null (a missing cell); infinities as json writes them
+        out[i] = _json_float(float(values[i]))
+    return out
+
+
+def _json_cells(values: np.ndarray) -> list[str]:
+    """``json.dumps`` of each value as ``DataFrame.to_dict("records")`` boxes it (NaN and None: ``null``)."""
+    kind = values.dtype.kind
+    if kind == "f":
+        return _json_floats(values)
+    if kind == "b":
+        return ["true" if v else "false" for v in values.tolist()]
+    if kind in "iu":
+        return [str(v) for v in values.tolist()]
+    from pandas.api.types import infer_dtype
+
+    if infer_dtype(values, skipna=True) == "floating":  # Python floats and None (a validated numeric column)
+        return _json_floats(np.asarray(values, dtype=np.float64))
+    cache: dict[Any, str] = {}
+    out = []
+    for v in values.tolist():
+        text = cache.get(v) if isinstance(v, str) else None
+        if text is None:
+            if v is None:
+                text = "null"
+            elif isinstance(v, float):
+                text = _json_float(v)
+            else:
+                text = json.dumps(v.item() if isinstance(v, np.generic) else v)
+                if isinstance(v, str):
+                    cache[v] = text
+        out.append(text)
+    return out
+
+
+def flat_reason_codes(columns: Mapping[str, np.ndarray], scores: CreditScores, scorer: CreditScorer) -> list[str]:
+    """The ``reason_codes`` column of a scored file, column by column: for each row the same text as
+    ``json.dumps(answers(...)[i]["reason_codes"], separators=(",", ":"))``, ``""`` for none.
+
+    ``columns`` maps each input field to its values (a frame's column arrays); only the cells that
+    become reasons are encoded, so a chunk costs a few array operations and one join per row.
+    """
+    C = scores.contributions
+    n = len(scores.probabilities)
+    if C is None or scorer.reason_codes == 0 or n == 0:
+        return [""] * n
+    k = min(scorer.reason_codes, C.shape[1])
+    order = np.argsort(-C, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(C, order, axis=1)
+    chosen = top > 0  # sorted largest first: the positive contributions are a prefix of each row
+    n_pos = chosen.sum(axis=1).tolist()
+    top_r = np.round(top, 4)
+    cells = np.empty((n, k), dtype=object)
+    for j, name in enumerate(scorer.features.input_features_):
+        rows, qs = np.nonzero((order == j) & chosen)
+        if not len(rows):
+            continue
+        values = _json_cells(np.asarray(columns[name])[rows])
+        head = '{"feature":' + json.dumps(name) + ',"value":'
+        contribs = _json_floats(top_r[rows, qs])
+        cells[rows, qs] = [f'{head}{v},"contribution":{c}}}' for v, c in zip(values, contribs, strict=True)]
+    return ["[" + ",".join(r[:m]) + "]" if m else "" for r, m in zip(cells.tolist(), n_pos, strict=True)]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from features.labels import LabelCodec
     from features.spec import DatasetSpec
+    from serving import credit
     from serving.schema import Column
 
 
@@ -92,15 +93,7 @@ class CreditRiskServing:
                 "reason_code_path": "scorecard",
                 "inputs": card.input_names,
             }
-        nullable = frozenset(c.name for c in ctx.columns if c.nullable)
-        scorer = credit.scorer_from_pipeline(
-            model,
-            threshold=threshold,
-            reason_codes=settings.reason_codes,
-            approximate=settings.reason_code_method == "approximate",
-            nthread=settings.predict_threads,
-            nullable=nullable,
-        )
+        scorer = self._xgboost_scorer(model, ctx, threshold)
 
         def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
             return credit.predict(records, scorer, explain=explain)  # type: ignore[return-value]
@@ -124,6 +117,22 @@ class CreditRiskServing:
         }
         return run, details
 
+    def _xgboost_scorer(self, model: object, ctx: ServingContext, threshold: float | None = None) -> credit.CreditScorer:
+        from serving import credit
+
+        settings = ctx.settings
+        if threshold is None:
+            recorded = getattr(model, "decision_threshold_", None)
+            threshold = settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
+        return credit.scorer_from_pipeline(
+            model,
+            threshold=threshold,
+            reason_codes=settings.reason_codes,
+            approximate=settings.reason_code_method == "approximate",
+            nthread=settings.predict_threads,
+            nullable=frozenset(c.name for c in ctx.columns if c.nullable),
+        )
+
     def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
         reasons = answer.get("reason_codes") or []
         return {
@@ -142,18 +151,35 @@ class CreditRiskServing:
         return label_codec_of(spec)
 
     def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
-        """The serving fast path on the frame's records: the same numbers as the API, in one call per chunk."""
+        """The serving answers for a frame's rows, column by column: the same numbers and text as the API's
+        answers flattened (:meth:`flatten`), without a Python dict per row (a scorecard goes through its records)."""
+        import numpy as np
         import pandas as pd
 
+        from serving import credit, scorecard
+
         cache = ctx.options.get("cache")
-        run = cache.get("credit_predictor") if isinstance(cache, dict) else None
-        if run is None:
-            run, _ = self.build(model, ctx)  # the TreeSHAP tables are built once per run
-            if isinstance(cache, dict):
-                cache["credit_predictor"] = run
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        answers, _ = run(records, explain=bool(ctx.options.get("explain", True)))  # type: ignore[operator]
-        return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
+        cache = cache if isinstance(cache, dict) else {}
+        explain = bool(ctx.options.get("explain", True))
+        if scorecard.is_scorecard(model):
+            run = cache.get("credit_predictor")
+            if run is None:
+                run = cache["credit_predictor"] = self.build(model, ctx)[0]
+            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            answers, _ = run(records, explain=explain)  # type: ignore[operator]
+            return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
+        scorer = cache.get("credit_scorer")
+        if scorer is None:  # the TreeSHAP tables are built once per run
+            scorer = cache["credit_scorer"] = self._xgboost_scorer(model, ctx)
+        s = credit.score_matrix(scorer.features.transform(frame), scorer, explain=explain)
+        p = s.probabilities
+        decision = np.where(p >= scorer.threshold, credit.DECLINE, credit.APPROVE).astype(object)
+        columns = {name: frame[name].to_numpy() for name in scorer.features.input_features_}
+        return pd.DataFrame(
+            {"probability_of_default": p, "decision": decision,
+             "reason_codes": credit.flat_reason_codes(columns, s, scorer)},
+            index=frame.index, columns=list(self.answer_columns),
+        )
 
 
 FAMILY = CreditRiskServing()

@@ -3,6 +3,7 @@ reason codes, and the TreeSHAP table against XGBoost's own pred_contribs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,3 +237,46 @@ def test_offline_scoring_without_explanations_leaves_the_reason_codes_column_emp
         scored[explain] = FAMILY.score_frame(pipeline, frame, ctx)
     assert (scored[False]["reason_codes"] == "").all() and (scored[True]["reason_codes"] != "").any()
     np.testing.assert_allclose(scored[False]["probability_of_default"], scored[True]["probability_of_default"], atol=1e-5)
+
+
+def test_a_scored_frame_has_exactly_the_flattened_api_answers(pipeline: Any) -> None:
+    """``ledgerline score`` and batch jobs answer column by column; the text and numbers are the API's
+    answers flattened, whatever the cells: ints, floats, missing values, categories the model never saw."""
+    import pandas as pd
+
+    from serving.batch import offline_settings, validate_frame
+    from serving.families import ServingContext
+    from serving.families.credit_risk import FAMILY
+    from serving.schema import columns_from
+
+    frame = conform(generate_loan_applications(400, seed=21), SPEC)[SPEC.feature_names].reset_index(drop=True)
+    frame["delinquencies_2y"] = frame["delinquencies_2y"].astype("int64")  # an integer column, as a CSV reads it
+    frame.loc[::7, "revolving_utilization"] = np.nan
+    frame.loc[::5, "employment_length_years"] = np.nan
+    frame["purpose"] = frame["purpose"].astype(object)
+    frame.loc[3, "purpose"] = 'wedding "big" – café'  # unseen, with quotes and non-ASCII
+    frame.loc[4, "home_ownership"] = None
+    frame.index = pd.RangeIndex(100, 100 + len(frame))  # a later chunk of a file
+    sig = [{"name": c, "type": "string" if frame[c].dtype == object else "double", "required": False}
+           for c in SPEC.feature_names]
+    ctx = ServingContext("m", "1", offline_settings(), SPEC, columns_from(sig, SPEC), Path("."), options={"cache": {}})
+
+    run, _ = FAMILY.build(pipeline, ctx)
+
+    def api_answers(f: pd.DataFrame) -> pd.DataFrame:
+        answers, _ = run(f.astype(object).where(f.notna(), None).to_dict("records"))
+        return pd.DataFrame([FAMILY.flatten(a) for a in answers], index=f.index)
+
+    clean, rejected = validate_frame(frame, ctx.columns, SPEC)  # as files are scored: object columns, None for NaN
+    assert rejected.index.tolist() == [103, 104]  # the unseen purpose, the missing home ownership
+    got = FAMILY.score_frame(pipeline, frame, ctx)
+    for f, scored in ((frame, got), (clean, FAMILY.score_frame(pipeline, clean, ctx))):
+        expected = api_answers(f)
+        assert list(scored.columns) == ["probability_of_default", "decision", "reason_codes"]
+        assert scored.index.equals(f.index)
+        np.testing.assert_array_equal(scored["probability_of_default"].to_numpy(),
+                                      expected["probability_of_default"].to_numpy())
+        assert scored["decision"].tolist() == expected["decision"].tolist()
+        assert scored["reason_codes"].tolist() == expected["reason_codes"].tolist()
+    with_values = [r for r in got["reason_codes"] if r]
+    assert len(with_values) > 300 and any('"value":null' in r for r in with_values)
