@@ -329,19 +329,16 @@ def _errors_body(rows: list[int], reasons: list[str], frame: Any, header: list[s
 
 
 def _log_entry(batch: Batch, chunk: ScoredChunk, score_column: str, seconds: float) -> Any:
-    from pydantic_core import to_json
-
+    from serving.jsontext import json_rows
     from serving.store import LogEntry
 
     clean, answers = chunk.clean, chunk.answers
-    records = clean.astype(object).where(clean.notna(), None).to_dict("records")
-    outs = answers.astype(object).where(answers.notna(), None).to_dict("records")
     created_ms = int(batch.created_at.timestamp() * 1000)
     ids = batch_prediction_ids(batch.batch_id, created_ms, (int(i) + 1 for i in clean.index))
     scores = answers[score_column].astype(float).tolist() if len(answers) else []
     return LogEntry(
         batch.model_name, batch.model_version, datetime.now(UTC), ids,
-        [to_json(r).decode() for r in records], [to_json(o).decode() for o in outs], scores,
+        json_rows(clean), json_rows(answers), scores,
         round(seconds * 1000.0 / max(1, len(ids)), 3), batch_id=batch.batch_id,
     ), ids
 

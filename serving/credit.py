@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from features.transform import TabularFeatures
+from serving.jsontext import json_cells, json_floats
 from serving.treeshap import LeafShapTable, TreeShapTable
 
 APPROVE = "approve"
@@ -176,47 +177,6 @@ def predict(
     return answers(records, s, scorer), s.probabilities
 
 
-def _json_float(v: float) -> str:
-    return "null" if v != v else float.__repr__(v) if abs(v) != float("inf") else json.dumps(v)
-
-
-def _json_floats(values: np.ndarray) -> list[str]:
-    out = list(map(float.__repr__, values.tolist()))
-    for i in np.flatnonzero(~np.isfinite(values)).tolist():  # NaN: null (a missing cell); infinities as json writes them
-        out[i] = _json_float(float(values[i]))
-    return out
-
-
-def _json_cells(values: np.ndarray) -> list[str]:
-    """``json.dumps`` of each value as ``DataFrame.to_dict("records")`` boxes it (NaN and None: ``null``)."""
-    kind = values.dtype.kind
-    if kind == "f":
-        return _json_floats(values)
-    if kind == "b":
-        return ["true" if v else "false" for v in values.tolist()]
-    if kind in "iu":
-        return [str(v) for v in values.tolist()]
-    from pandas.api.types import infer_dtype
-
-    if infer_dtype(values, skipna=True) == "floating":  # Python floats and None (a validated numeric column)
-        return _json_floats(np.asarray(values, dtype=np.float64))
-    cache: dict[Any, str] = {}
-    out = []
-    for v in values.tolist():
-        text = cache.get(v) if isinstance(v, str) else None
-        if text is None:
-            if v is None:
-                text = "null"
-            elif isinstance(v, float):
-                text = _json_float(v)
-            else:
-                text = json.dumps(v.item() if isinstance(v, np.generic) else v)
-                if isinstance(v, str):
-                    cache[v] = text
-        out.append(text)
-    return out
-
-
 def flat_reason_codes(columns: Mapping[str, np.ndarray], scores: CreditScores, scorer: CreditScorer) -> list[str]:
     """The ``reason_codes`` column of a scored file, column by column: for each row the same text as
     ``json.dumps(answers(...)[i]["reason_codes"], separators=(",", ":"))``, ``""`` for none.
@@ -239,8 +199,8 @@ def flat_reason_codes(columns: Mapping[str, np.ndarray], scores: CreditScores, s
         rows, qs = np.nonzero((order == j) & chosen)
         if not len(rows):
             continue
-        values = _json_cells(np.asarray(columns[name])[rows])
+        values = json_cells(np.asarray(columns[name])[rows])
         head = '{"feature":' + json.dumps(name) + ',"value":'
-        contribs = _json_floats(top_r[rows, qs])
+        contribs = json_floats(top_r[rows, qs])
         cells[rows, qs] = [f'{head}{v},"contribution":{c}}}' for v, c in zip(values, contribs, strict=True)]
     return ["[" + ",".join(r[:m]) + "]" if m else "" for r, m in zip(cells.tolist(), n_pos, strict=True)]
