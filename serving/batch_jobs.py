@@ -438,25 +438,14 @@ def run_batch(
         t0 = time.perf_counter()
         rows_this_attempt = 0
         chunks = scored_chunks(loaded, src, batch.chunk_rows, start_chunk=start)
-        while True:
-            c0 = time.perf_counter()
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                break
-            except ScoringError as exc:
-                _fail(engine, batch_id, str(exc))
-            header = None
-            entry, ids = _log_entry(batch, chunk, score_column, time.perf_counter() - c0)
-            if chunk.table is not None:
-                import pyarrow as pa
 
-                table = chunk.table.append_column(PREDICTION_ID, pa.array(ids, pa.string()))
-                if batch.output_format == "csv":
-                    header = _csv_body(table.slice(0, 0), header=True).decode()
-                    store.put_bytes(chunk_key(batch_id, chunk.index, "csv"), _csv_body(table, header=False))
-                else:
-                    store.put_bytes(chunk_key(batch_id, chunk.index, "parquet"), _parquet_body(table))
+        job: Batch = batch  # what the writer thread reads of the job: its id and formats, fixed at submission
+
+        def commit(chunk: ScoredChunk, entry: Any, ids: list[str], body: bytes | None, header: str | None) -> Batch:
+            """Chunk ``chunk``'s objects, log rows and row in ``batch_chunks``, in that order (resumable)."""
+            nonlocal header_written
+            if body is not None:
+                store.put_bytes(chunk_key(batch_id, chunk.index, job.output_format), body)
             if chunk.rejected_rows:
                 if not header_written:
                     store.put_bytes(errors_header_key(batch_id),
@@ -466,16 +455,66 @@ def run_batch(
                                 _errors_body(chunk.rejected_rows, chunk.reasons, chunk.rejected, None))
             if ids:
                 write_predictions(engine, [entry])  # idempotent: the ids are the rows'
-            batch = _commit_chunk(engine, batch, chunk, attempt, header)
+            return _commit_chunk(engine, job, chunk, attempt, header)
+
+        def committed(done: Batch, chunk: ScoredChunk) -> str | None:
+            """After a chunk's commit: progress, and the job's end when it was cancelled or has too many bad rows."""
+            nonlocal rows_this_attempt
             rows_this_attempt += chunk.rows
             rate = rows_this_attempt / max(time.perf_counter() - t0, 1e-9)
-            say(f"chunk {chunk.index} committed: {batch.rows_done:,} / {total:,} rows ({batch.rows_failed:,} rejected; "
+            say(f"chunk {chunk.index} committed: {done.rows_done:,} / {total:,} rows ({done.rows_failed:,} rejected; "
                 f"{rate:,.0f} rows/s)")
-            if batch.cancel_requested:
+            if done.cancel_requested:
                 finish(engine, batch_id, "cancelled", "cancelled on request; the committed chunks stay downloadable")
                 return "cancelled"
-            if total and batch.rows_failed > batch.max_error_share * total:
-                _fail(engine, batch_id, _too_many(batch, total))
+            if total and done.rows_failed > done.max_error_share * total:
+                _fail(engine, batch_id, _too_many(done, total))
+            return None
+
+        # One chunk's writes (artifact store, prediction log, commit: mostly waiting on I/O) run in a thread while
+        # the next chunk is read and scored; chunks still commit one at a time and in order, so a killed task
+        # resumes after the last committed chunk exactly as before.
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pending: tuple[Future[Batch], ScoredChunk] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-commit") as writer:
+            try:
+                while True:
+                    c0 = time.perf_counter()
+                    try:
+                        chunk = next(chunks)
+                    except StopIteration:
+                        break
+                    except ScoringError as exc:
+                        _fail(engine, batch_id, str(exc))
+                    header = None
+                    body = None
+                    entry, ids = _log_entry(batch, chunk, score_column, time.perf_counter() - c0)
+                    if chunk.table is not None:
+                        import pyarrow as pa
+
+                        table = chunk.table.append_column(PREDICTION_ID, pa.array(ids, pa.string()))
+                        if batch.output_format == "csv":
+                            header = _csv_body(table.slice(0, 0), header=True).decode()
+                            body = _csv_body(table, header=False)
+                        else:
+                            body = _parquet_body(table)
+                    if pending is not None:  # the previous chunk is committed before this one is sent
+                        batch = pending[0].result()
+                        ended = committed(batch, pending[1])
+                        pending = None
+                        if ended is not None:
+                            return ended
+                    pending = (writer.submit(commit, chunk, entry, ids, body, header), chunk)
+                if pending is not None:
+                    batch = pending[0].result()
+                    ended = committed(batch, pending[1])
+                    pending = None
+                    if ended is not None:
+                        return ended
+            finally:
+                if pending is not None:  # leaving on an error: the chunk in flight finishes (or fails) first
+                    pending[0].exception()
         batch = get_batch(engine, batch_id) or batch
         if batch.rows_done == 0:
             _fail(engine, batch_id, "the input has no rows to score")
