@@ -477,6 +477,17 @@ def run_batch(
         from concurrent.futures import Future, ThreadPoolExecutor
 
         pending: tuple[Future[Batch], ScoredChunk] | None = None
+
+        def drain() -> str | None:
+            """Wait for the chunk in flight to commit (its errors raise here); the job's end, if it ended."""
+            nonlocal pending, batch
+            if pending is None:
+                return None
+            future, sent = pending
+            pending = None
+            batch = future.result()
+            return committed(batch, sent)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-commit") as writer:
             try:
                 while True:
@@ -486,6 +497,7 @@ def run_batch(
                     except StopIteration:
                         break
                     except ScoringError as exc:
+                        drain()  # what was scored before the bad chunk is committed first
                         _fail(engine, batch_id, str(exc))
                     header = None
                     body = None
@@ -499,19 +511,13 @@ def run_batch(
                             body = _csv_body(table, header=False)
                         else:
                             body = _parquet_body(table)
-                    if pending is not None:  # the previous chunk is committed before this one is sent
-                        batch = pending[0].result()
-                        ended = committed(batch, pending[1])
-                        pending = None
-                        if ended is not None:
-                            return ended
-                    pending = (writer.submit(commit, chunk, entry, ids, body, header), chunk)
-                if pending is not None:
-                    batch = pending[0].result()
-                    ended = committed(batch, pending[1])
-                    pending = None
+                    ended = drain()  # the previous chunk is committed before this one is sent
                     if ended is not None:
                         return ended
+                    pending = (writer.submit(commit, chunk, entry, ids, body, header), chunk)
+                ended = drain()
+                if ended is not None:
+                    return ended
             finally:
                 if pending is not None:  # leaving on an error: the chunk in flight finishes (or fails) first
                     pending[0].exception()
