@@ -20,7 +20,7 @@ from pydantic_core import to_json
 from serving.errors import AuthError, InvalidRecords, ServingError
 from serving.http_errors import read_body, status_for
 from serving.model import ServedModel, predict
-from serving.state import ServingState, authorize, new_prediction_ids, state_of
+from serving.state import authorize, new_prediction_ids, state_of
 from serving.store import LogEntry
 
 #: Bodies above this size are parsed and scored in a worker thread so small requests keep flowing
@@ -62,15 +62,6 @@ def _score(body: bytes, model: ServedModel, t0: float, explain: bool = True) -> 
     return entry, scores, payload
 
 
-def _score_and_submit(
-    body: bytes, model: ServedModel, t0: float, state: ServingState, explain: bool = True
-) -> tuple[LogEntry, np.ndarray, bytes]:
-    entry, scores, payload = _score(body, model, t0, explain)
-    seq = state.log.record(entry, wait=state.settings.log_full_wait_seconds)
-    state.log.wait_durable(seq)  # the answer leaves only once its log record is on disk
-    return entry, scores, payload
-
-
 def _predictions_payload(ids: list[str], name: str, version: str, encoded: list[bytes]) -> bytes:
     """``to_json({"predictions": [{"prediction_id", "model", "version", **answer}, ...]})``, byte for
     byte, from the answers' JSON objects (each ``{...}`` and non-empty) without encoding them again."""
@@ -91,6 +82,17 @@ def _predictions_payload(ids: list[str], name: str, version: str, encoded: list[
     return b"".join(parts)
 
 
+_LIMITER: anyio.CapacityLimiter | None = None
+
+
+def _score_limiter() -> anyio.CapacityLimiter:
+    """One large request scored at a time in this process (created in the event loop on first use)."""
+    global _LIMITER
+    if _LIMITER is None:
+        _LIMITER = anyio.CapacityLimiter(1)
+    return _LIMITER
+
+
 async def predict_endpoint(request: Request) -> Response:
     t0 = time.perf_counter()
     state = state_of(request)
@@ -104,8 +106,14 @@ async def predict_endpoint(request: Request) -> Response:
         if body is None:  # the client hung up mid-upload: nobody to answer
             return Response(status_code=400)
         if len(body) > INLINE_BODY_BYTES:
-            # in the worker thread, so a full buffer (the writer behind) can make it wait briefly instead of 503
-            entry, scores, payload = await anyio.to_thread.run_sync(_score_and_submit, body, model, t0, state, explain)
+            # scored in a worker thread, one at a time per process: CPU-bound threads only contend for the GIL
+            entry, scores, payload = await anyio.to_thread.run_sync(_score, body, model, t0, explain,
+                                                                    limiter=_score_limiter())
+            # in another thread, so a full buffer (the writer behind) can make it wait briefly instead of 503
+            seq = await anyio.to_thread.run_sync(state.log.record, entry, state.settings.log_full_wait_seconds)
+            durable = state.log.durable(seq)
+            if durable is not None:
+                await durable
         else:
             entry, scores, payload = _score(body, model, t0, explain)
             durable = state.log.durable(state.log.record(entry))
