@@ -457,20 +457,6 @@ def run_batch(
                 write_predictions(engine, [entry])  # idempotent: the ids are the rows'
             return _commit_chunk(engine, job, chunk, attempt, header)
 
-        def committed(done: Batch, chunk: ScoredChunk) -> str | None:
-            """After a chunk's commit: progress, and the job's end when it was cancelled or has too many bad rows."""
-            nonlocal rows_this_attempt
-            rows_this_attempt += chunk.rows
-            rate = rows_this_attempt / max(time.perf_counter() - t0, 1e-9)
-            say(f"chunk {chunk.index} committed: {done.rows_done:,} / {total:,} rows ({done.rows_failed:,} rejected; "
-                f"{rate:,.0f} rows/s)")
-            if done.cancel_requested:
-                finish(engine, batch_id, "cancelled", "cancelled on request; the committed chunks stay downloadable")
-                return "cancelled"
-            if total and done.rows_failed > done.max_error_share * total:
-                _fail(engine, batch_id, _too_many(done, total))
-            return None
-
         # One chunk's writes (artifact store, prediction log, commit: mostly waiting on I/O) run in a thread while
         # the next chunk is read and scored; chunks still commit one at a time and in order, so a killed task
         # resumes after the last committed chunk exactly as before.
@@ -479,48 +465,55 @@ def run_batch(
         pending: tuple[Future[Batch], ScoredChunk] | None = None
 
         def drain() -> str | None:
-            """Wait for the chunk in flight to commit (its errors raise here); the job's end, if it ended."""
-            nonlocal pending, batch
+            """Wait for the chunk in flight to commit (its errors raise here), report progress, and end the job
+            when it was cancelled or has too many bad rows; returns the job's end state, if it ended."""
+            nonlocal pending, batch, rows_this_attempt
             if pending is None:
                 return None
             future, sent = pending
             pending = None
             batch = future.result()
-            return committed(batch, sent)
+            rows_this_attempt += sent.rows
+            rate = rows_this_attempt / max(time.perf_counter() - t0, 1e-9)
+            say(f"chunk {sent.index} committed: {batch.rows_done:,} / {total:,} rows ({batch.rows_failed:,} rejected; "
+                f"{rate:,.0f} rows/s)")
+            if batch.cancel_requested:
+                finish(engine, batch_id, "cancelled", "cancelled on request; the committed chunks stay downloadable")
+                return "cancelled"
+            if total and batch.rows_failed > batch.max_error_share * total:
+                _fail(engine, batch_id, _too_many(batch, total))
+            return None
 
+        # leaving the block waits for the chunk in flight, whatever ended the loop
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-commit") as writer:
-            try:
-                while True:
-                    c0 = time.perf_counter()
-                    try:
-                        chunk = next(chunks)
-                    except StopIteration:
-                        break
-                    except ScoringError as exc:
-                        drain()  # what was scored before the bad chunk is committed first
-                        _fail(engine, batch_id, str(exc))
-                    header = None
-                    body = None
-                    entry, ids = _log_entry(batch, chunk, score_column, time.perf_counter() - c0)
-                    if chunk.table is not None:
-                        import pyarrow as pa
+            while True:
+                c0 = time.perf_counter()
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except ScoringError as exc:
+                    drain()  # what was scored before the bad chunk is committed first
+                    _fail(engine, batch_id, str(exc))
+                header = None
+                body = None
+                entry, ids = _log_entry(batch, chunk, score_column, time.perf_counter() - c0)
+                if chunk.table is not None:
+                    import pyarrow as pa
 
-                        table = chunk.table.append_column(PREDICTION_ID, pa.array(ids, pa.string()))
-                        if batch.output_format == "csv":
-                            header = _csv_body(table.slice(0, 0), header=True).decode()
-                            body = _csv_body(table, header=False)
-                        else:
-                            body = _parquet_body(table)
-                    ended = drain()  # the previous chunk is committed before this one is sent
-                    if ended is not None:
-                        return ended
-                    pending = (writer.submit(commit, chunk, entry, ids, body, header), chunk)
-                ended = drain()
+                    table = chunk.table.append_column(PREDICTION_ID, pa.array(ids, pa.string()))
+                    if batch.output_format == "csv":
+                        header = _csv_body(table.slice(0, 0), header=True).decode()
+                        body = _csv_body(table, header=False)
+                    else:
+                        body = _parquet_body(table)
+                ended = drain()  # the previous chunk is committed before this one is sent
                 if ended is not None:
                     return ended
-            finally:
-                if pending is not None:  # leaving on an error: the chunk in flight finishes (or fails) first
-                    pending[0].exception()
+                pending = (writer.submit(commit, chunk, entry, ids, body, header), chunk)
+            ended = drain()
+            if ended is not None:
+                return ended
         batch = get_batch(engine, batch_id) or batch
         if batch.rows_done == 0:
             _fail(engine, batch_id, "the input has no rows to score")

@@ -134,6 +134,11 @@ def _pred_contribs(X: np.ndarray, scorer: CreditScorer) -> np.ndarray:
     return scorer.features.aggregate_contributions(np.asarray(raw))
 
 
+def decisions_at(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """``decline`` at or above the threshold, ``approve`` below (an object array)."""
+    return np.where(probabilities >= threshold, DECLINE, APPROVE).astype(object)
+
+
 def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: CreditScorer) -> list[dict[str, Any]]:
     """One answer per record: probability, decision, threshold and reason codes."""
     t = scorer.threshold
@@ -152,7 +157,7 @@ def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: 
     top_r = np.round(top, 4).tolist()
     names = scorer.features.input_features_
     feature_of = np.asarray(names, dtype=object)[order].tolist()
-    decisions = np.where(scores.probabilities >= t, DECLINE, APPROVE).tolist()
+    decisions = decisions_at(scores.probabilities, t).tolist()
     for i, p in enumerate(probs):
         m = n_pos[i]
         if m:

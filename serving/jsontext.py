@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+_INF = float("inf")
+
+
 def _json_float(v: float) -> str:
     return float.__repr__(v) if abs(v) != _INF and v == v else "null"  # no NaN or Infinity tokens: JSON has none
-
-
-_INF = float("inf")
 
 
 def json_floats(values: np.ndarray) -> list[str]:
@@ -43,7 +43,7 @@ def json_cells(values: np.ndarray) -> list[str]:
     if kind != "O":  # datetimes and the like: as the API's encoder writes them
         import pandas as pd
 
-        values = np.asarray(pd.Series(values).astype(object).tolist() + [None], dtype=object)[:-1]
+        values = pd.Series(values).astype(object).to_numpy()
     from pandas.api.types import infer_dtype
 
     # Python floats and None (a validated numeric column; pandas calls floats with None "mixed-integer-float")

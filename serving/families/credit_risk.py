@@ -68,7 +68,7 @@ class CreditRiskServing:
 
         settings = ctx.settings
         recorded = getattr(model, "decision_threshold_", None)
-        threshold = settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
+        threshold = _threshold(model, ctx)
         source = (
             "serving setting (per model)" if ctx.model_name in settings.thresholds
             else "the model (chosen at training)" if recorded is not None
@@ -117,13 +117,10 @@ class CreditRiskServing:
         }
         return run, details
 
-    def _xgboost_scorer(self, model: object, ctx: ServingContext, threshold: float | None = None) -> credit.CreditScorer:
+    def _xgboost_scorer(self, model: object, ctx: ServingContext, threshold: float) -> credit.CreditScorer:
         from serving import credit
 
         settings = ctx.settings
-        if threshold is None:
-            recorded = getattr(model, "decision_threshold_", None)
-            threshold = settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
         return credit.scorer_from_pipeline(
             model,
             threshold=threshold,
@@ -153,7 +150,6 @@ class CreditRiskServing:
     def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         """The serving answers for a frame's rows, column by column: the same numbers and text as the API's
         answers flattened (:meth:`flatten`), without a Python dict per row (a scorecard goes through its records)."""
-        import numpy as np
         import pandas as pd
 
         from serving import credit, scorecard
@@ -170,16 +166,20 @@ class CreditRiskServing:
             return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
         scorer = cache.get("credit_scorer")
         if scorer is None:  # the TreeSHAP tables are built once per run
-            scorer = cache["credit_scorer"] = self._xgboost_scorer(model, ctx)
+            scorer = cache["credit_scorer"] = self._xgboost_scorer(model, ctx, _threshold(model, ctx))
         s = credit.score_matrix(scorer.features.transform(frame), scorer, explain=explain)
-        p = s.probabilities
-        decision = np.where(p >= scorer.threshold, credit.DECLINE, credit.APPROVE).astype(object)
         columns = {name: frame[name].to_numpy() for name in scorer.features.input_features_}
         return pd.DataFrame(
-            {"probability_of_default": p, "decision": decision,
+            {"probability_of_default": s.probabilities, "decision": credit.decisions_at(s.probabilities, scorer.threshold),
              "reason_codes": credit.flat_reason_codes(columns, s, scorer)},
             index=frame.index, columns=list(self.answer_columns),
         )
+
+
+def _threshold(model: object, ctx: ServingContext) -> float:
+    """The decision threshold: a per-model serving setting, else the one recorded at training, else the default."""
+    recorded = getattr(model, "decision_threshold_", None)
+    return ctx.settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
 
 
 FAMILY = CreditRiskServing()
