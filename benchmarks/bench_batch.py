@@ -108,7 +108,7 @@ def start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
 
 def write_file(path: Path, rows: int) -> None:
     """``rows`` generated loan applications, in blocks (the generator's memory stays small)."""
-    from features.generator import generate_loan_applications
+    from families.credit_risk.data import generate_loan_applications
 
     block = 100_000
     done = 0
@@ -125,7 +125,7 @@ def write_file(path: Path, rows: int) -> None:
 
 
 def airflow_env(settings: Any, tmp: Path, port: int, meta_url: str) -> dict[str, str]:
-    from ledgerline.app.orchestration import settings_env
+    from apps.orchestration import settings_env
 
     home = tmp / "airflow"
     home.mkdir(exist_ok=True)

@@ -36,7 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.generator import credit_spec, generate_loan_applications  # noqa: E402
+from families.credit_risk.data import credit_spec, generate_loan_applications  # noqa: E402
 from features.spec import ColumnSpec, DatasetSpec  # noqa: E402
 
 ADMIN_URL = os.environ.get("LEDGERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

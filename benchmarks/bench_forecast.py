@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def plain_prophet(frame, progress_every: int) -> float:  # noqa: ANN001
-    from training.forecasting import _silence_prophet
+    from families.spending_forecast.fit import _silence_prophet
 
     _silence_prophet()
     from prophet import Prophet
@@ -72,7 +72,7 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.WARNING)
-    from features.series import generate_spending
+    from families.spending_forecast.data import generate_spending
 
     frame = generate_spending(args.series, args.seed, months=60)
     n = frame["series_id"].nunique()

@@ -14,7 +14,7 @@ for every served family:
 * credit-risk: the default credit model (depth 4) and a depth-6 one (``max_depth=6``), so a
   cost cliff with tree depth (reason codes leaving the fast path) shows up here;
 * transaction-anomaly: a realistic stream of card transactions (many customers, from
-  ``features.transactions.generate_transactions``, sent in time order, each wrk thread its
+  ``families.transaction_anomaly.data.generate_transactions``, sent in time order, each wrk thread its
   own share), so customer profiles are read and written in Redis on every request. MLflow
   gets the same stream's behavioural feature vectors already computed (its logged signature;
   pyfunc predict = ``detector.score``); ours computes them from the raw transaction and the
@@ -28,7 +28,7 @@ for every served family:
   order with intervals 0.8 and 0.95 in turn. Ours answers single series on
   ``POST /v1/models/{name}/forecast`` (``{series_id, horizon, interval}``; not written to the
   prediction log) and 100 and 1,000 series per request on ``/predict`` (the same records, logged);
-  MLflow gets the same rows as ``dataframe_records`` (its pyfunc, ``features.forecast_pyfunc``,
+  MLflow gets the same rows as ``dataframe_records`` (its pyfunc, ``families.spending_forecast.pyfunc``,
   answers each row's series with its points and bounds, like ours), so the batch columns are
   series/s for both. The issue's target for ours is p99 at most 20 ms for single series;
 
@@ -330,7 +330,7 @@ def write_bodies(path: Path, bodies: list[object]) -> Path:
 
 def credit_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     """One body per size for ours and for MLflow (the same records)."""
-    from features.generator import credit_spec, generate_loan_applications
+    from families.credit_risk.data import credit_spec, generate_loan_applications
     from features.spec import conform
 
     spec = credit_spec()
@@ -348,8 +348,8 @@ def anomaly_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     """A transaction stream in time order, a third for each request size (single, 100, 1,000 rows); ours
     gets the raw transactions, MLflow the behavioural feature vectors of the same stream (computed offline
     with the same functions, what MLflow's logged signature takes)."""
-    from features.behaviour import FEATURE_NAMES, compute_offline
-    from features.transactions import generate_transactions
+    from families.transaction_anomaly.behaviour import FEATURE_NAMES, compute_offline
+    from families.transaction_anomaly.data import generate_transactions
 
     df = generate_transactions(STREAM_ROWS, seed=21)
     feats = compute_offline(df)[list(FEATURE_NAMES)]
@@ -370,7 +370,7 @@ def anomaly_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
 def category_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     """Generated statement lines (merchants the model may or may not know), the same records for both;
     ours answers with the top 3, the driving n-grams and correction rules (none here), and logs it."""
-    from features.categories import generate_statement_lines
+    from families.transaction_category.data import generate_statement_lines
 
     df = generate_statement_lines(BATCH, seed=31)[["transaction_id", "description", "amount", "currency", "country"]]
     ours_records = json.loads(df.to_json(orient="records"))  # ours also takes the line's id (into the log)
@@ -391,7 +391,7 @@ def forecast_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
     series with its points and bounds, as ours does)."""
     import random
 
-    from features.forecast_model import load_forecast_model
+    from families.spending_forecast.model import load_forecast_model
 
     fm = load_forecast_model(f"models:/{FORECAST}@champion")
     ids = fm.series_ids
@@ -625,7 +625,7 @@ def main() -> int:
         wait_ready(tracking, timeout=240, proc=tracking_proc, log_path=tmp / "mlflow-server.log")
         os.environ["MLFLOW_TRACKING_URI"] = tracking
         settings = Settings(tracking_uri=tracking, home=tmp / "home", data_dir=tmp / "data", app_db_url=app_db_url)  # type: ignore[call-arg]
-        from training.families.spending_forecast import SERIES_LENGTH
+        from families.spending_forecast.train import SERIES_LENGTH
         from training.pipeline import TrainRequest, run_training
 
         for name, (family, overrides) in MODELS.items():

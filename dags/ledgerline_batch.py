@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from ledgerline.app.orchestration import dag_config, timetable
+from apps.orchestration import dag_config, timetable
 
 CONFIG = dag_config()
 BATCH_DAG_ID = "ledgerline_batch_score"  # serving.batch_jobs.BATCH_DAG_ID (tests/dags checks they agree)
@@ -43,7 +43,7 @@ def batch_score() -> None:
     def score() -> str:
         from airflow.sdk import get_current_context
 
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
         from serving.batch_jobs import run_batch
 
         ctx = get_current_context()
@@ -68,7 +68,7 @@ def batch_daily() -> None:
     def score_drop() -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
         from serving.batch_jobs import score_dated
 
         ctx = get_current_context()

@@ -19,7 +19,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
-from ledgerline.app.orchestration import MONITORING_DAG_ID, dag_config, timetable
+from apps.orchestration import MONITORING_DAG_ID, dag_config, timetable
 
 CONFIG = dag_config()
 
@@ -37,28 +37,28 @@ CONFIG = dag_config()
 def ledgerline_monitoring() -> None:
     @task
     def served_models() -> list[dict[str, str]]:
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
 
         with orch.fail_fast():
             return orch.monitored_from_airflow(orch.airflow_settings())
 
     @task
     def monitor(model: dict[str, str]) -> dict[str, Any]:
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
 
         with orch.fail_fast():
             return orch.monitor(orch.airflow_settings(), model, orch.current_run().when)
 
     @task(trigger_rule="all_done")  # one model failing to monitor must not hold back the others' retrains
     def plan_retrains(models: list[dict[str, str]], decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
 
         with orch.fail_fast():
             return orch.retrain_plan(orch.airflow_settings(), models)
 
     @task(trigger_rule="none_failed")  # runs when nothing was triggered (trigger_retrain skipped) too
     def mark_acted(plan: list[dict[str, Any]]) -> list[str]:
-        from ledgerline.app import orchestration as orch
+        from apps import orchestration as orch
 
         with orch.fail_fast():
             return orch.mark_triggered(orch.airflow_settings(), plan)

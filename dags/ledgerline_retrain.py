@@ -11,7 +11,7 @@ the Celery workers) ``-> gather`` (one registered version) in place of ``train``
 The run conf's ``reason`` (schedule | drift | performance | manual; default schedule)
 goes to the MLflow run, the model version and the promotion ledger. The monitoring DAG
 triggers these DAGs with ``reason`` = drift/performance and the ``model_name`` to retrain.
-Task bodies only call ``ledgerline.app.orchestration``, which documents every setting.
+Task bodies only call ``apps.orchestration``, which documents every setting.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, task
 
-from ledgerline.app.orchestration import REASONS, dag_config, retrain_dag_id, timetable, trains_in_chunks
+from apps.orchestration import REASONS, dag_config, retrain_dag_id, timetable, trains_in_chunks
 from ledgerline.families import FAMILIES
 
 CONFIG = dag_config()
@@ -66,7 +66,7 @@ def build(family: str) -> DAG:
     def retrain() -> None:
         @task
         def ingest() -> str:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():  # bad conf or data: fail now, retrying cannot help
                 settings, job = orch.retrain_inputs(family)
@@ -74,7 +74,7 @@ def build(family: str) -> DAG:
 
         @task
         def validate(snapshot_uri: str) -> str:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -82,7 +82,7 @@ def build(family: str) -> DAG:
 
         @task
         def train(snapshot_uri: str, mlflow_run_id: str) -> str:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -90,7 +90,7 @@ def build(family: str) -> DAG:
 
         @task
         def gate(version: str) -> dict[str, Any]:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -98,7 +98,7 @@ def build(family: str) -> DAG:
 
         @task
         def promote(version: str, mlflow_run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -106,7 +106,7 @@ def build(family: str) -> DAG:
 
         @task
         def plan_chunks(snapshot_uri: str, mlflow_run_id: str) -> list[int]:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -114,7 +114,7 @@ def build(family: str) -> DAG:
 
         @task(map_index_template="chunk {{ task.op_kwargs['index'] }}")
         def train_chunk(snapshot_uri: str, mlflow_run_id: str, index: int) -> dict[str, Any]:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)
@@ -122,7 +122,7 @@ def build(family: str) -> DAG:
 
         @task
         def gather(snapshot_uri: str, mlflow_run_id: str, chunks: list[dict[str, Any]]) -> str:
-            from ledgerline.app import orchestration as orch
+            from apps import orchestration as orch
 
             with orch.fail_fast():
                 settings, job = orch.retrain_inputs(family)

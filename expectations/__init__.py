@@ -4,6 +4,7 @@ Nothing outside this package imports ``great_expectations``; importing this pack
 not import it either (GX is loaded on the first call).
 """
 
+from .family import FamilyExpectations
 from .suite import FailedExpectation, ValidationReport, build_suite, validate
 
-__all__ = ["FailedExpectation", "ValidationReport", "build_suite", "validate"]
+__all__ = ["FailedExpectation", "FamilyExpectations", "ValidationReport", "build_suite", "validate"]

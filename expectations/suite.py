@@ -26,7 +26,7 @@ import pandas as pd
 from features.spec import LABEL_COLUMN, DatasetSpec
 from ledgerline.errors import DataError
 
-from .categories import category_expectations, text_expectations
+from .family import NO_EXTRA, FamilyExpectations
 from .summaries import summarize
 
 if TYPE_CHECKING:
@@ -144,48 +144,15 @@ def suite_name(spec: DatasetSpec) -> str:
     return f"{spec.name}-suite"
 
 
-def expected_columns(spec: DatasetSpec) -> list[str]:
-    """The exact set of columns ``conform(raw, spec)`` produces, in its order (plus, for series data,
-    the derived columns :func:`_with_series_checks` adds)."""
+def expected_columns(spec: DatasetSpec, extra: FamilyExpectations = NO_EXTRA) -> list[str]:
+    """The exact set of columns ``conform(raw, spec)`` produces, in its order (plus the columns the
+    family's expectations derive before validation)."""
     cols = [spec.id_column] if spec.id_column else []
     label = [spec.target, LABEL_COLUMN] if spec.target is not None else []
-    derived = list(_SERIES_DERIVED) if spec.series else []
-    return [*cols, *spec.feature_names, *spec.passthrough, *label, *derived]
+    return [*cols, *spec.feature_names, *spec.passthrough, *label, *extra.derived_columns(spec)]
 
 
-_SERIES_DERIVED = ("__step__", "__series_length__")  # features.series.STEP_COLUMN, LENGTH_COLUMN
-
-
-def _series_expectations(spec: DatasetSpec, gxe: Any) -> list[Any]:
-    """Series data: one row per series and timestamp, consecutive periods (ordered, regular: a step of
-    exactly one period), a minimum length, and (unless the spec allows it) no negative values."""
-    from features.series import LENGTH_COLUMN, STEP_COLUMN, series_spec_of
-
-    ss = series_spec_of(spec)
-    note = {"ledgerline": f"series data at frequency {ss.freq}"}
-    exps = [
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=[ss.series, ss.timestamp], meta=note),
-        # null for each series' first row; 1 everywhere else: ordered, no duplicates, no gaps
-        gxe.ExpectColumnValuesToBeBetween(column=STEP_COLUMN, min_value=1, max_value=1,
-                                          meta={"ledgerline": f"periods since the series' previous row ({ss.freq})"}),
-        gxe.ExpectColumnValuesToBeBetween(column=LENGTH_COLUMN, min_value=ss.min_length, max_value=None,
-                                          meta={"ledgerline": "rows per series (minimum length)"}),
-    ]
-    if not ss.allow_negative and spec.column(ss.value).min is None:
-        exps.append(gxe.ExpectColumnValuesToBeBetween(column=ss.value, min_value=0, max_value=None,
-                                                      meta={"ledgerline": "spending is never negative"}))
-    return exps
-
-
-def _with_series_checks(df: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    if not spec.series:
-        return df
-    from features.series import series_check_columns, series_spec_of
-
-    return df.join(series_check_columns(df, series_spec_of(spec)))
-
-
-def build_suite(spec: DatasetSpec) -> ExpectationSuite:
+def build_suite(spec: DatasetSpec, extra: FamilyExpectations = NO_EXTRA) -> ExpectationSuite:
     """The GX expectation suite for data conformed to ``spec``; named ``f"{spec.name}-suite"``.
 
     The suite is not attached to any Data Context.
@@ -194,7 +161,7 @@ def build_suite(spec: DatasetSpec) -> ExpectationSuite:
     import great_expectations.expectations as gxe
 
     exps: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=expected_columns(spec), exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(column_set=expected_columns(spec, extra), exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=spec.min_rows, max_value=None),
     ]
     for col in spec.columns:
@@ -212,13 +179,18 @@ def build_suite(spec: DatasetSpec) -> ExpectationSuite:
                 exps.append(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max))
         elif col.values is not None:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.values)))
-    exps += text_expectations(spec, gxe)
-    if spec.series:
-        exps += _series_expectations(spec, gxe)
+    exps += extra.expectations(spec, gxe)
     if spec.target is None:
         return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
-    if spec.classes:  # categories: every label one of the model's classes
-        exps += category_expectations(spec, gxe)
+    if spec.classes:  # categories: every label one of the model's classes, and every class present
+        exps += [
+            gxe.ExpectColumnValuesToNotBeNull(column=spec.target),
+            gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=list(spec.classes)),
+            gxe.ExpectColumnDistinctValuesToContainSet(column=spec.target, value_set=list(spec.classes)),
+            gxe.ExpectColumnValuesToNotBeNull(column=LABEL_COLUMN),
+            gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=list(LABEL_TYPES)),
+            gxe.ExpectColumnValuesToBeBetween(column=LABEL_COLUMN, min_value=0, max_value=len(spec.classes) - 1),
+        ]
         return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
     exps += [
         gxe.ExpectColumnValuesToNotBeNull(column=spec.target),
@@ -267,9 +239,12 @@ def _context(docs_dir: Path | None) -> EphemeralDataContext:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def validate(df: pd.DataFrame, spec: DatasetSpec, *, docs_dir: Path | None = None) -> ValidationReport:
+def validate(
+    df: pd.DataFrame, spec: DatasetSpec, *, docs_dir: Path | None = None, extra: FamilyExpectations = NO_EXTRA
+) -> ValidationReport:
     """Validate ``df`` (the output of ``features.spec.conform(raw, spec)``) against the spec's suite.
 
+    ``extra`` is what the data's family adds (``TrainingFamily.expectations()``).
     With ``docs_dir``, also build a GX Data Docs site (``index.html`` plus the suite and
     validation pages) into that folder; the report's ``data_docs_dir`` then points to it.
     """
@@ -281,14 +256,14 @@ def validate(df: pd.DataFrame, spec: DatasetSpec, *, docs_dir: Path | None = Non
 
     docs_path = Path(docs_dir).resolve() if docs_dir is not None else None
     context = _context(docs_path)
-    suite = context.suites.add(build_suite(spec))
+    suite = context.suites.add(build_suite(spec, extra))
     asset = context.data_sources.add_pandas(DATA_SOURCE_NAME).add_dataframe_asset(spec.name)
     batch_definition = asset.add_batch_definition_whole_dataframe("whole-dataframe")
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{spec.name}-validation", data=batch_definition, suite=suite)
     )
     result = definition.run(
-        batch_parameters={"dataframe": _with_series_checks(df, spec)},
+        batch_parameters={"dataframe": extra.with_derived(df, spec)},
         result_format=RESULT_FORMAT,
         run_id=RunIdentifier(run_name=spec.name),
     )

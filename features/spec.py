@@ -90,7 +90,7 @@ class DatasetSpec:
     passthrough: tuple[str, ...] = ()
     #: a multiclass target's classes (e.g. categories); then there is no positive label
     classes: tuple[str, ...] = ()
-    #: time-series data: {freq, horizon, min_length, allow_negative} (features/series.py reads it)
+    #: time-series data: {freq, horizon, min_length, allow_negative} (the forecasting family reads it)
     series: Mapping[str, Any] | None = None
     protected: tuple[str, ...] = ()
 
@@ -535,7 +535,7 @@ def check_target(df: pd.DataFrame, target: str, positive_label: str | None) -> N
         )
     if len(classes) > 2:
         raise DataError(
-            f"target column '{target}' has {len(classes)} classes ({classes[:5]}...); credit-risk needs a binary target"
+            f"target column '{target}' has {len(classes)} classes ({classes[:5]}...); this family needs a binary target"
         )
     if positive_label is None:
         raise DataError(f"no positive label given; pass --positive-label with one of {classes}")

@@ -1,20 +1,29 @@
 """The one registry of model families, and the family-neutral types every layer shares.
 
-A family is a plug-in with one module per layer, found by convention under the family's
-module stem: ``training.families.<stem>``, ``serving.families.<stem>`` and
-``monitoring.families.<stem>``, each exposing ``FAMILY`` (an object implementing that
-layer's protocol). Adding a family adds those files and one line to :data:`FAMILIES`.
+A family is one folder, ``families/<stem>/`` (the stem from :data:`FAMILIES`), holding
+everything of it: the classes inside its logged models, its generator and spec, pure
+fit/evaluate and plots, and one plug-in module per layer, each exposing ``FAMILY`` (an
+object implementing that layer's protocol): ``train.py`` (:class:`training.family.TrainingFamily`),
+``serve.py`` (:class:`serving.family.ServingFamily`) and ``monitor.py``
+(:class:`monitoring.family.MonitoringFamily`); optionally ``routes.py`` (an APIRouter the
+serving app mounts) and ``settings.py``. Adding a family adds its folder and one line to
+:data:`FAMILIES`.
 
-This module is foundation: it imports nothing of the domain packages, so the lookup by
-module path happens in each layer (``training.families.get_family`` and friends).
+This module is foundation: it imports no family and no domain package by name; each layer
+asks for its own plug-in through :func:`load_plugin`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import ModuleType
 from typing import Literal, TypeVar
 
 from ledgerline import lineage
@@ -26,6 +35,26 @@ FAMILIES: dict[str, str] = {
     "transaction-anomaly": "transaction_anomaly",
     "transaction-category": "transaction_category",
     "spending-forecast": "spending_forecast",
+}
+
+#: layer -> the module of a family's folder that holds that layer's plug-in (``FAMILY``)
+PLUGIN_MODULES: dict[str, str] = {"training": "train", "serving": "serve", "monitoring": "monitor"}
+
+#: Module paths of the layout before families had folders -> where that code lives now. Versions
+#: registered before the move pickled classes under the old paths (skops, cloudpickle); the model
+#: loaders call :func:`install_legacy_aliases` so those paths resolve to today's modules.
+LEGACY_MODULES: dict[str, str] = {
+    "features.generator": "families.credit_risk.data",
+    "features.scorecard": "families.credit_risk.model",
+    "features.transactions": "families.transaction_anomaly.data",
+    "features.detector": "families.transaction_anomaly.model",
+    "features.behaviour": "families.transaction_anomaly.behaviour",
+    "features.categories": "families.transaction_category.data",
+    "features.category_model": "families.transaction_category.model",
+    "features.corrections": "families.transaction_category.corrections",
+    "features.series": "families.spending_forecast.data",
+    "features.forecast_model": "families.spending_forecast.model",
+    "features.forecast_pyfunc": "families.spending_forecast.pyfunc",
 }
 
 #: families whose training plug-in implements ``ChunkedTraining``: their retrain DAG maps over
@@ -53,24 +82,56 @@ def family_stem(name: str) -> str:
         raise UnknownFamily(f"unknown model family '{name}'; known families: {sorted(FAMILIES)}") from None
 
 
+def family_module(name: str, module: str) -> ModuleType | None:
+    """``families.<stem>.<module>`` of a registered family, or None when the family has no such module."""
+    module_name = f"families.{family_stem(name)}.{module}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+
+
 def load_plugin(layer: str, name: str, protocol: type[P]) -> P:
-    """``<layer>.families.<stem>.FAMILY`` of a registered family, checked against the layer's protocol.
+    """``families.<stem>.<train|serve|monitor>.FAMILY`` of a registered family, checked against the layer's protocol.
 
     The registry names modules, and each layer asks for its own; so this foundation module
     imports no domain code by name, and a family without a plug-in for a layer says so.
     """
     stem = family_stem(name)
-    module_name = f"{layer}.families.{stem}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise UnknownFamily(f"model family '{name}' has no {layer} plug-in ({layer}/families/{stem}.py)") from None
+    module = family_module(name, PLUGIN_MODULES[layer])
+    module_name = f"families.{stem}.{PLUGIN_MODULES[layer]}"
+    if module is None:
+        raise UnknownFamily(f"model family '{name}' has no {layer} plug-in (families/{stem}/{PLUGIN_MODULES[layer]}.py)")
     family = getattr(module, "FAMILY", None)
     if not isinstance(family, protocol):
         raise UnknownFamily(f"{module_name} does not define FAMILY implementing {protocol.__name__}")
     return family
+
+
+class _LegacyAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves an old module path of :data:`LEGACY_MODULES` to the module that holds its code now."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in LEGACY_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(LEGACY_MODULES[spec.name])
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the module was imported under its own name."""
+
+
+_LEGACY_FINDER = _LegacyAliases()
+
+
+def install_legacy_aliases() -> None:
+    """Let models pickled under the old module paths load (idempotent; the model loaders call it)."""
+    if _LEGACY_FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _LEGACY_FINDER)
 
 
 def family_from_tags(tags: Mapping[str, str] | None, what: str) -> str:

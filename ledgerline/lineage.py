@@ -21,7 +21,7 @@ GATE_CHAMPION_VERSION = "ledgerline.gate.champion_version"
 ROLLED_BACK_AT = "ledgerline.rolled_back_at"
 
 # --- what a version is and how it decides (set by its family at training)
-MODEL_KIND = "ledgerline.model_kind"  # e.g. credit-risk: xgboost | scorecard
+MODEL_KIND = "ledgerline.model_kind"  # a family's choice of model, e.g. xgboost | scorecard
 DECISION_THRESHOLD = "ledgerline.decision_threshold"  # the threshold chosen at training (its policy is on the run)
 MODEL_CARD = "ledgerline.model_card"  # on a version: the run artifact path of its model card (Markdown)
 

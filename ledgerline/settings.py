@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class GateThresholds(BaseModel):
-    """Promotion gate for a binary classifier (credit-risk)."""
+    """Promotion gate for a binary classifier."""
 
     min_roc_auc: float = Field(0.70, ge=0.0, le=1.0, description="absolute floor for ROC-AUC on the holdout")
     min_pr_auc: float = Field(0.0, ge=0.0, le=1.0, description="absolute floor for PR-AUC on the holdout")

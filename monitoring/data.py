@@ -28,7 +28,7 @@ from ledgerline.errors import DataError, RegistryError
 from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.registry import CHAMPION, alias_version, client
 from ledgerline.settings import Settings
-from monitoring.families import MonitoringFamily, get_monitoring_family
+from monitoring.family import MonitoringFamily, get_monitoring_family
 
 if TYPE_CHECKING:
     import numpy as np

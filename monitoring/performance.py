@@ -1,5 +1,5 @@
 """Label-based performance: the family's live metrics of the champion on labelled predictions
-(credit-risk: ROC-AUC, PR-AUC, calibration error; transaction-anomaly: alert precision), each
+(e.g. ROC-AUC, PR-AUC, calibration error of a classifier; alert precision of a detector), each
 compared with the champion's offline test metric of the same name by the family's rule; and the
 family's label-free window checks (e.g. the alert rate against its band), which degrade it too.
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from monitoring.families import InsufficientLabels
+from monitoring.family import InsufficientLabels
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from monitoring.families import MonitoringFamily
+    from monitoring.family import MonitoringFamily
 
 
 def label_window(now: datetime, mon: MonitoringSettings) -> tuple[datetime, datetime]:

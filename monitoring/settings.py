@@ -1,6 +1,6 @@
 """Monitoring thresholds and windows (pydantic-settings, env prefix ``LEDGERLINE_MONITORING_``).
 
-Example: ``LEDGERLINE_MONITORING_WINDOW_DAYS=14 LEDGERLINE_MONITORING_COOLDOWN_DAYS=1 ledgerline monitor credit-risk``.
+Example: ``LEDGERLINE_MONITORING_WINDOW_DAYS=14 LEDGERLINE_MONITORING_COOLDOWN_DAYS=1 ledgerline monitor MODEL``.
 """
 
 from __future__ import annotations

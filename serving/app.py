@@ -25,6 +25,7 @@ from ledgerline.settings import Settings
 from serving import store
 from serving.docs import add_docs_routes
 from serving.errors import ServingError
+from serving.family import family_routers
 from serving.http_errors import request_validation_error, serving_error, unexpected_error
 from serving.management import ModelManagement
 from serving.metrics import ServingMetrics
@@ -32,7 +33,7 @@ from serving.model import ServedModel
 from serving.monitoring_metrics import MonitoringExporter
 from serving.openapi import build_openapi
 from serving.predlog import PredictionLog
-from serving.routes import batches, corrections, feedback, forecast, models, operations
+from serving.routes import batches, feedback, models, operations
 from serving.routes.predict import predict_endpoint
 from serving.settings import ServingSettings
 from serving.state import ServingState, spill_dir
@@ -47,7 +48,7 @@ def create_app(
     """The serving app. Nothing is loaded or started until the app's lifespan begins.
 
     ``management`` does the writes of ``/v1/models/{name}/promote|rollback|retrain`` (``ledgerline serve``
-    passes :class:`ledgerline.app.management.PipelineManagement`); without it they answer 503.
+    passes :class:`apps.management.PipelineManagement`); without it they answer 503.
     """
     platform = platform or Settings()
     metrics = ServingMetrics()
@@ -107,8 +108,8 @@ def create_app(
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(operations.router)
     app.include_router(feedback.router)
-    app.include_router(corrections.router)  # transaction-category: correction rules (admin)
-    app.include_router(forecast.router)
+    for router in family_routers():  # a family's own routes (families/<stem>/routes.py)
+        app.include_router(router)
     app.include_router(models.router)
     app.include_router(batches.router)
     add_docs_routes(app)
@@ -119,7 +120,7 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """The app without model management (``ledgerline serve`` runs ``ledgerline.app.management:app_from_env``)."""
+    """The app without model management (``ledgerline serve`` runs ``apps.management:app_from_env``)."""
     return create_app(ServingSettings())
 
 

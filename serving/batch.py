@@ -2,7 +2,7 @@
 
 The file is read in chunks of ``chunk_rows`` rows (pyarrow's streaming CSV reader, or
 ``ParquetFile.iter_batches``); each chunk is validated against the model's request schema
-column by column, scored by the family's :meth:`~serving.families.ServingFamily.score_frame`
+column by column, scored by the family's :meth:`~serving.family.ServingFamily.score_frame`
 and written out at once (CSV or Parquet, by the output's extension), so memory stays bounded
 by the chunk size, whatever the file size.
 
@@ -15,7 +15,7 @@ by the chunk size, whatever the file size.
   the rows can be fixed. Without rejected rows there is no errors file.
 * **Nothing half-written.** Output and errors file are written to temporary files next to
   them and renamed at the end; a failed or interrupted run leaves neither behind.
-* **Families with history** (``stateful``, e.g. transaction-anomaly: each row's features
+* **Families with history** (``stateful``, e.g. anomaly detection: each row's features
   depend on its customer's earlier rows, which in an unsorted file can be anywhere) are
   scored point in time over the whole file: a first pass reads only the request columns of
   every chunk, validates them and scores them in one ``score_frame`` call; the second pass
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from features.spec import DatasetSpec
     from ledgerline.settings import Settings
-    from serving.families import ServingContext, ServingFamily
+    from serving.family import ServingContext, ServingFamily
     from serving.schema import Column
     from serving.settings import ServingSettings
 
@@ -122,7 +122,7 @@ def load_champion(platform: Settings, settings: ServingSettings, name: str, vers
     from ledgerline.families import FAMILY_TAG, UnknownFamily, family_from_tags
     from serving import loader
     from serving.errors import ModelLoadError, RegistryUnavailable
-    from serving.families import ServingContext, get_serving_family
+    from serving.family import ServingContext, get_serving_family
 
     try:
         loader.probe_tracking_server(platform.tracking_uri, timeout=10)

@@ -180,7 +180,7 @@ def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef
     from mlflow.models import Model
 
     from ledgerline.families import UnknownFamily, family_from_tags
-    from serving.families import ServingContext, get_serving_family
+    from serving.family import ServingContext, get_serving_family
 
     try:
         family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, f"{ref.name} v{ref.version}"))

@@ -4,7 +4,7 @@ through a :class:`ModelManagement` the entry point hands to ``create_app``.
 
 The writes need the training pipeline and Airflow, which sit above serving in the layers, so
 serving only knows them by this protocol; ``ledgerline serve`` supplies
-:class:`ledgerline.app.management.PipelineManagement`. An app built without one answers the
+:class:`apps.management.PipelineManagement`. An app built without one answers the
 write endpoints with 503.
 """
 

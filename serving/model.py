@@ -1,7 +1,7 @@
 """A served model version and the pure ``predict(records, model)`` handlers call.
 
 The predictor, the request schema and the answer model come from the version's family
-plug-in (:mod:`serving.families`); nothing here knows a family.
+plug-in (:mod:`serving.family`); nothing here knows a family.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from features.labels import LabelCodec, OutcomeCodec
 from serving.schema import RecordSchema
 
-Predictor = Callable[..., tuple[list[dict[str, Any]], np.ndarray]]  # (records, explain=True): see serving.families.Predictor
+Predictor = Callable[..., tuple[list[dict[str, Any]], np.ndarray]]  # (records, explain=True): see serving.family.Predictor
 
 
 @dataclass(frozen=True)

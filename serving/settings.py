@@ -2,7 +2,7 @@
 
 Secrets (``api_keys``, ``admin_key``) have no default: a deployment must supply
 them, the demo generates its own. List settings accept a JSON list or a
-comma-separated string (``LEDGERLINE_SERVING_MODELS=credit-risk,fraud``).
+comma-separated string (``LEDGERLINE_SERVING_MODELS=loans,fraud``).
 Where the models and the app database live comes from the platform
 :class:`ledgerline.settings.Settings` (``LEDGERLINE_TRACKING_URI``,
 ``LEDGERLINE_APP_DB_URL``); ``app_db_url`` here overrides the latter for serving only.

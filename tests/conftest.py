@@ -489,8 +489,8 @@ class TrainedForecast:
 def trained_forecast(session_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> TrainedForecast:
     """``ledgerline train spending-forecast --data CSV ...`` once per session: 16 monthly series, seasonal naive
     and Theta in one process (Prophet and the worker pool are covered by tests/unit/forecast)."""
-    from features.series import generate_spending
-    from ledgerline.app.cli import main
+    from apps.cli import main
+    from families.spending_forecast.data import generate_spending
     from ledgerline.registry import CHAMPION, alias_version, client
 
     root = tmp_path_factory.mktemp("forecast")

@@ -5,7 +5,7 @@ linked from the version's description.
 The card is family-neutral: the core writes lineage, the gate decision and the monitoring
 plan; the family supplies its parts (:class:`CardParts`: intended use, metrics with bootstrap
 confidence intervals on the holdout, known limitations, what monitoring watches, and sections of
-its own, e.g. credit-risk's outcomes per protected group) through ``TrainingFamily.card_parts``.
+its own, e.g. a credit model's outcomes per protected group) through ``TrainingFamily.card_parts``.
 The parts are computed when the version is trained (``model_card/parts.json`` on the run); the
 card is rendered when the gate has decided (it states the decision and its evidence).
 """

@@ -50,7 +50,7 @@ from ledgerline.registry import (
 )
 from ledgerline.settings import Settings
 from training import cards
-from training.families import FamilyParams, FittedModel, TrainingFamily, gate_policy, get_family
+from training.family import FamilyParams, FittedModel, TrainingFamily, gate_policy, get_family
 from training.gate import GateDecision, decide
 
 logger = logging.getLogger(__name__)
@@ -291,12 +291,10 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = _log_pro
         source = str(Path(req.data).resolve())
     spec, frozen = resolve_spec(settings, req, raw)
     spec = with_observed_labels(spec, raw)  # the run's spec records every label value (the label codec)
-    augment = getattr(family, "augment", None)
-    if augment is not None:  # e.g. users' corrections from the prediction log join the snapshot
-        raw, note = augment(settings, req.name, raw, spec)
-        if note:
-            source = f"{source} + {note}"
-            progress(f"added {note}")
+    raw, note = family.augment(settings, req.name, raw, spec)  # e.g. users' corrections from the prediction log
+    if note:
+        source = f"{source} + {note}"
+        progress(f"added {note}")
     frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     check_rows(frame, spec, per_class=family.target_kind == "binary", test_fraction=family.test_fraction)
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
@@ -374,13 +372,11 @@ def validate(
                     name=f"{snap.dataset}@{snap.logical_date}",
                 )
             mlflow.log_input(dataset, context="training")
-            lineage_of = getattr(family, "lineage", None)
-            if lineage_of is not None:  # e.g. how many of the lines are users' corrections
-                mlflow.set_tags(lineage_of(frame, spec))
+            mlflow.set_tags(family.lineage(frame, spec))  # e.g. how many of the lines are users' corrections
             mlflow.log_text(spec.to_yaml(), "data/spec.yaml")
             with tempfile.TemporaryDirectory() as tmp:
                 docs = Path(tmp) / "data_docs"
-                report = gx_validate(frame, spec, docs_dir=docs)
+                report = gx_validate(frame, spec, docs_dir=docs, extra=family.expectations())
                 mlflow.log_dict(report.result_json, "validation/result.json")
                 if report.data_docs_dir and Path(report.data_docs_dir).exists():
                     mlflow.log_artifacts(str(report.data_docs_dir), "validation/data_docs")
@@ -894,7 +890,7 @@ class ChunkResult:
 
 def chunked_family(family: str) -> Any:
     """The family's ChunkedTraining side, or None when it trains in one piece."""
-    from training.families import chunked
+    from training.family import chunked
 
     return chunked(get_family(family))
 

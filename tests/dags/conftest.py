@@ -135,7 +135,7 @@ class DagRunner:
 
 def airflow_env(base: dict[str, str], settings: Settings, **extra: str) -> dict[str, str]:
     """An Airflow child's environment for ``settings`` (test services, S3 credentials included)."""
-    from ledgerline.app.orchestration import settings_env
+    from apps.orchestration import settings_env
 
     env = {**base, **settings_env(settings), **extra}
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):

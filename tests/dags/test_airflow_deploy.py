@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ledgerline.app import airflow_demo
+from apps import airflow_demo
 from ledgerline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from features.generator import generate_loan_applications
+from families.credit_risk.data import generate_loan_applications
 from ledgerline import db
 from ledgerline.airflow_api import AirflowApi, AirflowUnavailable, airflow_api, get_dag_run, trigger_dag_run
 from ledgerline.mlflow_server import start_process, stop_server, wait_for_http
@@ -380,9 +380,9 @@ def test_settings_name_the_server_and_the_demo_password_is_found(tmp_path: Path)
 def test_a_manual_retrain_through_model_management_starts_the_familys_dag_and_is_in_the_ledger(
     airflow: tuple[str, Path], train_credit: Any
 ) -> None:
+    from apps.management import PipelineManagement
     from ledgerline import db
     from ledgerline.airflow_api import _call
-    from ledgerline.app.management import PipelineManagement
     from serving.management import Actor
 
     api_server, _ = airflow

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ledgerline.app import orchestration as orch
-from training.families import FAMILIES
+from apps import orchestration as orch
+from training.family import FAMILIES
 from training.pipeline import TRIGGERS
 
 RETRAIN_ORDER = ["ingest", "validate", "train", "gate", "promote"]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ledgerline.app import orchestration as orch
+from apps import orchestration as orch
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def log_drifted_window(settings: Any, model_name: str, version: str, *, end: dat
     import mlflow
     import sqlalchemy as sa
 
-    from features.generator import credit_spec, generate_loan_applications
+    from families.credit_risk.data import credit_spec, generate_loan_applications
     from ledgerline import db
 
     frame = generate_loan_applications(WINDOW_ROWS, seed=404, income_shift=0.5, utilization_shift=0.35)

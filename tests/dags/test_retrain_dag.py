@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from apps import orchestration as orch
 from ledgerline import db
-from ledgerline.app import orchestration as orch
 from ledgerline.registry import CHAMPION, alias_version, client
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_retried_tasks_of_the_same_run_reuse_the_mlflow_run_the_version_and_the_
 def test_a_run_on_data_that_fails_validation_stops_at_validate_and_the_champion_stays(
     scheduled_run: ScheduledRun, dag_runner: Any, tmp_path: Path
 ) -> None:
-    from features.generator import credit_spec, generate_loan_applications
+    from families.credit_risk.data import credit_spec, generate_loan_applications
 
     settings, name = scheduled_run.settings, scheduled_run.model_name
     bad = generate_loan_applications(ROWS, seed=9)

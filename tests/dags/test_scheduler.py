@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from apps import orchestration as orch
+from apps.airflow_demo import celery_env
 from ledgerline import db
-from ledgerline.app import orchestration as orch
-from ledgerline.app.airflow_demo import celery_env
 from ledgerline.mlflow_server import start_process, stop_server, wait_for_http
 from ledgerline.registry import client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import DatasetSpec, conform
 
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import pytest
 
 from expectations.suite import ValidationReport, validate
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import conform
 
 ASSET_REF = re.compile(r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)=["']([^"']+)["']""", re.IGNORECASE)
@@ -64,7 +64,7 @@ def test_the_demo_links_straight_to_the_validation_page_in_the_local_artifact_st
 ) -> None:
     import shutil
 
-    from ledgerline.app.demo import data_docs_link
+    from apps.demo import data_docs_link
     from ledgerline.settings import Settings
 
     assert site.data_docs_dir is not None and site.data_docs_page is not None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from features.transactions import generate_transactions
+from families.transaction_anomaly.data import generate_transactions
 from ledgerline.families import FAMILY_TAG
 from training.pipeline import TrainRequest, run_training
 

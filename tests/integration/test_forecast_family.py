@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from ledgerline.app.cli import main
+from apps.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def cli_env(trained_forecast, monkeypatch):
 def test_one_version_holds_the_forecast_table_lineage_and_plots(trained_forecast):
     import mlflow
 
-    from features.forecast_model import load_forecast_model
+    from families.spending_forecast.model import load_forecast_model
     from ledgerline.registry import client
 
     c = client(trained_forecast.settings)
@@ -98,7 +98,7 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(cli_env, tmp_pat
 def test_actuals_far_from_the_forecasts_degrade_the_model_and_ask_for_a_retrain(trained_forecast):
     import sqlalchemy as sa
 
-    from features.forecast_model import load_forecast_model
+    from families.spending_forecast.model import load_forecast_model
     from ledgerline import db
     from monitoring.jobs import run_monitoring
     from monitoring.settings import MonitoringSettings

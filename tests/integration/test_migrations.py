@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 
+from apps.cli import main
 from ledgerline import db, migrations
-from ledgerline.app.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +255,7 @@ def test_separate_processes_upgrading_an_unversioned_database_together_all_succe
     before = contents(url)
     env = {**os.environ, "LEDGERLINE_APP_DB_URL": url}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "ledgerline.app.cli", "db", "upgrade"], env=env,
+        subprocess.Popen([sys.executable, "-m", "apps.cli", "db", "upgrade"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.generator import generate_loan_applications
-from features.transactions import generate_transactions
-from ledgerline.app.cli import main
+from apps.cli import main
+from families.credit_risk.data import generate_loan_applications
+from families.transaction_anomaly.data import generate_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def _transactions() -> pd.DataFrame:
 def test_an_anomaly_file_is_scored_point_in_time_within_the_file_whatever_its_order(anomaly, tmp_path):
     import mlflow.sklearn
 
-    from features.behaviour import compute_offline
+    from families.transaction_anomaly.behaviour import compute_offline
 
     txns = _transactions()
     shuffled = txns.sample(frac=1.0, random_state=3)

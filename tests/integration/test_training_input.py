@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from training.pipeline import TrainRequest, run_training
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def _runs(settings, name: str) -> list:
 
 
 def _main(argv: list[str], capsys) -> tuple[int, str]:
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     capsys.readouterr()  # only this command's output
     rc = main(argv)
@@ -152,7 +152,7 @@ def test_unusable_data_exits_2_with_nothing_written(cli_env, tmp_path, capsys, c
 def test_sigterm_during_training_ends_the_run_failed_and_registers_nothing(cli_env, tmp_path):
     name = "credit-sigterm"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ledgerline.app.cli", "train", "credit-risk", "--model-name", name, "--rows", "4000",
+        [sys.executable, "-m", "apps.cli", "train", "credit-risk", "--model-name", name, "--rows", "4000",
          "--logical-date", "2026-05-04", "--param", "n_estimators=20000", "--param", "early_stopping_rounds=10000",
          "--param", "learning_rate=0.001", "--param", "n_jobs=1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),

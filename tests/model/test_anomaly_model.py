@@ -4,10 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.transactions import generate_transactions
-from ledgerline.errors import DataError
-from serving.anomaly_scoring import AnomalyScorer
-from training.anomaly import (
+from families.transaction_anomaly.data import generate_transactions
+from families.transaction_anomaly.fit import (
     evaluate,
     precision_recall_figure,
     prepare_features,
@@ -15,6 +13,8 @@ from training.anomaly import (
     split,
     train,
 )
+from families.transaction_anomaly.scoring import AnomalyScorer
+from ledgerline.errors import DataError
 
 PARAMS = {"n_estimators": 100, "random_state": 3}
 

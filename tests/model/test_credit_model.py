@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk import fit as credit_risk
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import LABEL_COLUMN, conform
-from training import credit_risk
 from training.pipeline import split
 
 

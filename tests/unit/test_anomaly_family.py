@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from families.transaction_anomaly.data import generate_transactions
 from features.spec import LABEL_COLUMN, PartialSpec
-from features.transactions import generate_transactions
-from training.families import get_family
+from training.family import get_family
 
 
 def test_a_table_with_a_time_column_but_no_customer_is_split_by_time():

@@ -9,7 +9,7 @@ import pytest
 
 from ledgerline.families import CHUNKED_TRAINING, FAMILIES
 from training import pipeline
-from training.families import ChunkedTraining, get_family
+from training.family import ChunkedTraining, get_family
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -165,7 +165,7 @@ def test_redis_is_the_celery_broker_of_airflow(compose: dict[str, Any]) -> None:
 
 
 def test_airflow_runs_the_celery_executor_the_tests_run(compose: dict[str, Any]) -> None:
-    from ledgerline.app.airflow_demo import celery_env
+    from apps.airflow_demo import celery_env
 
     env = compose["x-airflow-common"]["environment"]
     broker = env["AIRFLOW__CELERY__BROKER_URL"]

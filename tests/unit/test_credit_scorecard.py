@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk import fit as credit_risk
+from families.credit_risk import scorecard_answers as scorecard
+from families.credit_risk.data import credit_spec, generate_loan_applications
+from families.credit_risk.fit import CreditParams
+from families.credit_risk.serve import FAMILY as SERVING
 from features.spec import LABEL_COLUMN, conform
-from serving import scorecard
-from serving.families.credit_risk import FAMILY as SERVING
-from training import credit_risk
-from training.credit_risk import CreditParams
 
 SPEC = credit_spec()
 
@@ -96,7 +96,7 @@ def test_model_choice_is_the_better_cross_validated_candidate_and_the_threshold_
 
 
 def test_serving_uses_the_models_threshold_unless_the_settings_override_it_per_model(card: Any, tmp_path: Any) -> None:
-    from serving.families import ServingContext
+    from serving.family import ServingContext
     from serving.settings import ServingSettings
 
     card.decision_threshold_ = 0.123

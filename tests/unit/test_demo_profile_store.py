@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from serving.demo import redis_profile_store
+from apps.serve_demo import redis_profile_store
 
 
 def _free_port() -> int:

@@ -8,13 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk import fit as credit_risk
+from families.credit_risk.data import credit_spec, generate_loan_applications
+from families.credit_risk.fit import CreditParams
+from families.credit_risk.train import FAMILY
 from features.spec import LABEL_COLUMN, DatasetSpec, conform
 from ledgerline.errors import SpecError
 from ledgerline.settings import GateThresholds, Settings
-from training import cards, credit_risk
-from training.credit_risk import CreditParams
-from training.families.credit_risk import FAMILY
+from training import cards
 
 
 def test_the_plan_a_card_states_has_the_monitoring_settings_names_and_defaults() -> None:

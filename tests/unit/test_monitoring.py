@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
+from families.credit_risk.monitor import FAMILY as CREDIT
 from features.labels import LabelCodec
 from monitoring import psi
 from monitoring.data import parse_dataset_source, snapshot_source
 from monitoring.decision import Decision, choose_reason, in_cooldown
 from monitoring.drift import compute_drift
-from monitoring.families.credit_risk import FAMILY as CREDIT
 from monitoring.performance import evaluate_performance, label_window, label_window_closed
 from monitoring.settings import MonitoringSettings
 from monitoring.store import jsonable
@@ -347,13 +347,13 @@ def test_labels_the_feedback_api_stored_in_the_users_terms_are_decoded_by_the_sa
 
 def test_every_registered_family_has_a_monitoring_plug_in() -> None:
     from ledgerline.families import FAMILIES
-    from monitoring.families import get_monitoring_family
+    from monitoring.family import get_monitoring_family
 
     assert {name: get_monitoring_family(name).name for name in FAMILIES} == {name: name for name in FAMILIES}
 
 
 def test_a_champion_without_a_family_tag_is_an_error_not_a_credit_risk_default() -> None:
-    from features.transactions import transaction_spec
+    from families.transaction_anomaly.data import transaction_spec
     from ledgerline.families import UnknownFamily
     from monitoring.data import Champion
 
@@ -370,7 +370,7 @@ def _alerts(verdicts: list[tuple[bool, int]]) -> tuple[np.ndarray, np.ndarray, l
 
 
 def test_verdicts_contradicting_the_alerts_degrade_alert_precision_against_the_offline_precision() -> None:
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
 
     y, scores, outputs = _alerts([(True, 0)] * 45 + [(True, 1)] * 5)
     mon = MonitoringSettings(min_labelled_rows=10)
@@ -387,7 +387,7 @@ def test_verdicts_contradicting_the_alerts_degrade_alert_precision_against_the_o
 
 
 def test_verdicts_on_no_alert_at_all_give_not_enough_data() -> None:
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
 
     y, scores, outputs = _alerts([(False, 0)] * 50)
     result = evaluate_performance(y, scores, {"precision_at_budget": 0.6}, MonitoringSettings(min_labelled_rows=10),
@@ -396,7 +396,7 @@ def test_verdicts_on_no_alert_at_all_give_not_enough_data() -> None:
 
 
 def test_an_anomaly_tolerance_can_be_set_per_metric_from_the_environment(monkeypatch) -> None:
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
 
     monkeypatch.setenv("LEDGERLINE_MONITORING_TOLERANCES", '{"precision_at_budget": 0.9}')
     rules = {r.metric: r for r in ANOMALY.performance_rules(MonitoringSettings())}
@@ -419,7 +419,7 @@ def test_an_anomaly_tolerance_can_be_set_per_metric_from_the_environment(monkeyp
 def test_the_windows_alert_rate_is_checked_against_its_band_around_the_budget_with_sampling_noise(
     alerts: int, n: int, status: str
 ) -> None:
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
     from monitoring.performance import evaluate_window
 
     outputs = [{"is_anomaly": i < alerts} for i in range(n)]
@@ -430,7 +430,7 @@ def test_the_windows_alert_rate_is_checked_against_its_band_around_the_budget_wi
 
 
 def test_an_alert_rate_without_the_champions_budget_is_not_judged_and_credit_has_no_window_check() -> None:
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
     from monitoring.performance import PerformanceResult, evaluate_window, with_window
 
     outputs = [{"is_anomaly": i < 100} for i in range(1000)]
@@ -445,8 +445,8 @@ def test_an_alert_rate_without_the_champions_budget_is_not_judged_and_credit_has
 
 
 def test_anomaly_drift_watches_raw_fields_but_not_datetimes_or_identifiers() -> None:
-    from features.transactions import transaction_spec
-    from monitoring.families.transaction_anomaly import FAMILY as ANOMALY
+    from families.transaction_anomaly.data import transaction_spec
+    from families.transaction_anomaly.monitor import FAMILY as ANOMALY
 
     numeric, categorical = ANOMALY.monitored_columns(transaction_spec("m"))
     assert numeric == ["amount"]
@@ -454,9 +454,9 @@ def test_anomaly_drift_watches_raw_fields_but_not_datetimes_or_identifiers() -> 
 
 
 def test_an_analyst_verdict_is_accepted_as_fraud_or_legitimate_and_stored_canonically() -> None:
+    from families.transaction_anomaly.data import transaction_spec
     from features.labels import LabelError
-    from features.transactions import transaction_spec
-    from serving.families import get_serving_family
+    from serving.family import get_serving_family
 
     codec = get_serving_family("transaction-anomaly").label_codec(transaction_spec("m"))
     assert [codec.accept(v) for v in ("fraud", "Legitimate", "1", 0)] == ["1", "0", "1", "0"]

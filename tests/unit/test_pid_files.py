@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ledgerline.app.demo import _write_pid, stop_all
+from apps.demo import _write_pid, stop_all
 from ledgerline.mlflow_server import read_pid_file, record_process, start_process
 from ledgerline.settings import Settings
 

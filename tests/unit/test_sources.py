@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from features.generator import generate_loan_applications
+from families.credit_risk.data import generate_loan_applications
 from features.sources import ingest, read_table, snapshot_from_uri
 from ledgerline.errors import DataError, SnapshotConflict
 

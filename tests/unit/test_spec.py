@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, conform, infer_spec
 from ledgerline.errors import DataError, SpecError
 

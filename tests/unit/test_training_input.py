@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.generator import generate_loan_applications
+from families.credit_risk.data import generate_loan_applications
 from features.sources import ingest, read_table
 from features.spec import PartialSpec
 from ledgerline.errors import DataError, InvalidName, LedgerlineError, SnapshotConflict, SpecError
@@ -37,7 +37,7 @@ def offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     rc = main(argv)
     return rc, capsys.readouterr().err.strip()
@@ -70,7 +70,7 @@ def test_a_path_like_model_name_stops_the_cli_before_anything_is_written(offline
 
 
 def test_a_path_like_model_name_in_the_retrain_run_conf_is_refused():
-    from ledgerline.app.orchestration import retrain_job
+    from apps.orchestration import retrain_job
 
     with pytest.raises(InvalidName, match=r"model name '\.\./\.\./x' is not allowed"):
         retrain_job("credit-risk", {"model_name": "../../x"}, when="2026-03-02", dag_run="d/r", lookup=lambda _: None)
@@ -119,7 +119,7 @@ def test_an_out_of_range_hyper_parameter_stops_the_cli_before_training(offline_e
 def test_a_missing_file_is_reported_at_once(offline_env):
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.app.cli", "train", "credit-risk", "--data", str(offline_env / "missing.csv"),
+        [sys.executable, "-m", "apps.cli", "train", "credit-risk", "--data", str(offline_env / "missing.csv"),
          "--target", "default", "--positive-label", "1"],
         capture_output=True, text=True, timeout=60,
     )
@@ -162,7 +162,7 @@ def test_a_rejected_snapshot_gives_way_to_corrected_data_and_is_kept_aside(tmp_p
 
 
 def test_the_demo_names_a_taken_port_before_training(tmp_path):
-    from ledgerline.app.demo import check_ports
+    from apps.demo import check_ports
     from ledgerline.settings import Settings
 
     settings = Settings(tracking_uri=f"http://127.0.0.1:{_free_port()}", home=tmp_path)  # type: ignore[call-arg]
@@ -179,7 +179,7 @@ def test_the_demo_names_a_taken_port_before_training(tmp_path):
 
 
 def test_too_few_rows_or_positives_are_refused_before_the_snapshot():
-    from features.generator import credit_spec
+    from families.credit_risk.data import credit_spec
     from features.spec import conform
     from training.pipeline import check_rows
 
@@ -195,7 +195,7 @@ def test_too_few_rows_or_positives_are_refused_before_the_snapshot():
 
 
 def test_frozen_spec_columns_must_match(tmp_path):
-    from features.generator import credit_spec
+    from families.credit_risk.data import credit_spec
     from training.pipeline import check_columns
 
     german = pd.DataFrame({"duration": [6, 12], "credit_amount": [1000, 2000], "class": ["good", "bad"]})

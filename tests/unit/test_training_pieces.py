@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import conform
 from features.transform import TabularFeatures
 from ledgerline.families import GatePolicy, MetricRule, UnknownFamily
@@ -72,7 +72,7 @@ def _metrics(auc: float) -> dict[str, float]:
 
 
 def _credit_policy(**thresholds: float) -> GatePolicy:
-    from training.families import get_family
+    from training.family import get_family
 
     return get_family("credit-risk").gate_policy(Settings(credit_gate=GateThresholds(**thresholds)))
 
@@ -119,7 +119,7 @@ def test_gate_refuses_a_challenger_missing_a_required_metric():
 
 
 def test_gate_overrides_apply_per_family_then_per_model():
-    from training.families import gate_policy, get_family
+    from training.family import gate_policy, get_family
 
     settings = Settings(gates={"credit-risk": {"roc_auc": {"bound": 0.8}}, "my-credit": {"roc_auc": {"tolerance": 0.2}}})
     family = get_family("credit-risk")
@@ -131,7 +131,7 @@ def test_gate_overrides_apply_per_family_then_per_model():
 
 
 def test_an_unknown_family_is_an_error_naming_the_known_ones():
-    from training.families import get_family
+    from training.family import get_family
 
     with pytest.raises(UnknownFamily, match="known families: .*credit-risk"):
         get_family("credit")

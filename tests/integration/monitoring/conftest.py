@@ -76,7 +76,7 @@ def log_predictions(
     scored by the champion. Returns prediction_id, created_at, score and the true ``default`` label."""
     import sqlalchemy as sa
 
-    from features.generator import credit_spec
+    from families.credit_risk.data import credit_spec
     from ledgerline import db
 
     features = credit_spec().feature_names

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from features.generator import generate_loan_applications
-from ledgerline.app.cli import main
+from apps.cli import main
+from families.credit_risk.data import generate_loan_applications
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from features.generator import generate_loan_applications
+from families.credit_risk.data import generate_loan_applications
 from ledgerline import db
 from ledgerline.errors import LedgerlineError
 from monitoring import store
@@ -180,7 +180,7 @@ def test_too_little_current_data_gives_not_enough_data_not_a_verdict(monitor_set
 
 
 def test_the_monitor_command_prints_the_decision_and_exits_0(monitor_settings, prediction_log, monkeypatch, capsys) -> None:
-    from ledgerline.app.cli import main
+    from apps.cli import main
 
     start, end = _last_week(NOW)
     prediction_log.log(

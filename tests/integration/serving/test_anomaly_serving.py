@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import redis
 
-from features.behaviour import FEATURE_NAMES, compute_offline
-from features.transactions import PATTERN_FEATURES, generate_transactions
+from families.transaction_anomaly.behaviour import FEATURE_NAMES, compute_offline
+from families.transaction_anomaly.data import PATTERN_FEATURES, generate_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -321,8 +321,8 @@ def test_two_workers_export_the_profile_store_state_of_both_workers_on_metrics(
 
 
 def test_a_batch_whose_customer_changes_meanwhile_is_scored_again_on_the_new_profile(profile_prefix: str) -> None:
-    from features.behaviour import Profile, parse_transaction, update
-    from serving.profiles import RedisProfileStore
+    from families.transaction_anomaly.behaviour import Profile, parse_transaction, update
+    from families.transaction_anomaly.profiles import RedisProfileStore
 
     store = RedisProfileStore(REDIS_URL, prefix=profile_prefix)
     other = redis.Redis.from_url(REDIS_URL)

@@ -29,7 +29,7 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
 def test_feedback_in_the_datasets_own_labels_makes_the_monitor_retrain_for_performance(
     session_settings: Any, fresh_app_db_url: str, live_app: Any, sv: Any, tmp_path: Path
 ) -> None:
-    from features.generator import generate_loan_applications
+    from families.credit_risk.data import generate_loan_applications
     from ledgerline import db
     from training.pipeline import TrainRequest, run_training
 
@@ -94,7 +94,7 @@ def test_feedback_in_the_datasets_own_labels_makes_the_monitor_retrain_for_perfo
     })
     now = datetime.now(UTC) + timedelta(minutes=1)
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.app.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
+        [sys.executable, "-m", "apps.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

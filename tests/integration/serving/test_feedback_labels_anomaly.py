@@ -40,7 +40,7 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
 def test_analyst_verdicts_contradicting_the_alerts_make_the_monitor_retrain_for_performance(
     session_settings: Any, train_anomaly: Any, fresh_app_db_url: str, live_app: Any, sv: Any, tmp_path: Path
 ) -> None:
-    from features.transactions import generate_transactions
+    from families.transaction_anomaly.data import generate_transactions
     from ledgerline import db
     from ledgerline.registry import client
 
@@ -99,7 +99,7 @@ def test_analyst_verdicts_contradicting_the_alerts_make_the_monitor_retrain_for_
     })
     now = datetime.now(UTC) + timedelta(minutes=1)
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerline.app.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
+        [sys.executable, "-m", "apps.cli", "monitor", MODEL, "--json", "--now", now.isoformat()],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

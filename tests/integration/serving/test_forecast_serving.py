@@ -18,7 +18,7 @@ def server(trained_forecast, fresh_app_db_url, tmp_path, live_app, sv):  # noqa:
 def test_forecast_answers_from_the_table_and_actuals_are_stored(server, trained_forecast, fresh_app_db_url, sv):
     import sqlalchemy as sa
 
-    from features.forecast_model import load_forecast_model
+    from families.spending_forecast.model import load_forecast_model
     from ledgerline import db
 
     name = trained_forecast.model_name

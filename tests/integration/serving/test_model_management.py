@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def mgmt(credit_v1_v2: Any, platform: Any, live_app: Any, sv: Any) -> Any:
-    from ledgerline.app.management import PipelineManagement
+    from apps.management import PipelineManagement
 
     # floors no version meets (so promotions need an override), and an Airflow that does not answer
     strict = platform.model_copy(update={

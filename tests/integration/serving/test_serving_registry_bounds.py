@@ -87,7 +87,7 @@ def test_admin_reload_answers_within_a_bound_and_ready_says_unreachable_when_the
 def test_a_rollback_from_the_cli_reaches_the_running_api_at_once(
     credit_v1_v2: Any, platform: Any, live_app: Any, sv: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledgerline.app import cli
+    from apps import cli
 
     v1, v2 = credit_v1_v2.v1, credit_v1_v2.v2
     server = live_app(sv.serving_settings(poll_interval_seconds=3600), platform)  # the poll alone would take an hour

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.behaviour import (
+from families.transaction_anomaly.behaviour import (
     FEATURE_NAMES,
     MAX_GAP_S,
     MAX_RECENT,
@@ -22,7 +22,7 @@ from features.behaviour import (
     transactions_from_frame,
     update,
 )
-from features.transactions import PATTERN_FEATURES, generate_transactions
+from families.transaction_anomaly.data import PATTERN_FEATURES, generate_transactions
 from ledgerline.errors import DataError
 
 T0 = pd.Timestamp("2026-03-02T12:00:00Z").value // 1_000_000

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from serving.iforest_compiled import average_path_length, compile_forest
+from families.transaction_anomaly.iforest_compiled import average_path_length, compile_forest
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,22 @@ import pandas as pd
 import pytest
 import redis
 
-from features.behaviour import FEATURE_NAMES, InvalidTransaction, Profile, compute_offline, parse_transaction
-from features.transactions import generate_transactions
-from serving.anomaly_scoring import AnomalyScorer, score_transaction
-from serving.profiles import MemoryProfileStore, ProfileStoreError, ProfileStoreUnavailable, RedisProfileStore
-from training.anomaly import train
+from families.transaction_anomaly.behaviour import (
+    FEATURE_NAMES,
+    InvalidTransaction,
+    Profile,
+    compute_offline,
+    parse_transaction,
+)
+from families.transaction_anomaly.data import generate_transactions
+from families.transaction_anomaly.fit import train
+from families.transaction_anomaly.profiles import (
+    MemoryProfileStore,
+    ProfileStoreError,
+    ProfileStoreUnavailable,
+    RedisProfileStore,
+)
+from families.transaction_anomaly.scoring import AnomalyScorer, score_transaction
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 

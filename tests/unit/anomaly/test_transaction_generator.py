@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from features.transactions import DEFAULT_DATASET, FRAUD_PATTERNS, FX_TO_EUR, generate_transactions
+from families.transaction_anomaly.data import DEFAULT_DATASET, FRAUD_PATTERNS, FX_TO_EUR, generate_transactions
 from ledgerline.errors import DataError
 
 

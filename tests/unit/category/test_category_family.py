@@ -7,9 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.categories import CATEGORIES, generate_statement_lines, merchant_key, normalise, text_features
+from families.transaction_category.data import (
+    CATEGORIES,
+    generate_statement_lines,
+    merchant_key,
+    normalise,
+    text_features,
+)
+from families.transaction_category.fit import grouped_split
 from features.labels import CategoryCodec, LabelError
-from training.category import grouped_split
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +25,8 @@ def lines() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained(lines):
-    from features.categories import category_spec
-    from training.families.transaction_category import FAMILY
+    from families.transaction_category.data import category_spec
+    from families.transaction_category.train import FAMILY
 
     spec = category_spec("unit-category")
     frame = FAMILY.conform(lines, spec)
@@ -85,7 +91,7 @@ def test_the_category_codec_takes_category_names_and_refuses_others():
 
 
 def test_a_spec_with_classes_round_trips_and_gives_the_category_codec():
-    from features.categories import category_spec
+    from families.transaction_category.data import category_spec
     from features.spec import DatasetSpec
 
     spec = category_spec("x")
@@ -95,7 +101,7 @@ def test_a_spec_with_classes_round_trips_and_gives_the_category_codec():
 
 
 def test_a_small_model_categorises_unseen_merchants_and_records_the_compared_candidates(trained):
-    from training.families.transaction_category import FAMILY
+    from families.transaction_category.train import FAMILY
 
     spec, model, _, test_df = trained
     metrics = FAMILY.evaluate(model, test_df, spec)
@@ -111,8 +117,8 @@ def test_a_small_model_categorises_unseen_merchants_and_records_the_compared_can
 
 
 def test_offline_scores_give_the_top_category_also_when_the_answer_would_abstain(trained):
-    from serving.families import ServingContext
-    from serving.families.transaction_category import FAMILY as SERVING
+    from families.transaction_category.serve import FAMILY as SERVING
+    from serving.family import ServingContext
     from serving.settings import ServingSettings
 
     spec, model, _, test_df = trained
@@ -128,7 +134,7 @@ def test_offline_scores_give_the_top_category_also_when_the_answer_would_abstain
 
 
 def test_monitoring_reads_accuracy_correction_rate_and_category_psi():
-    from monitoring.families.transaction_category import FAMILY as MON
+    from families.transaction_category.monitor import FAMILY as MON
     from monitoring.settings import MonitoringSettings
 
     y = np.asarray(["dining", "fuel", "dining", "fuel"], dtype=object)

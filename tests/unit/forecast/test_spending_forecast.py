@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.series import (
+from families.spending_forecast.data import (
     check_horizon,
     generate_cashflow,
     generate_spending,
@@ -20,7 +20,7 @@ from features.series import (
     series_spec_of,
 )
 from ledgerline.errors import DataError, SpecError
-from training.families import ChunkedTraining, chunked, get_family
+from training.family import ChunkedTraining, chunked, get_family
 
 CHEAP = {"models": "snaive,theta", "workers": 1}  # Prophet has its own test below
 
@@ -146,7 +146,7 @@ def test_the_gate_prefers_lower_errors_and_bands_coverage(family):
 
 
 def test_the_model_round_trips_through_its_folder_and_answers_points(model, tmp_path):
-    from features.forecast_model import ForecastModel
+    from families.spending_forecast.model import ForecastModel
 
     loaded = ForecastModel.load(model.save(tmp_path / "m"))
     sid = loaded.series_ids[0]
@@ -242,14 +242,14 @@ def test_the_gx_suite_checks_order_frequency_length_and_sign(spec, frame):
 
     bad = frame.drop(index=frame.index[5]).reset_index(drop=True)  # a gap, and a value below zero
     bad.loc[20, "y"] = -1.0
-    report = validate(bad, spec)
+    report = validate(bad, spec, extra=get_family("spending-forecast").expectations())
     failed = {f.column for f in report.failures}
     assert not report.success and {"__step__", "y"} <= failed
     assert len(report.failures) == 2  # the length, uniqueness and other columns pass
 
 
 def test_live_error_against_actuals_is_per_series_and_overall(model):
-    from monitoring.families import get_monitoring_family
+    from monitoring.family import get_monitoring_family
 
     mon = get_monitoring_family("spending-forecast")
     table = model.table[model.table["h"] <= 4]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from features.generator import credit_spec, generate_loan_applications
+from families.credit_risk import answers as credit
+from families.credit_risk.data import credit_spec, generate_loan_applications
+from families.credit_risk.fit import CreditParams, train
 from features.spec import LABEL_COLUMN, conform
-from serving import credit
 from serving.treeshap import LeafShapTable, TreeShapTable
-from training.credit_risk import CreditParams, train
 
 SPEC = credit_spec()
 NULLABLE = frozenset(c.name for c in SPEC.columns if c.max_null_fraction > 0)
@@ -222,9 +222,9 @@ def test_offline_scoring_without_explanations_leaves_the_reason_codes_column_emp
     """``ledgerline score --no-explain`` sets ``options["explain"]``; the family's score_frame honours it."""
     import pandas as pd
 
+    from families.credit_risk.serve import FAMILY
     from serving.batch import offline_settings
-    from serving.families import ServingContext
-    from serving.families.credit_risk import FAMILY
+    from serving.family import ServingContext
     from serving.schema import Column
 
     columns = [Column(c.name, "numeric" if c.kind == "numeric" else "categorical", c.name in NULLABLE) for c in SPEC.columns
@@ -244,9 +244,9 @@ def test_a_scored_frame_has_exactly_the_flattened_api_answers(pipeline: Any) -> 
     answers flattened, whatever the cells: ints, floats, missing values, categories the model never saw."""
     import pandas as pd
 
+    from families.credit_risk.serve import FAMILY
     from serving.batch import offline_settings, validate_frame
-    from serving.families import ServingContext
-    from serving.families.credit_risk import FAMILY
+    from serving.family import ServingContext
     from serving.schema import columns_from
 
     frame = conform(generate_loan_applications(400, seed=21), SPEC)[SPEC.feature_names].reset_index(drop=True)

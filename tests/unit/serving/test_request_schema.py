@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from features.generator import credit_spec
+from families.credit_risk.data import credit_spec
 from serving.errors import BatchTooLarge, InvalidRecords, MalformedRequest
 from serving.schema import RecordSchema, columns_from
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from features.generator import credit_spec
+from families.credit_risk.data import credit_spec
 from serving.errors import BatchTooLarge, InvalidRecords, RegistryUnavailable
 from serving.loader import probe_tracking_server
 from serving.schema import RecordSchema, columns_from

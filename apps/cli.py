@@ -1,0 +1,410 @@
+"""The ``ledgerline`` command. Logging is configured here, once; errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from ledgerline.errors import LedgerlineError, Terminated, ValidationFailed
+from ledgerline.families import FAMILIES
+
+# Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
+PLUGIN_COMMANDS: tuple[str, ...] = ("apps.monitor_cli", "apps.serve_cli", "apps.dbcli")
+
+EXIT_BAD_INPUT = 2
+EXIT_VALIDATION = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _settings():  # noqa: ANN202 - imported lazily to keep --help fast
+    from ledgerline.settings import Settings
+
+    return Settings()
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast, before anything is written, when the tracking server is not there."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+            if resp.status == 200:
+                return
+    except (urllib.error.URLError, OSError):
+        pass
+    raise LedgerlineError(
+        f"cannot reach the MLflow tracking server at {uri}; start it (make demo) or set MLFLOW_TRACKING_URI"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    # cheap checks first: a wrong name or path is reported before heavy imports and before any server is asked
+    from ledgerline.families import family_stem
+    from ledgerline.names import check_model_name
+
+    family_stem(args.family)  # an unknown family names the known ones
+    check_model_name(args.model_name or args.family)
+    series = _series_options(args)  # a series' target is a value, not a class: no --positive-label
+    if args.data is None and (args.target or args.positive_label):
+        raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
+    multiclass = _target_kind(args.family) == "multiclass"
+    if args.text_column is not None and not multiclass:
+        raise LedgerlineError(f"--text-column is for transaction-category; {args.family} takes no text column")
+    if args.text_column is not None and args.data is None:
+        raise LedgerlineError("--text-column goes with --data; the generator's data names its own text column")
+    if args.target is not None and args.positive_label is None and not multiclass and series is None:
+        raise LedgerlineError(f"--target {args.target} needs --positive-label VALUE (the value that marks the event)")
+    if multiclass and args.positive_label is not None:
+        raise LedgerlineError(f"{args.family} predicts categories: pass --target COLUMN without --positive-label")
+    if args.data is not None and not args.spec and args.target is None and _needs_target(args.family):
+        raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
+    if args.data is not None:
+        from features.paths import check_input_path
+
+        check_input_path(args.data)
+    if args.spec is not None:
+        from features.spec import load_partial_spec
+
+        load_partial_spec(Path(args.spec))  # a malformed spec is named before any server is asked
+    params = _parse_params(args.param)
+    settings = _settings()
+    from training.pipeline import TrainRequest, check_params, run_training
+
+    check_params(args.family, settings.seed, params)  # out-of-range hyper-parameters: before any work
+    check_tracking_server(settings.tracking_uri)
+    req = TrainRequest(
+        family=args.family,
+        model_name=args.model_name,
+        data=Path(args.data) if args.data else None,
+        spec_path=Path(args.spec) if args.spec else None,
+        target=args.target,
+        positive_label=args.positive_label,
+        logical_date=args.logical_date,
+        trigger=args.trigger,
+        rows=args.rows,
+        params=params,
+        force=args.force,
+        roles={"text": args.text_column} if args.text_column else None,
+        series=series,
+    )
+    result = run_training(settings, req, _progress)
+    if result.skipped:
+        print(f"model {result.model_name}: {result.decision.reasons[0]}")
+    else:
+        champion = f"champion is v{result.champion}" if result.champion else "there is no champion yet"
+        print(f"model {result.model_name} v{result.version}: "
+              f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
+    print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    return 0
+
+
+def _series_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The series options of a timeseries family (None for the others); checked before any work."""
+    from training.family import get_family
+
+    given = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is not None]
+    if get_family(args.family).target_kind != "timeseries":
+        if given:
+            raise LedgerlineError(f"--{given[0].replace('_', '-')} is for forecasting families (spending-forecast), not {args.family}")
+        return None
+    if args.data is None:
+        if given:
+            raise LedgerlineError("--series-column, --time-column, --freq and --horizon go with --data")
+        return None
+    missing = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is None]
+    if missing or args.target is None:
+        need = [f"--{o.replace('_', '-')}" for o in missing] + ([] if args.target else ["--target"])
+        raise LedgerlineError(f"forecasting --data needs {', '.join(need)} (e.g. --series-column series_id "
+                              "--time-column ds --target y --freq MS --horizon 12)")
+    from families.spending_forecast.data import check_horizon
+
+    check_horizon(args.freq, args.horizon)
+    return {"series_column": args.series_column, "time_column": args.time_column, "freq": args.freq,
+            "horizon": args.horizon, "allow_negative": True if args.allow_negative else None}
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Write NAME@champion's precomputed forecast (series_id, ds, yhat, yhat_lower, yhat_upper) to a file."""
+    from families.spending_forecast.forecast_file import check_request, write_forecast
+    from ledgerline.names import check_model_name
+
+    check_model_name(args.name)
+    check_request(args.horizon, args.interval, Path(args.output))  # before any server is asked
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    out = write_forecast(settings, args.name, horizon=args.horizon, interval=args.interval, output=Path(args.output),
+                         series=args.series)
+    print(f"wrote {out.rows:,} rows ({out.series:,} series, horizon {args.horizon}, {args.interval:g} intervals) "
+          f"from {args.name} v{out.version} -> {args.output}")
+    return 0
+
+
+def _needs_target(family: str) -> bool:
+    return _target_kind(family) != "none"
+
+
+def _target_kind(family: str) -> str:
+    from training.family import get_family
+
+    return str(get_family(family).target_kind)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def _parse_params(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LedgerlineError(f"--param {item!r} is not KEY=VALUE (e.g. --param max_depth=3)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from training.pipeline import rollback
+
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    rollback(settings, args.name, progress=_progress)
+    _tell_serving_api()
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``ledgerline promote NAME VERSION --reason ...``: through the gate's absolute floors unless --override."""
+    import getpass
+
+    from training.pipeline import MIN_REASON_CHARS, manual_promote
+
+    if len((args.reason or "").strip()) < MIN_REASON_CHARS:  # before any server is contacted
+        raise LedgerlineError(f"--reason needs a written reason of at least {MIN_REASON_CHARS} characters")
+    settings = _settings()
+    check_tracking_server(settings.tracking_uri)
+    manual_promote(settings, args.name, args.version, reason=args.reason, override=args.override,
+                   actor=args.by or f"{getpass.getuser()} (CLI)", progress=_progress)
+    _tell_serving_api()
+    return 0
+
+
+def _tell_serving_api() -> None:
+    """After a rollback, make the running API reload now (it also notices within one poll, default 5 s).
+
+    Done when LEDGERLINE_SERVING_URL and LEDGERLINE_SERVING_ADMIN_KEY are set; a failure is reported,
+    not fatal: the alias has moved and the API's watcher follows it.
+    """
+    import os
+    import urllib.error
+    import urllib.request
+
+    url, key = os.environ.get("LEDGERLINE_SERVING_URL"), os.environ.get("LEDGERLINE_SERVING_ADMIN_KEY")
+    if not url or not key:
+        _progress("the serving API follows @champion within its poll interval (set LEDGERLINE_SERVING_URL and "
+                  "LEDGERLINE_SERVING_ADMIN_KEY to make it reload at once)")
+        return
+    header = os.environ.get("LEDGERLINE_SERVING_API_KEY_HEADER", "X-API-Key")
+    req = urllib.request.Request(url.rstrip("/") + "/admin/reload", data=b"", method="POST", headers={header: key})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        _progress(f"note: could not reach the serving API at {url} ({exc}); it follows @champion within its poll interval")
+        return
+    if status == 200:
+        _progress(f"serving API at {url} reloaded @champion")
+    elif status == 202:
+        _progress(f"serving API at {url} is loading the new @champion (see {url.rstrip('/')}/ready)")
+    else:
+        _progress(f"note: the serving API at {url} answered {status} to /admin/reload; it follows @champion within its poll interval")
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from ledgerline import db
+
+    rows = db.ledger(_settings().resolved_app_db_url(), args.name)
+    if not rows:
+        print(f"no ledger entries for {args.name}")
+    for r in rows:
+        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  v{r['version']:<4} {r['action']:<8} trigger={r['trigger']:<11} "
+              f"champion {r['previous_champion'] or '-'} -> {r['champion_after'] or '-'}  {'; '.join(r['reasons'])}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ledgerline.names import check_model_name
+    from serving.batch import check_paths, load_champion, offline_settings, score_file
+
+    check_model_name(args.name)
+    src, dst = check_paths(args.input, args.output)  # before any server is asked
+    if args.chunk_rows < 1:
+        raise LedgerlineError(f"--chunk-rows must be at least 1, not {args.chunk_rows}")
+    if not 0.0 <= args.max_error_share <= 1.0:
+        raise LedgerlineError(f"--max-error-share must be between 0 and 1 (0.01 = 1%), not {args.max_error_share}")
+    settings = _settings()
+    loaded = load_champion(settings, offline_settings(), args.name)
+    if args.no_explain:  # the family leaves its explanations (credit: reason codes) out, and skips computing them
+        import dataclasses
+
+        loaded.ctx = dataclasses.replace(loaded.ctx, options={**loaded.ctx.options, "explain": False})
+
+    def progress(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        progress(f"scoring {src} with {args.name} v{loaded.ctx.version} ({loaded.family.name})")
+        report = score_file(loaded, src, dst, chunk_rows=args.chunk_rows, max_error_share=args.max_error_share,
+                            progress=progress)
+    finally:
+        loaded.close()
+    print(f"scored {report.scored:,} of {report.rows:,} rows with {args.name} v{loaded.ctx.version} "
+          f"in {report.seconds:.1f}s -> {dst}")
+    if report.errors_file is not None:
+        print(f"{report.rejected:,} rows rejected (within --max-error-share {args.max_error_share:g}); "
+              f"rows and reasons: {report.errors_file}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from apps.demo import run_demo
+
+    return run_demo(_settings(), rows=args.rows, progress=_progress)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from apps.demo import stop_all
+
+    stop_all(_settings(), progress=_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ledgerline", description="Ledgerline: train, register, promote and serve financial ML models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="ingest, validate, train, register and gate a model")
+    t.add_argument("family", help=f"model family: one of {', '.join(FAMILIES)}")
+    t.add_argument("--data", help="CSV or Parquet file; default: the family's seeded generator")
+    t.add_argument("--target", "--label", dest="target",
+                   help="label column of --data (transaction-anomaly: optional, used for evaluation and the gate only)")
+    t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
+    t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
+    t.add_argument("--text-column", help="transaction-category: the column holding the statement line text")
+    t.add_argument("--model-name", help="registered model name (default: the family name)")
+    t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
+    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
+    t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
+    t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
+    t.add_argument("--force", action="store_true",
+                   help="train and register even when @champion came from the same snapshot, spec and parameters")
+    t.add_argument("--series-column", help="forecasting: the column naming each series")
+    t.add_argument("--time-column", help="forecasting: the date column")
+    t.add_argument("--freq", choices=["MS", "W", "D"], help="forecasting: month starts, weeks or days")
+    t.add_argument("--horizon", type=int, help="forecasting: periods to forecast (the registered table's length)")
+    t.add_argument("--allow-negative", action="store_true", help="forecasting: values may be negative (cash flow)")
+    t.set_defaults(func=cmd_train)
+
+    fc = sub.add_parser("forecast", help="write NAME@champion's forecast with intervals to a CSV or Parquet file")
+    fc.add_argument("name", help="registered forecasting model")
+    fc.add_argument("--horizon", type=int, required=True, help="periods ahead (at most the model's horizon)")
+    fc.add_argument("--interval", type=float, default=0.8, help="interval level: 0.8 or 0.95")
+    fc.add_argument("--series", action="append", help="only this series (repeatable); default: every series")
+    fc.add_argument("--output", required=True, help="the forecast file, .csv or .parquet")
+    fc.set_defaults(func=cmd_forecast)
+
+    r = sub.add_parser("rollback", help="move @champion back to the previous champion")
+    r.add_argument("name", help="registered model name")
+    r.set_defaults(func=cmd_rollback)
+
+    pr = sub.add_parser("promote", help="move @champion to VERSION by hand (through the gate's floors; in the ledger)")
+    pr.add_argument("name", help="registered model name")
+    pr.add_argument("version", help="the registered version to promote")
+    pr.add_argument("--reason", required=True, help="why (written to the promotion ledger)")
+    pr.add_argument("--override", action="store_true", help="promote even when the version fails the gate's absolute floors")
+    pr.add_argument("--by", help="who asks (default: the OS user)")
+    pr.set_defaults(func=cmd_promote)
+
+    lg = sub.add_parser("ledger", help="print the promotion ledger of a model")
+    lg.add_argument("name")
+    lg.set_defaults(func=cmd_ledger)
+
+    from serving.batch import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_ERROR_SHARE  # light: no heavy imports at module level
+
+    sc = sub.add_parser("score", help="score a CSV or Parquet file with NAME@champion (chunked, offline)")
+    sc.add_argument("name", help="registered model name")
+    sc.add_argument("--input", required=True, help="CSV or Parquet file; columns that are not model inputs pass through")
+    sc.add_argument("--output", required=True, help="the scored file, .csv or .parquet (rejected rows: OUTPUT.errors.csv)")
+    sc.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows read, scored and written at a time")
+    sc.add_argument("--max-error-share", type=float, default=DEFAULT_MAX_ERROR_SHARE,
+                    help="fail when more than this share of rows is rejected (default 0.01 = 1%%)")
+    sc.add_argument("--no-explain", action="store_true",
+                    help="leave the explanations out (credit: reason codes), as the API's ?explain=false: faster")
+    sc.set_defaults(func=cmd_score)
+
+    d = sub.add_parser("demo", help="start the MLflow UI and run the whole loop on generated data")
+    d.add_argument("--rows", type=int, default=20_000)
+    d.set_defaults(func=cmd_demo)
+
+    dn = sub.add_parser("down", help="stop what the demo started")
+    dn.set_defaults(func=cmd_down)
+
+    import importlib
+
+    for module in PLUGIN_COMMANDS:  # each adds its subcommands; keep their top-level imports light
+        importlib.import_module(module).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # no phoning home: the platform runs in closed networks
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command in ("train", "demo") and threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a scheduler's timeout) becomes an exception, so the open MLflow run ends FAILED
+        # and nothing is half-registered, exactly as for Ctrl-C
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return int(args.func(args) or 0)
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_VALIDATION
+    except LedgerlineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Terminated as exc:
+        print(f"error: {exc}; the open MLflow run (if any) was marked FAILED and nothing was registered", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model families, one folder each; the platform reaches them only through ``ledgerline.families``."""

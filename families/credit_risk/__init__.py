@@ -1,0 +1,1 @@
+"""The credit-risk family: everything of it in this folder (see families/README.md)."""

@@ -1,0 +1,198 @@
+"""The training side of a model family, and the lookup of a family's plug-in by name.
+
+A family's training module (``families/<stem>/train.py``, the stem from
+:data:`ledgerline.families.FAMILIES`) exposes ``FAMILY``, an object implementing
+:class:`TrainingFamily`. The pipeline, the gate and the DAGs know families only through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ledgerline.families import FAMILIES, GatePolicy, TargetKind, load_plugin
+from ledgerline.settings import Settings
+
+if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from expectations.family import FamilyExpectations
+    from features.spec import DatasetSpec, PartialSpec
+    from training.cards import CardParts
+
+#: A fitted model as a family's train step returns it. Its type is the family's business; the
+#: core only hands it back to the same family (evaluate, report, log_model).
+FittedModel = object
+
+
+class FamilyParams(Protocol):
+    """A family's hyper-parameters: a frozen dataclass with defaults, logged as run params."""
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+@dataclass
+class Report:
+    """What a family logs to the run besides test metrics: figures (PNG), JSON documents, and
+    params, metrics and tags of its own (e.g. the credit family's model choice)."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    documents: dict[str, dict[str, object]] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TrainingFamily(Protocol):
+    name: str
+    target_kind: TargetKind
+    #: metrics printed after training and shown in version descriptions, in order
+    headline_metrics: tuple[str, ...]
+    #: the share of rows :meth:`split` holds out (sizes the per-class row floor of classifiers)
+    test_fraction: float
+
+    # --- data contract ------------------------------------------------------------
+    def default_spec(self, model_name: str) -> DatasetSpec:
+        """The spec of the family's generated data."""
+        ...
+
+    def generate(self, rows: int, seed: int) -> pd.DataFrame:
+        """Deterministic, seeded raw data for demos, tests and the default retrain."""
+        ...
+
+    def infer_spec(
+        self, raw: pd.DataFrame, *, target: str | None, positive_label: str | None, partial: PartialSpec, name: str
+    ) -> DatasetSpec:
+        """A spec for a user's table (types inferred, the user's YAML overriding)."""
+        ...
+
+    def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+        """The data in the spec's shape (labels conformed by the family's codec); DataError on junk."""
+        ...
+
+    def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The deterministic train/test split of a conformed frame (the gate re-creates it)."""
+        ...
+
+    # --- pure train / evaluate -------------------------------------------------------
+    def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
+        """Default hyper-parameters with overrides, type- and range-checked (LedgerlineError)."""
+        ...
+
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel: ...
+
+    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]: ...
+
+    def report(
+        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+    ) -> Report: ...
+
+    # --- gate policy -----------------------------------------------------------------
+    def gate_policy(self, settings: Settings) -> GatePolicy:
+        """The family's default rules (before per-family and per-model overrides)."""
+        ...
+
+    # --- model I/O -------------------------------------------------------------------
+    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        """Log the model to the active MLflow run; returns its model URI."""
+        ...
+
+    def load_model(self, model_uri: str) -> FittedModel: ...
+
+    # --- model card --------------------------------------------------------------------
+    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+        """The family's parts of a version's model card, on the holdout ``frame`` (see :mod:`training.cards`)."""
+        ...
+
+    # --- optional hooks (defaults in TrainingFamilyBase) -----------------------------------
+    def expectations(self) -> FamilyExpectations:
+        """What the family adds to the platform's expectation suite (default: nothing)."""
+        ...
+
+    def augment(self, settings: Settings, model_name: str, raw: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, str]:
+        """``raw`` with rows the platform holds for ``model_name`` added (e.g. users' corrections), and a note
+        for the lineage saying what was added ("" for nothing; the default adds nothing)."""
+        ...
+
+    def lineage(self, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
+        """Extra run tags describing the training snapshot (default: none)."""
+        ...
+
+
+class TrainingFamilyBase:
+    """Defaults of the optional :class:`TrainingFamily` hooks; a family's plug-in subclasses it."""
+
+    test_fraction: float = 0.2
+
+    def expectations(self) -> FamilyExpectations:
+        from expectations.family import NO_EXTRA
+
+        return NO_EXTRA
+
+    def augment(self, settings: Settings, model_name: str, raw: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, str]:
+        return raw, ""
+
+    def lineage(self, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
+        return {}
+
+
+@runtime_checkable
+class ChunkedTraining(Protocol):
+    """Optional: a family whose training splits into independent chunks (e.g. series), so an
+    orchestrator (the Airflow retrain DAG) can map one task over each chunk and gather the parts
+    into one model version. All three are pure (no MLflow, no database), and
+    ``gather([train_chunk(frame[keys in chunk]) for chunk in plan_chunks(frame)])`` is what the
+    family's own ``train`` returns for the same frame.
+    """
+
+    def plan_chunks(self, frame: pd.DataFrame, spec: DatasetSpec, max_chunks: int) -> list[list[str]]:
+        """The keys (e.g. series ids) of each chunk, deterministic for a frame; at most ``max_chunks``."""
+        ...
+
+    def chunk_rows(self, frame: pd.DataFrame, spec: DatasetSpec, keys: Sequence[str]) -> pd.DataFrame:
+        """The rows of ``frame`` that belong to a chunk's keys (what ``train_chunk`` is given)."""
+        ...
+
+    def train_chunk(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> object:
+        """Train on one chunk's rows; returns a picklable part (models, backtest scores, forecast rows)."""
+        ...
+
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+        """One model from every chunk's part."""
+        ...
+
+
+def chunked(family: TrainingFamily) -> ChunkedTraining | None:
+    """The family's chunked training, or None when it trains in one piece."""
+    return family if isinstance(family, ChunkedTraining) else None
+
+
+def get_family(name: str) -> TrainingFamily:
+    """The training plug-in of a registered family."""
+    return load_plugin("training", name, TrainingFamily)  # type: ignore[type-abstract]
+
+
+def gate_policy(family: TrainingFamily, settings: Settings, model_name: str) -> GatePolicy:
+    """The family's rules with the settings' overrides: the family's first, then the model's."""
+    policy = family.gate_policy(settings)
+    policy = policy.with_overrides(settings.gates.get(family.name))
+    if model_name != family.name:
+        policy = policy.with_overrides(settings.gates.get(model_name))
+    return policy
+
+
+__all__ = [
+    "FAMILIES",
+    "ChunkedTraining",
+    "FamilyParams",
+    "FittedModel",
+    "Report",
+    "TrainingFamily",
+    "TrainingFamilyBase",
+    "chunked",
+    "gate_policy",
+    "get_family",
+]
