@@ -261,7 +261,7 @@ def test_a_scored_frame_has_exactly_the_flattened_api_answers(pipeline: Any) -> 
            for c in SPEC.feature_names]
     ctx = ServingContext("m", "1", offline_settings(), SPEC, columns_from(sig, SPEC), Path("."), options={"cache": {}})
 
-    run, _ = FAMILY.build(pipeline, ctx)
+    run = FAMILY.build(pipeline, ctx).predictor
 
     def api_answers(f: pd.DataFrame) -> pd.DataFrame:
         answers, _ = run(f.astype(object).where(f.notna(), None).to_dict("records"))
