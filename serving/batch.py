@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import tempfile
 import time
@@ -43,10 +42,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from features.spec import DatasetSpec
     from ledgerline.settings import Settings
     from serving.family import ServingContext, ServingFamily
-    from serving.schema import Column
     from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -67,7 +64,7 @@ class ScoringError(LedgerlineError):
 
 @dataclass
 class LoadedChampion:
-    family: ServingFamily
+    family: ServingFamily[Any]
     model: object
     ctx: ServingContext
     workdir: Path  # the downloaded model; removed by close()
@@ -114,70 +111,37 @@ def offline_settings() -> ServingSettings:
 def load_champion(platform: Settings, settings: ServingSettings, name: str, version: str | None = None) -> LoadedChampion:
     """``name@champion`` (or version ``version``) downloaded and loaded by its family (no predictor, no profile store).
 
-    The download lives in a temporary folder until :meth:`LoadedChampion.close`.
+    Loaded by the same loader as online serving (:func:`serving.loader.fetch_version`); the
+    download lives in a temporary folder until :meth:`LoadedChampion.close`.
     """
-    import mlflow
-    from mlflow.models import Model
+    import shutil
 
-    from ledgerline.families import FAMILY_TAG, UnknownFamily, family_from_tags
     from serving import loader
     from serving.errors import ModelLoadError, RegistryUnavailable
-    from serving.family import ServingContext, get_serving_family
+    from serving.family import ServingContext
 
     try:
         loader.probe_tracking_server(platform.tracking_uri, timeout=10)
         client = loader.mlflow_client(platform)
-        ref = loader.champion_ref(client, name) if version is None else _version_ref(client, name, version)
+        ref = loader.champion_ref(client, name) if version is None else loader.version_ref(client, name, version)
     except RegistryUnavailable as exc:
         problem = str(exc).removesuffix("; serving the loaded versions")
         raise ScoringError(f"{problem}; start it (make demo) or set MLFLOW_TRACKING_URI") from exc
+    if ref is None and version is not None:
+        raise ScoringError(f"model {name} has no version {version} (deleted since?)")
     if ref is None:
         raise ScoringError(f"model {name} has no @champion (or does not exist); train it first: ledgerline train FAMILY "
                            f"--model-name {name}")
-    try:
-        family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, f"{name} v{ref.version}"))
-    except UnknownFamily as exc:
-        raise ScoringError(f"cannot score with {name} v{ref.version}: {exc}") from exc
     tmp = Path(tempfile.mkdtemp(prefix="ledgerline-score-"))
     try:
-        uri = client.get_model_version_download_uri(ref.name, ref.version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"),
-                                                         tracking_uri=platform.tracking_uri))
-        meta = Model.load(str(local / "MLmodel"))
-        if meta.signature is None:
-            raise ScoringError(f"{name} v{ref.version} was logged without a signature; log it with one")
-        spec = loader._load_spec(client, ref.run_id, tmp / "spec")
-        model = family.load(local)
-        columns = family.request_columns(meta.signature.inputs.to_dict(), spec)
+        fetched = loader.fetch_version(platform, client, ref, tmp)
     except BaseException as exc:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, (ScoringError, ModelLoadError)) or not isinstance(exc, Exception):
-            raise
-        raise ScoringError(f"cannot load {name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
-    ctx = ServingContext(name, ref.version, settings, spec, columns, local, options={"cache": {}})
-    return LoadedChampion(family, model, ctx, tmp)
-
-
-def _version_ref(client: Any, name: str, version: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    from ledgerline import lineage
-    from ledgerline.families import FAMILY_TAG
-    from serving.errors import RegistryUnavailable
-    from serving.loader import ChampionRef
-
-    try:
-        mv = client.get_model_version(name, version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise ScoringError(f"model {name} has no version {version} (deleted since?)") from None
-        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc.message}") from exc
-    except OSError as exc:
-        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc}") from exc
-    tags = dict(mv.tags or {})
-    return ChampionRef(name, str(mv.version), mv.run_id or tags.get(lineage.RUN_ID), tags.get(FAMILY_TAG))
+        if isinstance(exc, ModelLoadError):
+            raise ScoringError(str(exc)) from exc
+        raise
+    ctx = ServingContext(name, ref.version, settings, fetched.spec, fetched.columns, fetched.local, options={"cache": {}})
+    return LoadedChampion(fetched.family, fetched.model, ctx, tmp)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -277,91 +241,6 @@ def open_source(path: Path) -> Source:
         return Source(path, list(schema.names), int(pf.metadata.num_rows), schema)
     names = _csv_header(path)
     return Source(path, names, _count_csv_rows(path), pa.schema([(n, pa.string()) for n in names]))
-
-
-# --- validation ---------------------------------------------------------------------------------
-
-_TRUE = {"true", "1", "yes", "t"}
-_FALSE = {"false", "0", "no", "f"}
-
-
-def validate_frame(frame: pd.DataFrame, columns: Sequence[Column], spec: DatasetSpec | None) -> tuple[pd.DataFrame, pd.Series]:
-    """The request columns of ``frame`` converted to their types, and a reason per rejected row.
-
-    Returns ``(clean, reasons)``: ``clean`` holds the valid rows only (same index labels);
-    ``reasons`` is indexed by the rejected rows' labels. The rules are the API's: numbers finite
-    and inside the spec's range, categoricals one of the spec's values, text at most
-    ``MAX_TEXT`` characters, nulls only where the spec allows them, timestamps parseable.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from serving.schema import MAX_TEXT
-
-    kinds = {c.name: c.kind for c in spec.columns} if spec is not None else {}
-    out: dict[str, Any] = {}
-    problems: list[pd.Series] = []
-
-    def flag(mask: Any, name: str, why: str) -> None:
-        mask = pd.Series(np.asarray(mask, dtype=bool), index=frame.index)
-        if mask.any():
-            problems.append(pd.Series(f"{name}: {why}", index=frame.index[mask.to_numpy()]))
-
-    for col in columns:
-        if col.name not in frame.columns:  # a nullable column the file lacks
-            out[col.name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-            continue
-        raw = frame[col.name]
-        null = raw.isna().to_numpy()
-        if not col.nullable:
-            flag(null, col.name, "is empty; the model needs a value")
-        if col.kind == "numeric":
-            num = pd.to_numeric(raw, errors="coerce").astype(float)
-            bad = num.isna().to_numpy() & ~null
-            flag(bad, col.name, "is not a number")
-            v = num.to_numpy()
-            with np.errstate(invalid="ignore"):
-                inf = ~np.isfinite(v) & ~np.isnan(v)
-                lo = col.min if col.min is not None else -math.inf
-                hi = col.max if col.max is not None else math.inf
-                out_of_range = ~np.isnan(v) & ~inf & ((v < lo) | (v > hi))
-            flag(inf, col.name, "is not finite")
-            flag(out_of_range, col.name, f"is outside the model's range [{lo:g}, {hi:g}]")
-            out[col.name] = num.astype(object).where(~num.isna(), None)
-        elif col.kind == "boolean":
-            if pd.api.types.is_bool_dtype(raw):
-                out[col.name] = raw.astype(object).where(~raw.isna(), None)
-            else:
-                text = raw.astype(str).str.strip().str.lower()
-                is_t, is_f = text.isin(_TRUE).to_numpy(), text.isin(_FALSE).to_numpy()
-                flag(~null & ~is_t & ~is_f, col.name, "is not true or false")
-                values = [True if t else False if f else None for t, f in zip(is_t.tolist(), is_f.tolist(), strict=True)]
-                out[col.name] = pd.Series(values, index=frame.index, dtype=object)
-        else:
-            text = raw.astype(object).where(~raw.isna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
-            if kinds.get(col.name) == "datetime":
-                ts = pd.to_datetime(raw.where(~raw.isna(), None), errors="coerce", utc=True, format="ISO8601")
-                flag(ts.isna().to_numpy() & ~null, col.name, "is not a timestamp (use ISO 8601, e.g. 2026-03-01T14:05:00Z)")
-            elif col.values is not None:
-                allowed = set(col.values)
-                flag(~null & ~text.isin(allowed).to_numpy(), col.name, "is not one of " + ", ".join(col.values[:20])
-                     + (", ..." if len(col.values) > 20 else ""))
-            else:
-                lengths = text.map(lambda v: len(v) if v is not None else 0).to_numpy()
-                flag(lengths > MAX_TEXT, col.name, f"is longer than {MAX_TEXT} characters")
-                flag(text.map(lambda v: v is not None and "\x00" in v).to_numpy(), col.name, "holds a NUL character")
-            out[col.name] = text
-    clean = pd.DataFrame(out, index=frame.index)
-    if problems:
-        reasons = pd.concat(problems).groupby(level=0, sort=True).agg("; ".join)
-    else:
-        reasons = pd.Series([], dtype=object)
-    return clean.drop(index=reasons.index), reasons
-
-
-def missing_columns(names: Sequence[str], columns: Sequence[Column]) -> list[str]:
-    have = set(names)
-    return [c.name for c in columns if c.name not in have and not c.nullable]
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -485,6 +364,8 @@ def check_columns(loaded: LoadedChampion, src: Source) -> list[str]:
     """The request columns present in ``src``; ScoringError when a needed one is missing or an answer column clashes."""
     family, ctx = loaded.family, loaded.ctx
     request_names = [c.name for c in ctx.columns]
+    from serving.schema import missing_columns
+
     missing = missing_columns(src.names, ctx.columns)
     if missing:
         raise ScoringError(
@@ -536,6 +417,8 @@ def scored_chunks(
     """
     import pandas as pd
     import pyarrow as pa
+
+    from serving.schema import validate_frame
 
     if chunk_rows < 1:
         raise ScoringError(f"the chunk size must be at least 1 row, not {chunk_rows}")

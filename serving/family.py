@@ -1,17 +1,20 @@
 """The serving side of a model family, and the lookup of a family's plug-in by name.
 
 A family's serving module (``families/<stem>/serve.py``) exposes ``FAMILY``, an object
-implementing :class:`ServingFamily`: how a logged model is loaded, which request fields it
-takes, the predictor that answers validated records, the answer model shown in OpenAPI,
-how an answer becomes flat file columns, and the label codec feedback uses.
+implementing :class:`ServingFamily` (usually a subclass of :class:`ServingFamilyBase`, which
+holds the defaults): how a logged model is loaded, which request fields it takes, the
+predictor that answers validated records, the answer model shown in OpenAPI, how an answer
+becomes flat file columns, which of them is the monitored score and on what scale, and the
+label codec feedback uses. Both are generic in the family's model type ``M`` (what
+:meth:`~ServingFamily.load` returns and the other hooks receive).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -27,20 +30,45 @@ if TYPE_CHECKING:
     from serving.schema import Column
     from serving.settings import ServingSettings
 
+M = TypeVar("M")
+
 #: A validated record, as the request schema produced it.
 Record = Mapping[str, object]
+#: The scale of a family's monitored score (the score histograms are bucketed over it); None: no score.
+ScoreRange = tuple[float, float] | None
+#: The default scale: a probability or a score in [0, 1].
+UNIT_RANGE: tuple[float, float] = (0.0, 1.0)
 
 
 class Predictor(Protocol):
     """One answer per record (the family's JSON object) and the monitored score per record.
 
-    ``explain=False`` (the API's ``?explain=false``): the caller does not want the answers'
-    explanations (credit reason codes, anomaly reasons); they come back empty, and a family
-    skips computing them where that saves work.
+    Every predictor takes ``explain`` (the API's ``?explain=false``): when False the caller does
+    not want the answers' explanations (credit reason codes, anomaly reasons); they come back
+    empty, and a family skips computing them where that saves work. A family without
+    explanations accepts the keyword and ignores it.
     """
 
     def __call__(self, records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]: ...
 
+
+#: Live gauges of a version's own machinery (e.g. its profile store), exported on ``/metrics``.
+Status = Callable[[], Mapping[str, float]]
+#: Called with (prediction_id, canonical label) after feedback for the version was recorded.
+OnFeedback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Built:
+    """What :meth:`ServingFamily.build` makes of one loaded version."""
+
+    predictor: Predictor
+    #: shown in ``GET /v1/models`` (plain JSON values)
+    details: dict[str, object] = field(default_factory=dict)
+    #: live gauges of the version's own machinery, read after every answer and by ``/metrics``
+    status: Status | None = None
+    #: e.g. a categorisation correction becomes a rule at once
+    on_feedback: OnFeedback | None = None
 
 
 class PredictionBase(BaseModel):
@@ -63,19 +91,39 @@ class ServingContext:
     model_dir: Path  # the downloaded model folder (artifacts logged next to the model live here)
     options: Mapping[str, object] = field(default_factory=dict)  # e.g. "app_db_url" (the loader sets it), "cache"
 
+    def cache(self) -> dict[str, object]:
+        """The run's cache for offline scoring (``options["cache"]``); a fresh dict when there is none."""
+        cache = self.options.get("cache")
+        return cache if isinstance(cache, dict) else {}
+
 
 @runtime_checkable
-class ServingFamily(Protocol):
+class ServingFamily(Protocol[M]):
+    """Every hook serving, offline scoring and batch jobs call on a family (``M``: its model type)."""
+
     name: str
     #: the family's answer as OpenAPI shows it (extends PredictionBase)
     answer_model: type[PredictionBase]
     #: flat columns an answer adds to a scored file (``ledgerline score``), in order
     answer_columns: tuple[str, ...]
+
+    @property
+    def score_column(self) -> str | None:
+        """The answer column holding the monitored score (what the prediction log keeps per row of a batch
+        job); None: the family has no score (the log keeps none)."""
+        ...
+
+    @property
+    def score_range(self) -> ScoreRange:
+        """The scale of the monitored score, bucketed by the score histograms on ``/metrics``; None: no score
+        histogram (e.g. a forecast, whose values have no common scale)."""
+        ...
+
     #: True when answering changes state (e.g. customer profiles): the loader then never warms
     #: the predictor up with made-up records
     stateful: bool
 
-    def load(self, model_dir: Path) -> object:
+    def load(self, model_dir: Path) -> M:
         """The model object from a downloaded MLflow model folder."""
         ...
 
@@ -85,8 +133,8 @@ class ServingFamily(Protocol):
         """The request fields: usually the signature's inputs with the spec's limits."""
         ...
 
-    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
-        """The predictor of one loaded version and details shown in ``GET /v1/models``."""
+    def build(self, model: M, ctx: ServingContext) -> Built:
+        """The predictor of one loaded version, its details for ``GET /v1/models`` and its optional hooks."""
         ...
 
     def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
@@ -102,7 +150,7 @@ class ServingFamily(Protocol):
         category's name for categories; monitoring decodes them)."""
         ...
 
-    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+    def score_frame(self, model: M, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         """Offline answers for validated rows (``ledgerline score``): the :attr:`answer_columns`, same index.
 
         ``frame`` holds the request columns, converted as the request schema does (numbers as
@@ -113,9 +161,75 @@ class ServingFamily(Protocol):
         ...
 
 
-def get_serving_family(name: str) -> ServingFamily:
+class ServingFamilyBase(Generic[M]):
+    """The defaults of :class:`ServingFamily`; a family's ``serve.py`` subclasses it and overrides what differs.
+
+    A subclass sets :attr:`name`, :attr:`answer_model` and :attr:`answer_columns` and implements
+    :meth:`build`; the rest has defaults: the model loaded by :func:`features.model_io.load_model`,
+    request fields from the signature with the spec's limits, the first answer column as the
+    score in [0, 1], the label codec of the spec's target, answers flattened column by column,
+    and offline scoring through the online predictor.
+    """
+
+    name: str
+    answer_model: type[PredictionBase]
+    answer_columns: tuple[str, ...]
+    score_range: ScoreRange = UNIT_RANGE
+    stateful: bool = False
+
+    @property
+    def score_column(self) -> str | None:
+        """The first answer column (a family without a score says None)."""
+        return self.answer_columns[0] if self.score_range is not None else None
+
+    def load(self, model_dir: Path) -> M:
+        from features.model_io import load_model
+
+        return cast(M, load_model(model_dir))
+
+    def request_columns(
+        self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
+    ) -> list[Column]:
+        from serving.schema import columns_from
+
+        return columns_from(signature_inputs, spec)
+
+    def build(self, model: M, ctx: ServingContext) -> Built:
+        raise NotImplementedError(f"the serving family {self.name} does not build a predictor")
+
+    def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
+        return {c: answer.get(c) for c in self.answer_columns}
+
+    def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
+        return None
+
+    def label_codec(self, spec: DatasetSpec | None) -> OutcomeCodec:
+        from features.spec import label_codec_of
+
+        return label_codec_of(spec)
+
+    def score_frame(self, model: M, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+        """The online predictor's answers, flattened (the predictor is built once per run, in the cache)."""
+        import pandas as pd
+
+        cache = ctx.cache()
+        key = f"{self.name}:predictor"
+        built = cache.get(key)
+        if not isinstance(built, Built):
+            built = cache[key] = self.build(model, ctx)
+        answers, _ = built.predictor(records_of(frame), explain=bool(ctx.options.get("explain", True)))
+        return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
+
+
+def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A validated frame's rows as request records (null as None)."""
+    return cast(list[dict[str, Any]], frame.astype(object).where(frame.notna(), None).to_dict("records"))
+
+
+def get_serving_family(name: str) -> ServingFamily[Any]:
     """The serving plug-in of a registered family."""
-    return load_plugin("serving", name, ServingFamily)  # type: ignore[type-abstract]
+    family: ServingFamily[Any] = load_plugin("serving", name, cast(type[ServingFamily[Any]], ServingFamily))
+    return family
 
 
 def family_routers() -> list[APIRouter]:
@@ -129,11 +243,18 @@ def family_routers() -> list[APIRouter]:
 
 
 __all__ = [
+    "Built",
+    "OnFeedback",
     "PredictionBase",
-    "family_routers",
     "Predictor",
     "Record",
+    "ScoreRange",
     "ServingContext",
     "ServingFamily",
+    "ServingFamilyBase",
+    "Status",
+    "UNIT_RANGE",
+    "family_routers",
     "get_serving_family",
+    "records_of",
 ]

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledgerline import lineage
 from ledgerline.families import FAMILY_TAG
@@ -26,6 +26,11 @@ from serving.errors import ModelLoadError, RegistryUnavailable
 from serving.model import ServedModel, predict
 from serving.schema import RecordSchema
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from features.spec import DatasetSpec
+    from serving.family import ServingFamily
+    from serving.schema import Column
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +133,7 @@ def _basic_auth() -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
-def _load_spec(client: Any, run_id: str | None, dst: Path) -> Any:
+def _load_spec(client: Any, run_id: str | None, dst: Path) -> DatasetSpec | None:
     """The run's ``data/spec.yaml`` as a DatasetSpec, or None when the run has none."""
     if not run_id:
         return None
@@ -174,64 +179,112 @@ def _synthetic_example(schema: RecordSchema) -> dict[str, Any]:
     return row
 
 
-def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef, client: Any | None = None) -> ServedModel:
-    """Download, build, check and warm one registered version. Raises ModelLoadError."""
+@dataclass
+class FetchedVersion:
+    """One registered version downloaded and loaded by its family: what online serving and offline scoring share."""
+
+    ref: ChampionRef
+    family: ServingFamily[Any]
+    model: Any  # what the family's load returned
+    spec: DatasetSpec | None
+    columns: list[Column]  # the request fields
+    local: Path  # the downloaded model folder
+
+
+def version_ref(client: Any, name: str, version: str) -> ChampionRef | None:
+    """Version ``version`` of ``name`` (with its run and family); None when it does not exist (deleted since?)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc.message}") from exc
+    except OSError as exc:
+        raise RegistryUnavailable(f"the registry could not find {name} v{version}: {exc}") from exc
+    tags = dict(mv.tags or {})
+    return ChampionRef(name, str(mv.version), mv.run_id or tags.get(lineage.RUN_ID), tags.get(FAMILY_TAG))
+
+
+def fetch_version(platform: Settings, client: Any, ref: ChampionRef, workdir: Path) -> FetchedVersion:
+    """Download ``ref`` into ``workdir``, read its signature and training spec, and load it by its family.
+
+    The one version loader of online serving (:func:`load_version`) and offline scoring
+    (:func:`serving.batch.load_champion`). Raises ModelLoadError saying what to fix.
+    """
     import mlflow
     from mlflow.models import Model
 
     from ledgerline.families import UnknownFamily, family_from_tags
-    from serving.family import ServingContext, get_serving_family
+    from serving.family import get_serving_family
 
+    where = f"{ref.name} v{ref.version}"
     try:
-        family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, f"{ref.name} v{ref.version}"))
+        family = get_serving_family(family_from_tags({FAMILY_TAG: ref.family} if ref.family else {}, where))
     except UnknownFamily as exc:
-        raise ModelLoadError(f"cannot serve {ref.name} v{ref.version}: {exc}") from exc
+        raise ModelLoadError(f"cannot load {where}: {exc}") from exc
+    try:
+        uri = client.get_model_version_download_uri(ref.name, ref.version)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(workdir / "model"), tracking_uri=platform.tracking_uri
+            )
+        )
+        meta = Model.load(str(local / "MLmodel"))
+        if meta.signature is None:
+            raise ModelLoadError(f"{where} was logged without a signature; log it with one")
+        signature_inputs = meta.signature.inputs.to_dict()
+        spec = _load_spec(client, ref.run_id, workdir / "spec")
+        model = family.load(local)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {where}: {str(exc).splitlines()[0][:300]}") from exc
+    try:
+        columns = family.request_columns(signature_inputs, spec)
+    except ValueError as exc:
+        raise ModelLoadError(f"{where} cannot be served: {exc}") from exc
+    return FetchedVersion(ref, family, model, spec, columns, local)
+
+
+def load_version(platform: Settings, settings: ServingSettings, ref: ChampionRef, client: Any | None = None) -> ServedModel:
+    """Download, build, check and warm one registered version. Raises ModelLoadError."""
+    from serving.family import ServingContext
+
     client = client or mlflow_client(platform)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ledgerline-serving-") as tmp:
+        fetched = fetch_version(platform, client, ref, Path(tmp))
+        family, spec, columns = fetched.family, fetched.spec, fetched.columns
         try:
-            uri = client.get_model_version_download_uri(ref.name, ref.version)
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=str(Path(tmp) / "model"), tracking_uri=platform.tracking_uri
-                )
-            )
-            meta = Model.load(str(local / "MLmodel"))
-            if meta.signature is None:
-                raise ModelLoadError(f"{ref.name} v{ref.version} was logged without a signature; log it with one")
-            signature_inputs = meta.signature.inputs.to_dict()
-            spec = _load_spec(client, ref.run_id, Path(tmp) / "spec")
-            pipeline = family.load(local)
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load {ref.name} v{ref.version}: {str(exc).splitlines()[0][:300]}") from exc
-        try:
-            columns = family.request_columns(signature_inputs, spec)
             schema = RecordSchema(ref.name, columns, settings.max_batch_rows)
-            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, local,
+            ctx = ServingContext(ref.name, ref.version, settings, spec, columns, fetched.local,
                                  options={"app_db_url": settings.app_db_url or platform.resolved_app_db_url()})
-            predictor, details = family.build(pipeline, ctx)
+            built = family.build(fetched.model, ctx)
         except ValueError as exc:
             raise ModelLoadError(f"{ref.name} v{ref.version} cannot be served: {exc}") from exc
         example = family.example(spec, columns)
-        schema.example = (schema.validate_python(example) if example is not None else None) or _example(local, schema) or _synthetic_example(schema)
-    status = details.pop("status", None)
-    on_feedback = details.pop("on_feedback", None)
+        schema.example = (
+            (schema.validate_python(example) if example is not None else None)
+            or _example(fetched.local, schema)
+            or _synthetic_example(schema)
+        )
     model = ServedModel(
         name=ref.name,
         version=ref.version,
         family=family.name,
         schema=schema,
-        predictor=predictor,
+        predictor=built.predictor,
         loaded_at=datetime.now(UTC),
         run_id=ref.run_id,
         source=f"models:/{ref.name}/{ref.version}",
-        details=details,
+        details=built.details,
         label_codec=family.label_codec(spec),
         answer_model=family.answer_model,
-        status=status if callable(status) else None,
-        on_feedback=on_feedback if callable(on_feedback) else None,
+        score_range=family.score_range,
+        status=built.status,
+        on_feedback=built.on_feedback,
     )
     if not family.stateful:  # a stateful family's answers change state: never fed made-up records
         warm_up(model)

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "ledgerline_serving"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The score histogram's bucket bounds as fractions of a family's score range (its ``score_range``; [0, 1] by default).
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SCORE_METRIC = f"{PREFIX}_prediction_score"
+SCORE_HELP = "main score of each prediction, bucketed over its family's score range (e.g. a probability of default)"
 ROWS_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000)
 
 
@@ -47,10 +53,8 @@ class ServingMetrics:
             buckets=ROWS_BUCKETS, registry=r,
         )
         self.predictions = Counter(f"{PREFIX}_predictions", "records scored", ["model", "version"], registry=r)
-        self.scores = Histogram(
-            f"{PREFIX}_prediction_score", "main score of each prediction (credit: probability of default)",
-            ["model", "version"], buckets=SCORE_BUCKETS, registry=r,
-        )
+        self.scores = ScoreHistograms()
+        r.register(self.scores)
         self.errors = Counter(
             f"{PREFIX}_errors", "requests answered with an error, by endpoint and kind", ["endpoint", "kind"], registry=r
         )
@@ -104,7 +108,12 @@ class ServingMetrics:
         self._components: dict[tuple[str, str], tuple[Any, float]] = {}  # (model, key) -> (gauge child, last value)
 
     # ------------------------------------------------------------ predictions
-    def observed(self, model: str, version: str, seconds: float, scores: np.ndarray) -> None:
+    def observed(
+        self, model: str, version: str, seconds: float, scores: np.ndarray,
+        score_range: tuple[float, float] | None = (0.0, 1.0),
+    ) -> None:
+        """One answered request: its latency, rows, and each score in the histogram of the model's
+        ``score_range`` (none for a family without a score)."""
         children = self._children.get((model, version))
         if children is None:  # labels() costs a lock and a dict walk: once per model version, not per request
             children = (
@@ -112,7 +121,7 @@ class ServingMetrics:
                 self.latency.labels(model, version),
                 self.batch_rows.labels(model, version),
                 self.predictions.labels(model, version),
-                self.scores.labels(model, version),
+                self.scores.child(model, version, score_range),
             )
             self._children[(model, version)] = children
         ok, latency, rows, predictions, score_hist = children
@@ -121,7 +130,8 @@ class ServingMetrics:
         latency.observe(seconds)
         rows.observe(n)
         predictions.inc(n)
-        observe_many(score_hist, scores)
+        if score_hist is not None:
+            observe_many(score_hist, scores)
 
     # ---------------------------------------------------------- log observer
     def log_written(self, rows: int) -> None:
@@ -140,7 +150,7 @@ class ServingMetrics:
         self.log_db_up.set(1 if db_up else 0)
 
     # ------------------------------------------------------------ exposition
-    def component_state(self, model: str, values: dict[str, float]) -> None:
+    def component_state(self, model: str, values: Mapping[str, float]) -> None:
         """Set the model's component gauges; only values that changed are written.
 
         Called after every answer (not only when this worker renders ``/metrics``): with several
@@ -193,6 +203,51 @@ class ServingMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def score_buckets(score_range: tuple[float, float]) -> tuple[float, ...]:
+    """The bucket bounds of a score histogram over ``score_range``: :data:`SCORE_BUCKETS` scaled to it."""
+    lo, hi = (float(v) for v in score_range)
+    if not lo < hi:
+        raise ValueError(f"a score range must rise (low < high), not {score_range}")
+    if (lo, hi) == (0.0, 1.0):
+        return SCORE_BUCKETS
+    return tuple(float(f"{lo + (hi - lo) * f:.6g}") for f in SCORE_BUCKETS)
+
+
+class ScoreHistograms(Collector):
+    """The one score histogram metric, bucketed per model by its family's score range.
+
+    Prometheus allows each series of a histogram its own ``le`` bounds; prometheus_client gives one
+    set per metric object, so there is one unregistered :class:`Histogram` per distinct range, and
+    this collector exposes them as one metric (``ledgerline_serving_prediction_score``). With
+    several workers every histogram writes its own multiprocess files, which aggregate by name.
+    """
+
+    def __init__(self) -> None:
+        self._by_buckets: dict[tuple[float, ...], Histogram] = {}
+
+    def child(self, model: str, version: str, score_range: tuple[float, float] | None) -> Any:
+        """The histogram child of one model version; None when its family has no score."""
+        if score_range is None:
+            return None
+        buckets = score_buckets(score_range)
+        hist = self._by_buckets.get(buckets)
+        if hist is None:
+            hist = self._by_buckets[buckets] = Histogram(
+                SCORE_METRIC, SCORE_HELP, ["model", "version"], buckets=buckets, registry=None
+            )
+        return hist.labels(model, version)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(SCORE_METRIC, SCORE_HELP, "histogram")]
+
+    def collect(self) -> Iterator[Metric]:
+        out = Metric(SCORE_METRIC, SCORE_HELP, "histogram")
+        for hist in self._by_buckets.values():
+            for metric in hist.collect():
+                out.samples.extend(metric.samples)
+        yield out
 
 
 def observe_many(hist: Any, values: np.ndarray) -> None:

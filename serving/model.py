@@ -6,7 +6,7 @@ plug-in (:mod:`serving.family`); nothing here knows a family.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,9 +15,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from features.labels import LabelCodec, OutcomeCodec
+from serving.family import UNIT_RANGE, OnFeedback, Predictor, ScoreRange, Status
 from serving.schema import RecordSchema
-
-Predictor = Callable[..., tuple[list[dict[str, Any]], np.ndarray]]  # (records, explain=True): see serving.family.Predictor
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,13 @@ class ServedModel:
     label_codec: OutcomeCodec = field(default_factory=LabelCodec.canonical_only)
     #: the family's answer model (OpenAPI) and how an answer becomes flat file columns
     answer_model: type[BaseModel] | None = None
+    #: the scale of the monitored score (the family's): the score histograms are bucketed over it; None: no score
+    score_range: ScoreRange = UNIT_RANGE
     #: live gauges of the model's own machinery (e.g. its profile store), exported on /metrics
-    status: Callable[[], dict[str, float]] | None = None
+    status: Status | None = None
     #: called with (prediction_id, canonical label) after feedback for this model was recorded (e.g. a
-    #: categorisation correction becomes a rule at once); the family's ``build`` supplies it in its details
-    on_feedback: Callable[[str, str], None] | None = None
+    #: categorisation correction becomes a rule at once); the family's ``build`` supplies it
+    on_feedback: OnFeedback | None = None
 
 
 def predict(
@@ -47,6 +48,5 @@ def predict(
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Answers (one dict per record, the family's shape) and the main score per record; ``explain=False``
     leaves the explanations (reason codes, reasons) out."""
-    if not explain:
-        return model.predictor(records, explain=False)
-    return model.predictor(records)
+    answers, scores = model.predictor(records, explain=explain)
+    return answers, scores

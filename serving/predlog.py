@@ -28,20 +28,19 @@ back on the next start) instead of being lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
 from serving.errors import LogBufferFull
+from serving.log_observer import LogObserver, NullObserver, RateLimited, SafeObserver
+from serving.log_recovery import claim_spills, dead_letter, spill
 from serving.store import (
     LogEntry,
     MovedFeedback,
@@ -53,72 +52,6 @@ from serving.store import (
 from serving.wal import ClaimedSegment, WriteAheadLog, claim_orphans, encode_entry
 
 logger = logging.getLogger(__name__)
-
-
-class LogObserver(Protocol):
-    def log_written(self, rows: int) -> None: ...
-    def log_write_failed(self) -> None: ...
-    def log_refused(self, rows: int, dropped: bool) -> None: ...
-    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None: ...
-
-
-class _NullObserver:
-    def log_written(self, rows: int) -> None:
-        pass
-
-    def log_write_failed(self) -> None:
-        pass
-
-    def log_refused(self, rows: int, dropped: bool) -> None:
-        pass
-
-    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None:
-        pass
-
-
-class _SafeObserver:
-    """Metrics must never stop the writer: an observer error is logged once and ignored."""
-
-    def __init__(self, inner: LogObserver) -> None:
-        self.inner = inner
-        self.warned = False
-
-    def _call(self, name: str, *args: Any) -> None:
-        try:
-            getattr(self.inner, name)(*args)
-        except Exception:
-            if not self.warned:
-                self.warned = True
-                logger.exception("prediction log: metrics observer %s failed (ignored from now on)", name)
-
-    def log_written(self, rows: int) -> None:
-        self._call("log_written", rows)
-
-    def log_write_failed(self) -> None:
-        self._call("log_write_failed")
-
-    def log_refused(self, rows: int, dropped: bool) -> None:
-        self._call("log_refused", rows, dropped)
-
-    def log_state(self, pending_rows: int, capacity: int, full: bool, db_up: bool) -> None:
-        self._call("log_state", pending_rows, capacity, full, db_up)
-
-
-class _RateLimited:
-    """Log a recurring condition at most once per ``every`` seconds, with a count."""
-
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self.last = 0.0
-        self.suppressed = 0
-
-    def due(self) -> int | None:
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            n, self.suppressed, self.last = self.suppressed, 0, now
-            return n
-        self.suppressed += 1
-        return None
 
 
 class PredictionLog:
@@ -147,7 +80,7 @@ class PredictionLog:
         self.overflow = overflow
         self.retry_max = retry_max
         self.spill_dir = spill_dir
-        self.observer: LogObserver = _SafeObserver(observer or _NullObserver())
+        self.observer: LogObserver = SafeObserver(observer or NullObserver())
         self.tables = TableGuard(engine)
         # (entry, queued at, where it is durable: its WAL sequence number > 0, _ORPHAN, or _MEMORY)
         self._queue: deque[tuple[LogEntry, float, int]] = deque()
@@ -175,8 +108,8 @@ class PredictionLog:
         self._next_scan = 0.0
         self._wal_written = 0  # highest WAL sequence number whose record is in the database
         self.replayed_rows = 0
-        self._full_log = _RateLimited()
-        self._down_log = _RateLimited(30.0)
+        self._full_log = RateLimited()
+        self._down_log = RateLimited(30.0)
         self.dropped_rows = 0
         self.rejected_rows = 0
         self.rejected_by_db_rows = 0
@@ -521,17 +454,7 @@ class PredictionLog:
 
     # ------------------------------------------------------------------- spill
     def _dead_letter(self, entries: list[LogEntry]) -> Path | None:
-        if self.spill_dir is None:
-            return None
-        try:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            path = self.spill_dir / f"refused-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
-            with path.open("a") as fh:
-                _write_jsonl(fh, entries)
-            return path
-        except OSError:
-            logger.exception("prediction log: cannot write the refused rows to %s", self.spill_dir)
-            return None
+        return dead_letter(self.spill_dir, entries)
 
     def _spill(self) -> None:
         """At shutdown: the rows held only in memory go to a spill file (WAL records stay in their segments)."""
@@ -539,59 +462,17 @@ class PredictionLog:
             entries = [e for e, _, where in self._queue if where == _MEMORY]
             self._queue.clear()
             self._pending = 0
-        rows = sum(e.rows for e in entries)
-        if not entries:
-            return
-        if self.spill_dir is None:
-            logger.error("prediction log: %d rows could not be written before shutdown and are lost", rows)
-            return
-        try:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            path = self.spill_dir / f"unwritten-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
-            with path.open("w") as fh:
-                _write_jsonl(fh, entries)
-        except OSError:
-            logger.exception("prediction log: %d rows could not be written nor spilled to %s", rows, self.spill_dir)
-            return
-        logger.error(
-            "prediction log: database unavailable at shutdown; %d rows spilled to %s (written on the next start)",
-            rows,
-            path,
-        )
+        spill(self.spill_dir, entries)
 
     def _reload_spills(self) -> None:
-        if self.spill_dir is None or not self.spill_dir.is_dir():
-            return
-        for path in sorted(self.spill_dir.glob("unwritten-*.jsonl")):
-            claimed = path.with_suffix(f".loading-{os.getpid()}")
-            try:
-                path.rename(claimed)  # one worker claims each file
-            except OSError:
-                continue
-            entries = []
-            for line in claimed.read_text().splitlines():
-                if not line.strip():
-                    continue
-                r = json.loads(line)
-                entries.append(
-                    LogEntry(
-                        r["model_name"],
-                        r["model_version"],
-                        datetime.fromisoformat(r["created_at"]),
-                        [r["prediction_id"]],
-                        [r["inputs"]],
-                        [r["outputs"]],
-                        [r["score"]],
-                        r["latency_ms"],
-                    )
-                )
+        """Re-queue the rows an earlier shutdown spilled (each file claimed by one worker; deleted once written)."""
+        for claimed, entries in claim_spills(self.spill_dir):
             with self._cond:
                 for e in entries:
                     self._queue.append((e, time.monotonic(), _MEMORY))
                     self._pending += e.rows
                     self._submitted += 1
                 self._loaded_spills.append((claimed, self._submitted))
-            logger.warning("prediction log: re-queued %d rows spilled at an earlier shutdown (%s)", len(entries), path)
 
     def _forget_written_spills(self) -> None:
         if self._claimed:
@@ -616,19 +497,3 @@ class PredictionLog:
 #: Where a queued entry is durable besides memory (a positive value is its sequence number in this worker's WAL).
 _MEMORY = 0
 _ORPHAN = -2
-
-
-def _write_jsonl(fh: Any, entries: Sequence[LogEntry]) -> None:
-    for e in entries:
-        for pid, inp, out, s in zip(e.ids, e.inputs, e.outputs, e.scores, strict=True):
-            row = {
-                "prediction_id": pid,
-                "model_name": e.model_name,
-                "model_version": e.model_version,
-                "created_at": e.created_at.isoformat(),
-                "inputs": inp,
-                "outputs": out,
-                "score": s,
-                "latency_ms": e.latency_ms,
-            }
-            fh.write(json.dumps(row, default=str) + "\n")

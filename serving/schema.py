@@ -9,6 +9,9 @@ types, the training spec adds ranges, categorical domains and which fields may b
   unknown category as "none of them"; we reject it with the allowed values instead)
 * unknown fields are rejected (a typo must not turn into a silently missing value)
 
+The same rules, applied column by column to a file's rows (:func:`validate_frame`), validate
+offline scoring and batch jobs: one set of rules for every way records come in.
+
 Parsing goes straight from the body bytes through pydantic-core (no ``json.loads``), into
 plain dicts, which is what :meth:`features.transform.TabularFeatures.transform_records` reads.
 """
@@ -19,7 +22,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from pydantic_core import from_json
@@ -28,10 +31,15 @@ from typing_extensions import TypedDict
 from features.spec import DatasetSpec
 from serving.errors import BatchTooLarge, InvalidRecords, MalformedRequest
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 #: Bounds for a numeric column the spec says nothing about: still no absurd magnitudes.
 FALLBACK_ABS_MAX = 1e12
 MAX_TEXT = 200
+#: Postgres text and JSONB cannot store it
+NUL = "\x00"
 MAX_REPORTED_ERRORS = 50
 #: JSON tokens the pre-scan counts: a whole string (with ``:`` after it when it is a key) or a bracket or comma.
 #: Outside strings JSON has no quote characters, so matching strings left to right never loses step.
@@ -46,6 +54,11 @@ class Column:
     min: float | None = None
     max: float | None = None
     values: tuple[str, ...] | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The inclusive range of a numeric column (unbounded sides as infinities)."""
+        return (self.min if self.min is not None else -math.inf, self.max if self.max is not None else math.inf)
 
     def describe(self) -> str:
         if self.kind == "numeric":
@@ -99,8 +112,7 @@ def _annotation(col: Column) -> Any:
     elif col.values is not None:
         ann = Annotated[Literal[col.values], Field(description=desc)]  # type: ignore[valid-type]
     else:
-        # no NUL: Postgres text and JSONB cannot store it
-        ann = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT, pattern=r"^[^\x00]*$"), Field(description=desc)]
+        ann = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT, pattern=r"^[^\x00]*$"), Field(description=desc)]  # no NUL
     if col.nullable:
         ann = Annotated[ann | None, Field(description=desc)]
     return ann
@@ -355,3 +367,88 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, str | int | float | bool) or v is None:
         return v
     return str(v)
+
+
+# --- the same rules, column by column, for files (``ledgerline score``, batch jobs) ---------------
+
+#: How a file's text cell reads as a boolean (a JSON request carries true/false).
+_TRUE = {"true", "1", "yes", "t"}
+_FALSE = {"false", "0", "no", "f"}
+
+
+def validate_frame(frame: pd.DataFrame, columns: Sequence[Column], spec: DatasetSpec | None) -> tuple[pd.DataFrame, pd.Series]:
+    """The request columns of ``frame`` converted to their types, and a reason per rejected row.
+
+    Returns ``(clean, reasons)``: ``clean`` holds the valid rows only (same index labels);
+    ``reasons`` is indexed by the rejected rows' labels. The rules are the API's: numbers finite
+    and inside the spec's range, categoricals one of the spec's values, text at most
+    ``MAX_TEXT`` characters, nulls only where the spec allows them, timestamps parseable.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from serving.schema import MAX_TEXT
+
+    kinds = {c.name: c.kind for c in spec.columns} if spec is not None else {}
+    out: dict[str, Any] = {}
+    problems: list[pd.Series] = []
+
+    def flag(mask: Any, name: str, why: str) -> None:
+        mask = pd.Series(np.asarray(mask, dtype=bool), index=frame.index)
+        if mask.any():
+            problems.append(pd.Series(f"{name}: {why}", index=frame.index[mask.to_numpy()]))
+
+    for col in columns:
+        if col.name not in frame.columns:  # a nullable column the file lacks
+            out[col.name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+            continue
+        raw = frame[col.name]
+        null = raw.isna().to_numpy()
+        if not col.nullable:
+            flag(null, col.name, "is empty; the model needs a value")
+        if col.kind == "numeric":
+            num = pd.to_numeric(raw, errors="coerce").astype(float)
+            bad = num.isna().to_numpy() & ~null
+            flag(bad, col.name, "is not a number")
+            v = num.to_numpy()
+            with np.errstate(invalid="ignore"):
+                inf = ~np.isfinite(v) & ~np.isnan(v)
+                lo, hi = col.bounds
+                out_of_range = ~np.isnan(v) & ~inf & ((v < lo) | (v > hi))
+            flag(inf, col.name, "is not finite")
+            flag(out_of_range, col.name, f"is outside the model's range [{lo:g}, {hi:g}]")
+            out[col.name] = num.astype(object).where(~num.isna(), None)
+        elif col.kind == "boolean":
+            if pd.api.types.is_bool_dtype(raw):
+                out[col.name] = raw.astype(object).where(~raw.isna(), None)
+            else:
+                text = raw.astype(str).str.strip().str.lower()
+                is_t, is_f = text.isin(_TRUE).to_numpy(), text.isin(_FALSE).to_numpy()
+                flag(~null & ~is_t & ~is_f, col.name, "is not true or false")
+                values = [True if t else False if f else None for t, f in zip(is_t.tolist(), is_f.tolist(), strict=True)]
+                out[col.name] = pd.Series(values, index=frame.index, dtype=object)
+        else:
+            text = raw.astype(object).where(~raw.isna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            if kinds.get(col.name) == "datetime":
+                ts = pd.to_datetime(raw.where(~raw.isna(), None), errors="coerce", utc=True, format="ISO8601")
+                flag(ts.isna().to_numpy() & ~null, col.name, "is not a timestamp (use ISO 8601, e.g. 2026-03-01T14:05:00Z)")
+            elif col.values is not None:
+                allowed = set(col.values)
+                flag(~null & ~text.isin(allowed).to_numpy(), col.name, "is not one of " + ", ".join(col.values[:20])
+                     + (", ..." if len(col.values) > 20 else ""))
+            else:
+                lengths = text.map(lambda v: len(v) if v is not None else 0).to_numpy()
+                flag(lengths > MAX_TEXT, col.name, f"is longer than {MAX_TEXT} characters")
+                flag(text.map(lambda v: v is not None and NUL in v).to_numpy(), col.name, "holds a NUL character")
+            out[col.name] = text
+    clean = pd.DataFrame(out, index=frame.index)
+    if problems:
+        reasons = pd.concat(problems).groupby(level=0, sort=True).agg("; ".join)
+    else:
+        reasons = pd.Series([], dtype=object)
+    return clean.drop(index=reasons.index), reasons
+
+
+def missing_columns(names: Sequence[str], columns: Sequence[Column]) -> list[str]:
+    have = set(names)
+    return [c.name for c in columns if c.name not in have and not c.nullable]

@@ -42,7 +42,8 @@ class ServingState:
 
 
 def state_of(request: Request) -> ServingState:
-    return request.app.state.serving  # type: ignore[no-any-return]
+    state: ServingState = request.app.state.serving
+    return state
 
 
 def authorize(request: Request, keys: tuple[bytes, ...], header: str, what: str) -> None:

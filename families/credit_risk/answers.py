@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -139,7 +139,18 @@ def decisions_at(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(probabilities >= threshold, DECLINE, APPROVE).astype(object)
 
 
-def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: CreditScorer) -> list[dict[str, Any]]:
+class AnswerScorer(Protocol):
+    """What :func:`answers` reads of a scorer (an XGBoost :class:`CreditScorer` or a scorecard's)."""
+
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def reason_codes(self) -> int: ...
+    @property
+    def features(self) -> TabularFeatures: ...
+
+
+def answers(records: Sequence[Mapping[str, Any]], scores: CreditScores, scorer: AnswerScorer) -> list[dict[str, Any]]:
     """One answer per record: probability, decision, threshold and reason codes."""
     t = scorer.threshold
     probs = scores.probabilities.tolist()

@@ -61,4 +61,4 @@ def predict(
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Answers and scores; ``explain=False``: no reason codes (an empty list in each answer)."""
     s = score(records, scorer, explain=explain)
-    return credit.answers(records, s, scorer), s.probabilities  # type: ignore[arg-type]  # same fields answers reads
+    return credit.answers(records, s, scorer), s.probabilities

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from serving.family import PredictionBase, Predictor, Record, ServingContext
+from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from sklearn.pipeline import Pipeline
 
     from families.credit_risk import answers as credit
-    from features.labels import LabelCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
 
@@ -44,25 +43,15 @@ class CreditPrediction(PredictionBase):
     reason_codes: list[ReasonCode] = Field(description="fields that pushed the risk up most, largest first")
 
 
-class CreditRiskServing:
+class CreditRiskServing(ServingFamilyBase["Pipeline"]):
+    """The model is the logged pipeline (``features`` then ``model``: XGBoost or a scorecard); the score is the
+    probability of default, in [0, 1]; feedback is the outcome in the training data's labels (or 1/0)."""
+
     name = "credit-risk"
     answer_model = CreditPrediction
     answer_columns = ("probability_of_default", "decision", "reason_codes")
-    stateful = False
 
-    def load(self, model_dir: Path) -> object:
-        from features.model_io import load_model
-
-        return load_model(model_dir)
-
-    def request_columns(
-        self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
-    ) -> list[Column]:
-        from serving.schema import columns_from
-
-        return columns_from(signature_inputs, spec)
-
-    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+    def build(self, model: Pipeline, ctx: ServingContext) -> Built:
         from families.credit_risk import answers as credit
         from serving.treeshap import TreeShapTable
 
@@ -81,9 +70,9 @@ class CreditRiskServing:
             card = scorecard.scorer_from_pipeline(model, threshold=threshold, reason_codes=settings.reason_codes)
 
             def run_card(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
-                return scorecard.predict(records, card, explain=explain)  # type: ignore[return-value]
+                return scorecard.predict(records, card, explain=explain)
 
-            return run_card, {
+            return Built(run_card, {
                 "model_kind": "scorecard",
                 "threshold": threshold,
                 "threshold_source": source,
@@ -92,11 +81,11 @@ class CreditRiskServing:
                 "reason_code_method": "exact",
                 "reason_code_path": "scorecard",
                 "inputs": card.input_names,
-            }
+            })
         scorer = self._xgboost_scorer(model, ctx, threshold)
 
         def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
-            return credit.predict(records, scorer, explain=explain)  # type: ignore[return-value]
+            return credit.predict(records, scorer, explain=explain)
 
         details: dict[str, object] = {
             "model_kind": "xgboost",
@@ -115,9 +104,9 @@ class CreditRiskServing:
             "trees": int(scorer.booster.num_boosted_rounds()),
             "inputs": scorer.input_names,
         }
-        return run, details
+        return Built(run, details)
 
-    def _xgboost_scorer(self, model: object, ctx: ServingContext, threshold: float) -> credit.CreditScorer:
+    def _xgboost_scorer(self, model: Pipeline, ctx: ServingContext, threshold: float) -> credit.CreditScorer:
         from families.credit_risk import answers as credit
 
         settings = ctx.settings
@@ -138,16 +127,10 @@ class CreditRiskServing:
             "reason_codes": json.dumps(reasons, separators=(",", ":")) if reasons else "",
         }
 
-
     def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
         return None  # the logged input example is a real applicant
 
-    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
-        from features.spec import label_codec_of
-
-        return label_codec_of(spec)
-
-    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+    def score_frame(self, model: Pipeline, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         """The serving answers for a frame's rows, column by column: the same numbers and text as the API's
         answers flattened (:meth:`flatten`), without a Python dict per row (a scorecard goes through its records)."""
         import pandas as pd
@@ -155,18 +138,12 @@ class CreditRiskServing:
         from families.credit_risk import answers as credit
         from families.credit_risk import scorecard_answers as scorecard
 
-        cache = ctx.options.get("cache")
-        cache = cache if isinstance(cache, dict) else {}
+        if scorecard.is_scorecard(model):  # through its records, as online
+            return super().score_frame(model, frame, ctx)
+        cache = ctx.cache()
         explain = bool(ctx.options.get("explain", True))
-        if scorecard.is_scorecard(model):
-            run = cache.get("credit_predictor")
-            if run is None:
-                run = cache["credit_predictor"] = self.build(model, ctx)[0]
-            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-            answers, _ = run(records, explain=explain)  # type: ignore[operator]
-            return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
         scorer = cache.get("credit_scorer")
-        if scorer is None:  # the TreeSHAP tables are built once per run
+        if not isinstance(scorer, credit.CreditScorer):  # the TreeSHAP tables are built once per run
             scorer = cache["credit_scorer"] = self._xgboost_scorer(model, ctx, _threshold(model, ctx))
         s = credit.score_matrix(scorer.features.transform(frame), scorer, explain=explain)
         columns = {name: frame[name].to_numpy() for name in scorer.features.input_features_}
@@ -177,7 +154,7 @@ class CreditRiskServing:
         )
 
 
-def _threshold(model: object, ctx: ServingContext) -> float:
+def _threshold(model: Pipeline, ctx: ServingContext) -> float:
     """The decision threshold: a per-model serving setting, else the one recorded at training, else the default."""
     recorded = getattr(model, "decision_threshold_", None)
     return ctx.settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))

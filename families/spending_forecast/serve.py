@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from serving.errors import InvalidRecords
-from serving.family import PredictionBase, Predictor, Record, ServingContext
+from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase, records_of
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from families.spending_forecast.model import ForecastModel
-    from features.labels import LabelCodec
+    from features.labels import OutcomeCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
 
@@ -42,12 +42,17 @@ class ForecastAnswer(PredictionBase):
 
 
 class ForecastPredictor:
-    """The predictor of one loaded version; the forecast route reads :attr:`forecast_model`."""
+    """The predictor of one loaded version; the forecast route reads :attr:`forecast_model`.
+
+    ``explain`` is accepted like every predictor's (a forecast has no explanations to leave out).
+    The score per record is the first point's forecast (kept in the prediction log; the family
+    has no score histogram: forecasts of different series share no scale).
+    """
 
     def __init__(self, model: ForecastModel) -> None:
         self.forecast_model = model
 
-    def __call__(self, records: Sequence[Record]) -> tuple[list[dict[str, object]], np.ndarray]:
+    def __call__(self, records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         import numpy as np
 
         m = self.forecast_model
@@ -61,8 +66,8 @@ class ForecastPredictor:
         answers: list[dict[str, object]] = []
         first = np.zeros(len(records))
         for i, r in enumerate(records):
-            horizon = int(r.get("horizon") or m.horizon)  # type: ignore[call-overload]
-            level = float(r.get("interval") or 0.8)  # type: ignore[arg-type]
+            horizon = int(_number(r.get("horizon"), m.horizon))
+            level = _number(r.get("interval"), 0.8)
             if level not in (0.8, 0.95):
                 raise InvalidRecords(f"interval {level} is not offered; use 0.8 or 0.95",
                                      [{"field": "interval", "message": "must be 0.8 or 0.95", "type": "value"}])
@@ -72,13 +77,21 @@ class ForecastPredictor:
         return answers, first
 
 
-class SpendingForecastServing:
+def _number(value: object, default: float) -> float:
+    """A validated record's optional number (the request schema made it a float or None)."""
+    return float(value) if isinstance(value, int | float) and value else float(default)
+
+
+class SpendingForecastServing(ServingFamilyBase["ForecastModel"]):
+    """The model is the version's precomputed forecast table; no score histogram (``score_range`` None);
+    feedback is actuals through the family's own route."""
+
     name = "spending-forecast"
     answer_model = ForecastAnswer
     answer_columns = ("series_id", "interval", "points")
-    stateful = False
+    score_range = None
 
-    def load(self, model_dir: Path) -> object:
+    def load(self, model_dir: Path) -> ForecastModel:
         from families.spending_forecast.model import ForecastModel
 
         return ForecastModel.load(Path(model_dir))
@@ -94,10 +107,7 @@ class SpendingForecastServing:
             Column("interval", "numeric", True, 0.8, 0.95),
         ]
 
-    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
-        from families.spending_forecast.model import ForecastModel
-
-        assert isinstance(model, ForecastModel)
+    def build(self, model: ForecastModel, ctx: ServingContext) -> Built:
         model.knows("")  # build the lookup index before the first request
         details: dict[str, object] = {
             "series": len(model.series_ids),
@@ -106,7 +116,7 @@ class SpendingForecastServing:
             "intervals": [0.8, 0.95],
             "chosen_models": {str(k): int(v) for k, v in model.lineage["chosen"].value_counts().items()},
         }
-        return ForecastPredictor(model), details  # type: ignore[return-value]
+        return Built(ForecastPredictor(model), details)
 
     def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
         import json
@@ -117,17 +127,15 @@ class SpendingForecastServing:
     def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
         return None  # the warm-up uses the version's own first series (see build)
 
-    def label_codec(self, spec: DatasetSpec | None) -> LabelCodec:
+    def label_codec(self, spec: DatasetSpec | None) -> OutcomeCodec:
         from features.labels import LabelCodec
 
         return LabelCodec.canonical_only()  # feedback is actuals per (series, date): POST /v1/models/{name}/actuals
 
-    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+    def score_frame(self, model: ForecastModel, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         import pandas as pd
 
-        predictor = ForecastPredictor(model)  # type: ignore[arg-type]
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        answers, _ = predictor(records)
+        answers, _ = ForecastPredictor(model)(records_of(frame))
         return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
 
 

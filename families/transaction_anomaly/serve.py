@@ -15,18 +15,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from serving.errors import InvalidRecords
-from serving.family import PredictionBase, Predictor, Record, ServingContext
+from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase, records_of
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from families.transaction_anomaly.data import TransactionDataset
+    from families.transaction_anomaly.model import IsolationForestDetector
+    from families.transaction_anomaly.profiles import ProfileStore
     from features.labels import LabelCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
@@ -50,16 +52,13 @@ class AnomalyPrediction(PredictionBase):
     features: dict[str, float] = Field(description="the behavioural features the model saw")
 
 
-class TransactionAnomalyServing:
+class TransactionAnomalyServing(ServingFamilyBase["IsolationForestDetector"]):
+    """The model is the fitted detector; the score is the anomaly score in (0, 1]; feedback is an analyst's verdict."""
+
     name = "transaction-anomaly"
     answer_model = AnomalyPrediction
     answer_columns = ("anomaly_score", "is_anomaly", "risk_level", "reasons")
     stateful = True  # every answer folds the transaction into its customer's profile
-
-    def load(self, model_dir: Path) -> object:
-        from features.model_io import load_model
-
-        return load_model(model_dir)
 
     def request_columns(
         self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
@@ -83,7 +82,7 @@ class TransactionAnomalyServing:
             cols.append(Column(spec.id_column, "categorical", True))  # passed through to the log
         return cols
 
-    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+    def build(self, model: IsolationForestDetector, ctx: ServingContext) -> Built:
         from families.transaction_anomaly.data import dataset_from_spec, has_behaviour_roles
 
         spec = ctx.spec
@@ -97,7 +96,7 @@ class TransactionAnomalyServing:
             "anomaly_score": answer["anomaly_score"],
             "is_anomaly": answer["is_anomaly"],
             "risk_level": answer["risk_level"],
-            "reasons": "; ".join(str(r["text"]) for r in reasons) if isinstance(reasons, list) else "",  # type: ignore[index]
+            "reasons": "; ".join(str(r["text"]) for r in reasons if isinstance(r, Mapping)) if isinstance(reasons, list) else "",
         }
 
     def example(self, spec: DatasetSpec | None, columns: Sequence[Column]) -> dict[str, object] | None:
@@ -132,7 +131,7 @@ class TransactionAnomalyServing:
 
         return label_codec_of(spec).with_aliases(positive=("fraud",), negative=("legitimate",))
 
-    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+    def score_frame(self, model: IsolationForestDetector, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         """Offline answers for a whole file: point-in-time behavioural features within the file.
 
         Rows are replayed in time order (ties in file order) through ``features``/``update`` on
@@ -148,8 +147,7 @@ class TransactionAnomalyServing:
         if spec is not None and has_behaviour_roles(spec):
             answers = _offline_behavioural(model, ctx, dataset_from_spec(spec), frame)
         else:
-            run, _ = _plain(model, ctx)
-            answers, _ = run(frame.astype(object).where(frame.notna(), None).to_dict("records"))
+            answers, _ = _plain(model, ctx).predictor(records_of(frame))
         return pd.DataFrame([self.flatten(a) for a in answers], index=frame.index, columns=list(self.answer_columns))
 
 
@@ -158,7 +156,7 @@ def _invalid(index: int, many: bool, field: str, message: str) -> InvalidRecords
     return InvalidRecords(f"{where}: {message}", [{"field": where, "message": message, "type": "value_error"}])
 
 
-def profile_store(ctx: ServingContext) -> object:
+def profile_store(ctx: ServingContext) -> ProfileStore:
     """The profile store a served anomaly model uses: Redis at the configured URL, or process memory."""
     from families.transaction_anomaly.profiles import MemoryProfileStore, RedisProfileStore
 
@@ -173,7 +171,7 @@ def profile_store(ctx: ServingContext) -> object:
     )
 
 
-def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[Predictor, dict[str, object]]:
+def _behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: TransactionDataset) -> Built:
     import numpy as np
     import pandas as pd
 
@@ -184,7 +182,7 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
 
     scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
     store = profile_store(ctx)
-    customer_col = dataset.customer_column  # type: ignore[attr-defined]
+    customer_col = dataset.customer_column
 
     def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         now = pd.Timestamp(time.time_ns(), unit="ns", tz="UTC")
@@ -195,19 +193,19 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
             if not isinstance(customer, str) or not customer or len(customer) > MAX_CUSTOMER_ID_LEN:
                 raise _invalid(i, many, customer_col, f"is required (text of 1 to {MAX_CUSTOMER_ID_LEN} characters)")
             try:
-                parsed.append((customer, parse_transaction(rec, dataset, now=now)))  # type: ignore[arg-type]
+                parsed.append((customer, parse_transaction(rec, dataset, now=now)))
             except InvalidTransaction as exc:
                 raise _invalid(i, many, exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
         answers: list[dict[str, object]] = []
         try:
             if len(parsed) == 1:
                 customer, txn = parsed[0]
-                one = store.score_and_update(customer, txn, lambda p, f, ok: scorer.answer(p, txn, f, ok))  # type: ignore[attr-defined]
+                one = store.score_and_update(customer, txn, lambda p, f, ok: scorer.answer(p, txn, f, ok))
                 results, feats = [one.result], [one.features]
             else:  # one read and one write round trip for the batch; the forest scores all rows at once
-                many = store.score_many(parsed, scorer.explain)  # type: ignore[attr-defined]
-                feats = [s.features for s in many]
-                results = scorer.finish([s.result for s in many], feats)
+                scored = store.score_many(parsed, scorer.explain)
+                feats = [s.features for s in scored]
+                results = scorer.finish([s.result for s in scored], feats)
         except ProfileStoreError as exc:  # a profile that kept changing under concurrent updates
             raise StoreUnavailable(f"{exc}") from exc
         for result, f in zip(results, feats, strict=True):
@@ -222,22 +220,21 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
         "profile_store": "memory" if ctx.settings.profile_store_url == "memory" else "redis",
         "trees": len(scorer.forest.roots),
         "inputs": list(scorer.columns),
-        "status": store.stats,  # type: ignore[attr-defined]  # /metrics reads it
     }
-    return run, details
+    return Built(run, details, status=store.stats)  # /metrics reads the store's gauges
 
 
-def _offline_behavioural(model: object, ctx: ServingContext, dataset: object, frame: pd.DataFrame) -> list[dict[str, object]]:
+def _offline_behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: TransactionDataset, frame: pd.DataFrame) -> list[dict[str, object]]:
     import pandas as pd
 
     from families.transaction_anomaly.behaviour import Profile, features, replay_order, transactions_from_frame, update
     from families.transaction_anomaly.scoring import AnomalyScorer
 
     scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
-    ts_col = dataset.timestamp_column  # type: ignore[attr-defined]
+    ts_col = dataset.timestamp_column
     frame = frame.assign(**{ts_col: pd.to_datetime(frame[ts_col], utc=True, format="ISO8601")})  # each row's own format
-    txns = transactions_from_frame(frame, dataset)  # type: ignore[arg-type]
-    customers = frame[dataset.customer_column].astype(str).tolist()  # type: ignore[attr-defined]
+    txns = transactions_from_frame(frame, dataset)
+    customers = frame[dataset.customer_column].astype(str).tolist()
     profiles: dict[str, Profile] = {}
     answers: list[dict[str, object]] = [{}] * len(txns)
     for i in replay_order([t.ts_ms for t in txns]).tolist():
@@ -250,32 +247,32 @@ def _offline_behavioural(model: object, ctx: ServingContext, dataset: object, fr
     return answers
 
 
-def _plain(model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+def _plain(model: IsolationForestDetector, ctx: ServingContext) -> Built:
     """A forest on the table's own columns: score each record; reasons are the numeric inputs furthest
     from their training median."""
     import numpy as np
 
     from families.transaction_anomaly.iforest_compiled import compile_forest
 
-    forest = compile_forest(model.iforest_)  # type: ignore[attr-defined]
-    threshold = float(model.threshold_)  # type: ignore[attr-defined]
-    medium = float(model.medium_threshold_)  # type: ignore[attr-defined]
-    medians: dict[str, float] = dict(model.fill_values_)  # type: ignore[attr-defined]
+    forest = compile_forest(model.iforest_)
+    threshold = float(model.threshold_)
+    medium = float(model.medium_threshold_)
+    medians: dict[str, float] = dict(model.fill_values_)
     top_k = ctx.settings.reason_codes or 3
 
     def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         answers: list[dict[str, object]] = []
         for rec in records:
-            x = model.encode_record(rec)  # type: ignore[attr-defined]
+            x = model.encode_record(rec)
             score = float(forest.anomaly_score_one(x))
-            reasons = []
+            reasons: list[dict[str, object]] = []
             for name, med in medians.items() if explain else ():
                 value = rec.get(name)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     dev = abs(float(value) - med) / (abs(med) + 1.0)
                     reasons.append({"feature": name, "value": float(value), "typical": med, "score": round(dev, 4),
                                     "text": f"{name} {value:,.2f} vs typical {med:,.2f}"})
-            reasons.sort(key=lambda r: -float(r["score"]))  # type: ignore[arg-type]
+            reasons.sort(key=lambda r: -_float(r["score"]))
             answers.append({
                 "anomaly_score": score,
                 "is_anomaly": score >= threshold,
@@ -287,7 +284,11 @@ def _plain(model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, obj
             })
         return answers, np.fromiter((a["anomaly_score"] for a in answers), dtype=np.float64, count=len(answers))
 
-    return run, {"behavioural_features": False, "threshold": threshold, "inputs": list(model.columns_)}  # type: ignore[attr-defined]
+    return Built(run, {"behavioural_features": False, "threshold": threshold, "inputs": list(model.columns_)})
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 FAMILY = TransactionAnomalyServing()

@@ -24,13 +24,12 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from serving.errors import InvalidRecords
-from serving.family import PredictionBase, Predictor, Record, ServingContext
+from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase, records_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from families.transaction_category.corrections import Rule
+    from families.transaction_category.model import CategoryModel
     from features.labels import OutcomeCodec
     from features.spec import DatasetSpec
     from serving.schema import Column
@@ -146,16 +146,14 @@ def _app_db_url(ctx: ServingContext) -> str:
     return str(url)
 
 
-class TransactionCategoryServing:
+class TransactionCategoryServing(ServingFamilyBase["CategoryModel"]):
+    """The model is the fitted text classifier; the score is the first choice's probability, in [0, 1];
+    feedback is the correct category (a correction becomes a rule at once)."""
+
     name = "transaction-category"
     answer_model = CategoryPrediction
     answer_columns = ("category", "category_probability", "top3", "abstained")
-    stateful = False
-
-    def load(self, model_dir: Path) -> object:
-        from features.model_io import load_model
-
-        return load_model(model_dir)
+    score_column = "category_probability"
 
     def request_columns(
         self, signature_inputs: Sequence[Mapping[str, object]], spec: DatasetSpec | None
@@ -177,14 +175,14 @@ class TransactionCategoryServing:
             cols.append(Column(spec.id_column, "categorical", True))  # optional in spirit: passed through to the log
         return cols
 
-    def build(self, model: object, ctx: ServingContext) -> tuple[Predictor, dict[str, object]]:
+    def build(self, model: CategoryModel, ctx: ServingContext) -> Built:
         import numpy as np
 
         from families.transaction_category.corrections import record_correction, rules_since
         from families.transaction_category.data import merchant_key, text_features
         from ledgerline import db
 
-        m: Any = model
+        m = model
         text_col = m.text_column_
         names = m.feature_names()
         coef_t = np.ascontiguousarray(m.coef_.T)  # features x classes: a row's scores are one small product
@@ -278,13 +276,12 @@ class TransactionCategoryServing:
             "ngrams": len(m.vocabulary_),
             "inputs": list(m.input_columns),
             "rules_poll_seconds": ctx.settings.category_rules_poll_seconds,
-            "status": cache.stats,
-            "on_feedback": on_feedback,
         }
-        return run, details
+        return Built(run, details, status=cache.stats, on_feedback=on_feedback)
 
     def flatten(self, answer: Mapping[str, object]) -> dict[str, object]:
-        alts: list[Any] = list(answer.get("alternatives") or [])  # type: ignore[call-overload]
+        given = answer.get("alternatives")
+        alts: list[Any] = list(given) if isinstance(given, list) else []
         top = [str(a["category"]) for a in alts]
         return {
             "category": answer.get("model_category"),
@@ -317,7 +314,7 @@ class TransactionCategoryServing:
 
         return outcome_codec_of(spec)
 
-    def score_frame(self, model: object, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
+    def score_frame(self, model: CategoryModel, frame: pd.DataFrame, ctx: ServingContext) -> pd.DataFrame:
         """Offline answers from the model alone (no correction rules): the most probable category also where
         the online answer would abstain, its probability, the top 3 joined by ``|``, and whether it would abstain."""
         import numpy as np
@@ -325,9 +322,9 @@ class TransactionCategoryServing:
 
         from families.transaction_category.data import normalise
 
-        m: Any = model
+        m = model
         classes = np.asarray(m.classes_, dtype=object)
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        records = records_of(frame)
         P = m.proba_from_scores(m.scores(m.transform_records(records)))
         order = np.argsort(-P, axis=1)[:, :TOP_K]
         best = P[np.arange(len(P)), order[:, 0]]

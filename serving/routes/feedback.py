@@ -21,6 +21,15 @@ from serving.wal import oldest_segment_ms
 
 router = APIRouter()
 
+#: A feedback label as JSON carries it: any scalar, passed to the model's label codec unchanged (a number
+#: stays a number: a regression codec reads 123.4; a binary codec reads 1/0 and its labels' names).
+LabelValue = (
+    Annotated[bool, Field(strict=True)]
+    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+)
+
 
 class FeedbackRequest(BaseModel):
     """The actual outcome of a prediction, possibly days later."""
@@ -30,13 +39,14 @@ class FeedbackRequest(BaseModel):
     prediction_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$")] = Field(
         description="the prediction_id a /predict answer returned"
     )
-    label: Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)] | Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")] = Field(
+    label: LabelValue = Field(
         description=(
-            "the outcome in the model's own terms: a label value of its training data's target (e.g. 'bad' or "
-            "'good'), or 1 for the positive class (the event the model scores, e.g. a default) and 0 for the "
-            "negative class. Where the training data itself uses 0/1, those keep the data's meaning. Stored as "
-            "'1' (positive) or '0' (negative). For a categorisation model: the correct category's name, stored "
-            "as that name. Any other value is refused with 422 listing the allowed values"
+            "the outcome in the model's own terms, as the model's label codec reads it: a label value of its "
+            "training data's target (e.g. 'bad' or 'good'), or 1 for the positive class (the event the model "
+            "scores, e.g. a default) and 0 for the negative class (stored as '1' or '0'; where the training data "
+            "itself uses 0/1, those keep the data's meaning); for a categorisation model the correct category's "
+            "name; for a regression model the realised value as a number. Any value the codec does not accept is "
+            "refused with 422 listing the allowed values"
         )
     )
 
@@ -45,13 +55,13 @@ class FeedbackResponse(BaseModel):
     status: Literal["recorded", "duplicate", "pending"]
     prediction_id: str
     model: str | None = Field(description="null while pending (the prediction's row is not in the database yet)")
-    label: str = Field(description="the stored outcome: '1' = the positive class, '0' = the negative class; "
-                       "a categorisation model's: the category")
+    label: str = Field(description="the stored outcome, in the codec's canonical form: '1' = the positive class, "
+                       "'0' = the negative class; a categorisation model's: the category; a regression model's: the value")
     received_at: datetime
 
 
-def _normalise_label(codec: OutcomeCodec, label: int | str) -> str:
-    """The user's outcome in the codec's canonical form ('1' positive, '0' negative); 422 otherwise."""
+def _normalise_label(codec: OutcomeCodec, label: LabelValue) -> str:
+    """The user's outcome in the codec's canonical form (binary: '1' positive, '0' negative); 422 otherwise."""
     try:
         return codec.accept(label)
     except LabelError as exc:
@@ -102,7 +112,7 @@ def _could_be_pending(state: ServingState, pid: str) -> bool:
     )
 
 
-def _pending_label(state: ServingState, label: int | str) -> str:
+def _pending_label(state: ServingState, label: LabelValue) -> str:
     """The canonical label of a prediction whose model is not known yet.
 
     Every served model's codec must read the label the same way; otherwise the client is asked
@@ -127,7 +137,7 @@ def _pending_label(state: ServingState, label: int | str) -> str:
     return readings.pop()
 
 
-def _reads(codec: OutcomeCodec, label: int | str) -> bool:
+def _reads(codec: OutcomeCodec, label: LabelValue) -> bool:
     try:
         codec.accept(label)
     except LabelError:

@@ -125,7 +125,7 @@ async def predict_endpoint(request: Request) -> Response:
         if model is not None:
             state.metrics.requests.labels(model.name, model.version, str(status)).inc()
         raise
-    state.metrics.observed(model.name, model.version, seconds, scores)
+    state.metrics.observed(model.name, model.version, seconds, scores, model.score_range)
     if model.status is not None:  # e.g. the profile store: every worker keeps its own gauges current
         state.metrics.component_state(model.name, model.status())
     return Response(payload, media_type="application/json")

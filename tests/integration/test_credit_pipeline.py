@@ -257,7 +257,8 @@ def test_a_scorecard_version_is_logged_loaded_and_served_with_its_own_threshold(
     threshold = float(run.data.tags["ledgerline.decision_threshold"])
     assert model.decision_threshold_ == pytest.approx(threshold, abs=1e-6)
     settings = ServingSettings(api_keys=["k" * 16], admin_key="a" * 16)  # type: ignore[arg-type]
-    run_fn, details = SERVING.build(model, ServingContext("credit-scorecard", m.version, settings, credit_spec(), [], m.settings.home))
+    built = SERVING.build(model, ServingContext("credit-scorecard", m.version, settings, credit_spec(), [], m.settings.home))
+    run_fn, details = built.predictor, built.details
     assert details["reason_code_path"] == "scorecard" and details["threshold"] == pytest.approx(threshold, abs=1e-6)
     rec = {k: (None if isinstance(v, float) and v != v else v)
            for k, v in generate_loan_applications(20, seed=3)[credit_spec().feature_names].iloc[0].to_dict().items()}

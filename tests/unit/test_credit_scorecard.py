@@ -102,12 +102,13 @@ def test_serving_uses_the_models_threshold_unless_the_settings_override_it_per_m
     card.decision_threshold_ = 0.123
     keys = {"api_keys": ["k" * 16], "admin_key": "a" * 16}
     ctx = ServingContext("credit-x", "1", ServingSettings(**keys), SPEC, [], tmp_path)  # type: ignore[arg-type]
-    run, details = SERVING.build(card, ctx)
+    built = SERVING.build(card, ctx)
+    run, details = built.predictor, built.details
     assert details["threshold"] == 0.123 and details["reason_code_path"] == "scorecard"
     assert run(_records(50)[:2])[0][0]["threshold"] == 0.123
     overridden = ServingSettings(**keys, thresholds={"credit-x": 0.3})  # type: ignore[arg-type]
-    _, details = SERVING.build(card, ServingContext("credit-x", "1", overridden, SPEC, [], tmp_path))
+    details = SERVING.build(card, ServingContext("credit-x", "1", overridden, SPEC, [], tmp_path)).details
     assert details["threshold"] == 0.3 and details["threshold_source"] == "serving setting (per model)"
     del card.decision_threshold_
-    _, details = SERVING.build(card, ServingContext("credit-x", "1", ServingSettings(**keys), SPEC, [], tmp_path))  # type: ignore[arg-type]
+    details = SERVING.build(card, ServingContext("credit-x", "1", ServingSettings(**keys), SPEC, [], tmp_path)).details  # type: ignore[arg-type]
     assert details["threshold"] == 0.2  # a version from before thresholds were recorded

@@ -104,10 +104,10 @@ def test_reason_codes_of_deeper_models_equal_pred_contribs_and_stay_on_the_fast_
 def test_a_model_too_large_for_the_tables_falls_back_to_pred_contribs_with_a_warning(
     pipeline: Any, records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from serving import treeshap
+    from serving.treeshap import cells, leaves
 
-    monkeypatch.setattr(treeshap, "MAX_TABLE_VALUES", 10)
-    monkeypatch.setattr(treeshap, "MAX_CELLS", 10)
+    monkeypatch.setattr(leaves, "MAX_TABLE_VALUES", 10)
+    monkeypatch.setattr(cells, "MAX_CELLS", 10)
     with caplog.at_level("WARNING", logger="serving.treeshap"):
         scorer = credit.scorer_from_pipeline(pipeline, threshold=0.5, nullable=NULLABLE)
     assert scorer.shap_table is None
@@ -245,9 +245,9 @@ def test_a_scored_frame_has_exactly_the_flattened_api_answers(pipeline: Any) -> 
     import pandas as pd
 
     from families.credit_risk.serve import FAMILY
-    from serving.batch import offline_settings, validate_frame
+    from serving.batch import offline_settings
     from serving.family import ServingContext
-    from serving.schema import columns_from
+    from serving.schema import columns_from, validate_frame
 
     frame = conform(generate_loan_applications(400, seed=21), SPEC)[SPEC.feature_names].reset_index(drop=True)
     frame["delinquencies_2y"] = frame["delinquencies_2y"].astype("int64")  # an integer column, as a CSV reads it
@@ -261,7 +261,7 @@ def test_a_scored_frame_has_exactly_the_flattened_api_answers(pipeline: Any) -> 
            for c in SPEC.feature_names]
     ctx = ServingContext("m", "1", offline_settings(), SPEC, columns_from(sig, SPEC), Path("."), options={"cache": {}})
 
-    run, _ = FAMILY.build(pipeline, ctx)
+    run = FAMILY.build(pipeline, ctx).predictor
 
     def api_answers(f: pd.DataFrame) -> pd.DataFrame:
         answers, _ = run(f.astype(object).where(f.notna(), None).to_dict("records"))
