@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,9 +17,8 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
 
 
-class CreditRiskMonitoring:
+class CreditRiskMonitoring(MonitoringFamilyBase["Pipeline"]):
     name = "credit-risk"
-    output_fields: tuple[str, ...] = ()
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         return list(spec.numeric), list(spec.categorical)
@@ -27,10 +26,8 @@ class CreditRiskMonitoring:
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
 
-        from features.model_io import load_model
-
-        model = load_model(model_uri)
-        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]  # type: ignore[attr-defined]
+        model = self.load_model(model_uri)
+        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         return (
@@ -48,14 +45,6 @@ class CreditRiskMonitoring:
             raise InsufficientLabels(f"all {len(y)} labels are {int(y[0])}; ROC-AUC needs both outcomes")
         full = binary_metrics(y, scores)
         return {k: full[k] for k in ("roc_auc", "pr_auc", "calibration_error", "positive_rate")}
-
-    def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
-        return ()
-
-    def window_metrics(
-        self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]], baseline: Mapping[str, float]
-    ) -> dict[str, float]:
-        return {}
 
 
 FAMILY = CreditRiskMonitoring()

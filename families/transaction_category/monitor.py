@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import WINDOW_LABEL_KEY, InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
 
 DEFAULT_TOLERANCES = {"accuracy": 0.10, "macro_f1": 0.10}
-LABEL_KEY = "__label__"  # monitoring.data.LABEL_KEY (monitoring.data imports the plug-ins' package)
 
 
 def _model_category(o: Mapping[str, object]) -> str | None:
@@ -36,7 +35,7 @@ def _model_category(o: Mapping[str, object]) -> str | None:
     return None if value is None else str(value)
 
 
-class TransactionCategoryMonitoring:
+class TransactionCategoryMonitoring(MonitoringFamilyBase["CategoryModel"]):
     name = "transaction-category"
     output_fields = ("model_category", "category")
     window_labels = True
@@ -48,10 +47,8 @@ class TransactionCategoryMonitoring:
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
 
-        from features.model_io import load_model
-
-        model = load_model(model_uri)
-        return np.asarray(model.predict_proba(frame), dtype=np.float64).max(axis=1)  # type: ignore[attr-defined]
+        model = self.load_model(model_uri)
+        return np.asarray(model.predict_proba(frame), dtype=np.float64).max(axis=1)
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         tol = {**DEFAULT_TOLERANCES, **mon.tolerances}
@@ -95,7 +92,7 @@ class TransactionCategoryMonitoring:
             return {}
         corrected = 0
         for o in outputs:
-            label = o.get(LABEL_KEY)
+            label = o.get(WINDOW_LABEL_KEY)
             if label is not None and str(label) != (o.get("category") or ""):
                 corrected += 1
         out = {"correction_rate": corrected / n, "new_corrections": float(corrected), "window_predictions": float(n)}
