@@ -88,7 +88,7 @@ def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str],
         "LEDGERLINE_SERVING_MODELS": ",".join(model_names),
         "LEDGERLINE_SERVING_API_KEYS": keys["api_key"],
         "LEDGERLINE_SERVING_ADMIN_KEY": keys["admin_key"],
-        "LEDGERLINE_SERVING_PROFILE_STORE_URL": profile_store_url,
+        "LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_STORE_URL": profile_store_url,
         "PYTHONUNBUFFERED": "1",
     }
     cli = Path(sys.executable).parent / "ledgerline"

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from sklearn.pipeline import Pipeline
+
+from families.credit_risk.settings import CreditRiskSettings
 from ledgerline.families import MetricRule
 from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
 
 
-class CreditRiskMonitoring(MonitoringFamilyBase["Pipeline"]):
+class CreditRiskMonitoring(MonitoringFamilyBase[Pipeline]):
     name = "credit-risk"
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
@@ -30,10 +33,13 @@ class CreditRiskMonitoring(MonitoringFamilyBase["Pipeline"]):
         return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        own = CreditRiskSettings.of(mon.families)
+        tol = {"roc_auc": own.roc_auc_tolerance, "pr_auc": own.pr_auc_tolerance,
+               "calibration_error": own.calibration_tolerance, **mon.tolerances}
         return (
-            MetricRule("roc_auc", "higher", tolerance=mon.roc_auc_tolerance),
-            MetricRule("pr_auc", "higher", tolerance=mon.pr_auc_tolerance),
-            MetricRule("calibration_error", "lower", tolerance=mon.calibration_tolerance),
+            MetricRule("roc_auc", "higher", tolerance=tol["roc_auc"]),
+            MetricRule("pr_auc", "higher", tolerance=tol["pr_auc"]),
+            MetricRule("calibration_error", "lower", tolerance=tol["calibration_error"]),
         )
 
     def live_metrics(

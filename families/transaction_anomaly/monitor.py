@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from families.transaction_anomaly.model import IsolationForestDetector
 from ledgerline.families import MetricRule
 from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
@@ -37,7 +38,7 @@ def _alerted(outputs: Sequence[Mapping[str, object]]) -> np.ndarray:
     return np.fromiter((bool(o.get(ALERT_FIELD)) for o in outputs), dtype=bool, count=len(outputs))
 
 
-class TransactionAnomalyMonitoring(MonitoringFamilyBase["IsolationForestDetector"]):
+class TransactionAnomalyMonitoring(MonitoringFamilyBase[IsolationForestDetector]):
     name = "transaction-anomaly"
     output_fields = (ALERT_FIELD,)
 

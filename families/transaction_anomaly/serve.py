@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from families.transaction_anomaly.settings import TransactionAnomalySettings
 from serving.errors import InvalidRecords
 from serving.family import PredictionBase, Predictor, Record, ServingContext
 
@@ -162,7 +163,7 @@ def profile_store(ctx: ServingContext) -> object:
     """The profile store a served anomaly model uses: Redis at the configured URL, or process memory."""
     from families.transaction_anomaly.profiles import MemoryProfileStore, RedisProfileStore
 
-    s = ctx.settings
+    s = TransactionAnomalySettings.of(ctx.settings.families)
     if s.profile_store_url == "memory":
         return MemoryProfileStore()
     return RedisProfileStore(
@@ -219,7 +220,8 @@ def _behavioural(model: object, ctx: ServingContext, dataset: object) -> tuple[P
     details: dict[str, object] = {
         "behavioural_features": True,
         "threshold": scorer.threshold,
-        "profile_store": "memory" if ctx.settings.profile_store_url == "memory" else "redis",
+        "profile_store": "memory" if TransactionAnomalySettings.of(ctx.settings.families).profile_store_url == "memory"
+        else "redis",
         "trees": len(scorer.forest.roots),
         "inputs": list(scorer.columns),
         "status": store.stats,  # type: ignore[attr-defined]  # /metrics reads it

@@ -4,8 +4,8 @@
   codec): accuracy and macro-F1 of the model's own category (``model_category``: what the model
   said, also where a correction rule answered), against the champion's offline test metrics.
 * Window checks on the recent predictions with their feedback so far: the correction rate (share
-  of predictions a user corrected) must stay at or below ``category_max_correction_rate``; the
-  number of new corrections must stay below ``category_retrain_corrections`` (default 50: that many
+  of predictions a user corrected) must stay at or below ``max_correction_rate``; the
+  number of new corrections must stay below ``retrain_corrections`` (default 50: that many
   corrections are worth a retrain); the PSI of the predicted-category mix against the champion's
   holdout mix (``test_share_<category>``) must stay below ``psi_significant``. A breach is a
   ``performance`` retrain reason whose message names it.
@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from families.transaction_category.model import CategoryModel
+from families.transaction_category.settings import TransactionCategorySettings
 from ledgerline.families import MetricRule
 from monitoring.family import WINDOW_LABEL_KEY, InsufficientLabels, MonitoringFamilyBase
 
@@ -35,7 +37,7 @@ def _model_category(o: Mapping[str, object]) -> str | None:
     return None if value is None else str(value)
 
 
-class TransactionCategoryMonitoring(MonitoringFamilyBase["CategoryModel"]):
+class TransactionCategoryMonitoring(MonitoringFamilyBase[CategoryModel]):
     name = "transaction-category"
     output_fields = ("model_category", "category")
     window_labels = True
@@ -76,9 +78,10 @@ class TransactionCategoryMonitoring(MonitoringFamilyBase["CategoryModel"]):
         }
 
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        own = TransactionCategorySettings.of(mon.families)
         return (
-            MetricRule("correction_rate", "lower", bound=mon.category_max_correction_rate),
-            MetricRule("new_corrections", "lower", bound=float(mon.category_retrain_corrections - 1)),
+            MetricRule("correction_rate", "lower", bound=own.max_correction_rate),
+            MetricRule("new_corrections", "lower", bound=float(own.retrain_corrections - 1)),
             MetricRule("category_psi", "lower", bound=mon.psi_significant, required=False),
         )
 

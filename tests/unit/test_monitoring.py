@@ -167,7 +167,7 @@ def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
 
 def test_a_disabled_tolerance_is_reported_but_not_judged() -> None:
     y, p = _scored(5000, 6, inverted=True)
-    mon = MonitoringSettings(roc_auc_tolerance=None, pr_auc_tolerance=None, calibration_tolerance=None)
+    mon = MonitoringSettings(families={"credit-risk": {"roc_auc_tolerance": None, "pr_auc_tolerance": None, "calibration_tolerance": None}})
     result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon, family=CREDIT)
     assert result.status == "ok" and result.deltas["roc_auc"] < -0.2
 
@@ -401,7 +401,7 @@ def test_an_anomaly_tolerance_can_be_set_per_metric_from_the_environment(monkeyp
     monkeypatch.setenv("LEDGERLINE_MONITORING_TOLERANCES", '{"precision_at_budget": 0.9}')
     rules = {r.metric: r for r in ANOMALY.performance_rules(MonitoringSettings())}
     assert rules["precision_at_budget"].tolerance == 0.9 and rules["recall_at_budget"].tolerance == 0.10
-    credit = {r.metric: r.tolerance for r in CREDIT.performance_rules(MonitoringSettings(roc_auc_tolerance=0.01))}
+    credit = {r.metric: r.tolerance for r in CREDIT.performance_rules(MonitoringSettings(families={"credit-risk": {"roc_auc_tolerance": 0.01}}))}
     assert credit == {"roc_auc": 0.01, "pr_auc": 0.10, "calibration_error": 0.05}
 
 
