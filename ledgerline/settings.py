@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerline.errors import LedgerlineError
 
-#: settings of families given explicitly, by family name: ``{"credit-risk": {"decision_threshold": 0.3}}``;
+#: settings of families given explicitly, by family name: ``{"<family>": {"<setting>": value}}``;
 #: they win over the family's own ``LEDGERLINE_<STEM>_*`` environment (see :class:`FamilySettings`)
 FamilyValues = dict[str, dict[str, Any]]
 
