@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 #: The repo's DAG folder (an editable install); LEDGERLINE_DAGS_FOLDER points elsewhere.
-DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 
 
 def airflow_home(settings: Settings) -> Path:
