@@ -137,22 +137,6 @@ def _series_options(args: argparse.Namespace) -> dict[str, object] | None:
             "horizon": args.horizon, "allow_negative": True if args.allow_negative else None}
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    """Write NAME@champion's precomputed forecast (series_id, ds, yhat, yhat_lower, yhat_upper) to a file."""
-    from families.spending_forecast.forecast_file import check_request, write_forecast
-    from ledgerline.names import check_model_name
-
-    check_model_name(args.name)
-    check_request(args.horizon, args.interval, Path(args.output))  # before any server is asked
-    settings = _settings()
-    check_tracking_server(settings.tracking_uri)
-    out = write_forecast(settings, args.name, horizon=args.horizon, interval=args.interval, output=Path(args.output),
-                         series=args.series)
-    print(f"wrote {out.rows:,} rows ({out.series:,} series, horizon {args.horizon}, {args.interval:g} intervals) "
-          f"from {args.name} v{out.version} -> {args.output}")
-    return 0
-
-
 def _needs_target(family: str) -> bool:
     return _target_kind(family) != "none"
 
@@ -297,6 +281,16 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_family_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Each family's own sub-commands: ``families/<stem>/cli.py`` with ``register(subparsers)``, if it has one."""
+    from ledgerline.families import family_module
+
+    for family in FAMILIES:
+        module = family_module(family, "cli")
+        if module is not None:
+            module.register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledgerline", description="Ledgerline: train, register, promote and serve financial ML models.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -324,13 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--allow-negative", action="store_true", help="forecasting: values may be negative (cash flow)")
     t.set_defaults(func=cmd_train)
 
-    fc = sub.add_parser("forecast", help="write NAME@champion's forecast with intervals to a CSV or Parquet file")
-    fc.add_argument("name", help="registered forecasting model")
-    fc.add_argument("--horizon", type=int, required=True, help="periods ahead (at most the model's horizon)")
-    fc.add_argument("--interval", type=float, default=0.8, help="interval level: 0.8 or 0.95")
-    fc.add_argument("--series", action="append", help="only this series (repeatable); default: every series")
-    fc.add_argument("--output", required=True, help="the forecast file, .csv or .parquet")
-    fc.set_defaults(func=cmd_forecast)
+    add_family_commands(sub)
 
     r = sub.add_parser("rollback", help="move @champion back to the previous champion")
     r.add_argument("name", help="registered model name")

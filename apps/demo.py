@@ -126,6 +126,7 @@ def data_docs_link(settings: Settings, experiment_id: str, run_id: str) -> str:
 
 def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> int:
     """Train, promote and serve every registered family on generated data, then print where to look."""
+    from apps.demo_steps import demo_step
     from ledgerline.families import FAMILIES
     from training.family import get_family
     from training.pipeline import TrainRequest, run_training
@@ -153,8 +154,7 @@ def run_demo(settings: Settings, *, rows: int = 20_000, progress: Progress) -> i
             f"    validation         {data_docs_link(settings, result.experiment_id, result.run_id)}",
             "    test metrics       " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in headline),
             f"    promotion ledger   ledgerline ledger {result.model_name}",
-            *([f"    forecast file      ledgerline forecast {result.model_name} --horizon 12 --output forecast.csv"]
-              if get_family(family).target_kind == "timeseries" else []),
+            *demo_step(family).training_lines(result.model_name),
             f"    snapshot           {result.snapshot_uri}",
         ]
     from apps.airflow_demo import ensure_airflow  # Airflow on :8080 (not waited for)

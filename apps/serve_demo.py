@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -58,7 +57,7 @@ def _call(method: str, path: str, key: str | None = None, body: Any = None, time
         return 0, None
 
 
-def redis_profile_store(host: str = "127.0.0.1", port: int = 6379) -> str | None:
+def local_redis(host: str = "127.0.0.1", port: int = 6379) -> str | None:
     """``redis://host:port/0`` when Redis answers PING there within a second, else None."""
     import redis
 
@@ -71,7 +70,7 @@ def redis_profile_store(host: str = "127.0.0.1", port: int = 6379) -> str | None
         client.close()
 
 
-def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str], profile_store_url: str,
+def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str], family_env: dict[str, str],
            progress: Progress) -> None:
     import sys
 
@@ -88,7 +87,7 @@ def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str],
         "LEDGERLINE_SERVING_MODELS": ",".join(model_names),
         "LEDGERLINE_SERVING_API_KEYS": keys["api_key"],
         "LEDGERLINE_SERVING_ADMIN_KEY": keys["admin_key"],
-        "LEDGERLINE_SERVING_PROFILE_STORE_URL": profile_store_url,
+        **family_env,
         "PYTHONUNBUFFERED": "1",
     }
     cli = Path(sys.executable).parent / "ledgerline"
@@ -102,17 +101,22 @@ def _start(settings: Settings, model_names: Sequence[str], keys: dict[str, str],
 def start_serving(settings: Settings, model_names: Sequence[str], progress: Progress) -> list[str]:
     """Serve every ``name``@champion on :8000 (start or reload), send an example and one feedback per model.
 
-    Anomaly profiles (a stateful family's state) live in the machine's Redis (127.0.0.1:6379, db 0,
-    the default key prefix); when Redis does not answer, in the API's memory, and the lines say so.
-    Returns the lines the demo prints: where the API is, the demo key and a ready curl per model.
+    A stateful family's state (e.g. customer profiles) lives in the machine's Redis (127.0.0.1:6379, db 0)
+    when it answers; each family's demo step says what its serving needs (:meth:`DemoStep.serving_env`)
+    and adds a note when it falls back. Returns the lines the demo prints: where the API is, the demo key
+    and a ready curl per model.
     """
+    from apps.demo_steps import demo_step
+    from ledgerline.families import FAMILIES
+
     keys = _keys(settings)
-    store = redis_profile_store()
+    redis_url = local_redis()
+    family_env: dict[str, str] = {}
     notes: list[str] = []
-    if store is None:
-        store = "memory"
-        notes.append("  note                 Redis does not answer on 127.0.0.1:6379: anomaly profiles are kept in the "
-                     "API's memory (lost on restart); start Redis and run the demo again to keep them")
+    for family in FAMILIES:
+        env, said = demo_step(family).serving_env(redis_url)
+        family_env.update(env)
+        notes += said
     status, version = _call("GET", "/version")
     if status == 200 and isinstance(version, dict) and version.get("service") == "ledgerline-serving":
         code, report = _call("POST", "/admin/reload", keys["admin_key"], timeout=240)
@@ -133,12 +137,12 @@ def start_serving(settings: Settings, model_names: Sequence[str], progress: Prog
     elif status != 0:
         raise LedgerlineError(f"port {PORT} is taken by something that is not the Ledgerline serving API; free it")
     else:
-        _start(settings, model_names, keys, store, progress)
+        _start(settings, model_names, keys, family_env, progress)
     return _examples(settings, model_names, keys) + notes
 
 
 def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, str]) -> list[str]:
-    from serving.family import get_serving_family
+    from apps.demo_steps import DemoClient, demo_step
 
     log = f"{settings.home.resolve()}/logs/serving.log"
     code, served = _call("GET", "/v1/models", keys["api_key"])
@@ -148,70 +152,13 @@ def _examples(settings: Settings, model_names: Sequence[str], keys: dict[str, st
         f"  serving API          {URL}   (docs: {URL}/docs; log: {log})",
         f"  demo API key         {keys['api_key']}   (dev only; admin key and this one in {settings.home.resolve()}/serving-keys.json)",
     ]
+    client = DemoClient(URL, keys["api_key"], log, _call)
     curls: list[str] = []
     for name in model_names:
         info = served["models"].get(name)
         if info is None:
             raise LedgerlineError(f"the serving API does not serve {name} yet (see {URL}/ready and {log})")
-        example = info["example"]
-        if info["family"] == "spending-forecast":  # answers and feedback per series: its own routes
-            lines_, curl = _forecast_demo(name, example, keys["api_key"], log)
-            lines += lines_
-            curls.append(curl)
-            continue
-        predict = f"/v1/models/{name}/predict"
-        code, answer = _call("POST", predict, keys["api_key"], example)
-        if code != 200:
-            raise LedgerlineError(f"the example prediction of {name} failed ({code}: {answer}); see {log}")
-        first = answer["predictions"][0]
-        flat = get_serving_family(info["family"]).flatten(first)
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in flat.items())
-        lines.append(f"  {name:<20} v{first['version']} ({info['family']}): {shown}")
-        classes = (info.get("details") or {}).get("classes")
-        if classes:  # categories: the feedback is a correction, which answers the next line of the merchant at once
-            label = next(c for c in classes if c != first.get("model_category"))
-            what = f"correction '{label}'"
-        else:
-            label, what = 0, "label 0 (the negative class)"
-        code, fb = _call("POST", "/v1/feedback", keys["api_key"], {"prediction_id": first["prediction_id"], "label": label})
-        if code not in (200, 201):
-            raise LedgerlineError(f"the example feedback of {name} failed ({code}: {fb})")
-        lines.append(f"  {'':<20} feedback {what} {fb['status']} for prediction {first['prediction_id']}")
-        if classes:
-            code, again = _call("POST", predict, keys["api_key"], example)
-            if code == 200:
-                p = again["predictions"][0]
-                lines.append(f"  {'':<20} the same line again: category={p['category']} (source: {p['source']}); "
-                             f"rules: GET {URL}/admin/models/{name}/corrections (admin key)")
-        curls.append(
-            f"    curl -s -X POST {URL}{predict} -H {shlex.quote('X-API-Key: ' + keys['api_key'])} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(example))}"
-        )
+        shown = demo_step(info["family"]).run(client, name, info)  # the family's step: request, answer, feedback
+        lines += shown.lines
+        curls.append(shown.curl)
     return lines + ["  try it:", *curls]
-
-
-def _forecast_demo(name: str, example: dict[str, Any], api_key: str, log: Any) -> tuple[list[str], str]:
-    """One series' forecast from the precomputed table, and its first actual sent back as feedback."""
-    route = f"/v1/models/{name}/forecast"
-    body = {"series_id": example["series_id"], "horizon": 6, "interval": 0.8}
-    code, answer = _call("POST", route, api_key, body)
-    if code != 200:
-        raise LedgerlineError(f"the example forecast of {name} failed ({code}: {answer}); see {log}")
-    first = answer["points"][0]
-    lines = [f"  {name:<20} v{answer['version']} (spending-forecast): {body['series_id']} {first['ds']} "
-             f"yhat={first['yhat']:.1f} [{first['yhat_lower']:.1f}, {first['yhat_upper']:.1f}] (80 %)"]
-    actual = {"actuals": [{"series_id": body["series_id"], "ds": first["ds"], "y": round(first["yhat"], 2)}]}
-    code, fb = _call("POST", f"/v1/models/{name}/actuals", api_key, actual)
-    if code != 200:
-        raise LedgerlineError(f"the example actuals of {name} failed ({code}: {fb})")
-    lines.append(f"  {'':<20} actual for {first['ds']} recorded (POST /v1/models/{name}/actuals)")
-    curl = (f"    curl -s -X POST {URL}{route} -H {shlex.quote('X-API-Key: ' + api_key)} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}")
-    return lines, curl
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -540,8 +540,8 @@ def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write", e
         "LEDGERLINE_SERVING_API_KEYS": key,
         "LEDGERLINE_SERVING_ADMIN_KEY": admin,
         "LEDGERLINE_SERVING_LOG_WAL": wal,
-        "LEDGERLINE_SERVING_PROFILE_STORE_URL": b.profile_url,
-        "LEDGERLINE_SERVING_PROFILE_KEY_PREFIX": b.profile_prefix,
+        "LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_STORE_URL": b.profile_url,
+        "LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_KEY_PREFIX": b.profile_prefix,
         "PYTHONUNBUFFERED": "1",
     }
     olog = b.tmp / f"ledgerline-serve-{name}-wal-{wal}.log"

@@ -1,33 +1,80 @@
 """One typed settings object for every Ledgerline deployable.
 
-Environment variables use the ``LEDGERLINE_`` prefix (nested fields use ``__``,
-e.g. ``LEDGERLINE_CREDIT_GATE__MIN_ROC_AUC=0.75``). MLflow's own
+Environment variables use the ``LEDGERLINE_`` prefix (nested fields use ``__``). A family's own
+settings live in its folder (``families/<stem>/settings.py``, a :class:`FamilySettings` with env
+prefix ``LEDGERLINE_<STEM>_``). MLflow's own
 ``MLFLOW_TRACKING_URI`` is honoured when ``LEDGERLINE_TRACKING_URI`` is not set,
 as data scientists expect.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledgerline.errors import LedgerlineError
 
-class GateThresholds(BaseModel):
-    """Promotion gate for a binary classifier."""
+#: settings of families given explicitly, by family name: ``{"<family>": {"<setting>": value}}``;
+#: they win over the family's own ``LEDGERLINE_<STEM>_*`` environment (see :class:`FamilySettings`)
+FamilyValues = dict[str, dict[str, Any]]
 
-    min_roc_auc: float = Field(0.70, ge=0.0, le=1.0, description="absolute floor for ROC-AUC on the holdout")
-    min_pr_auc: float = Field(0.0, ge=0.0, le=1.0, description="absolute floor for PR-AUC on the holdout")
-    max_brier: float = Field(0.25, ge=0.0, le=1.0, description="absolute ceiling for the Brier score")
-    tolerance: float = Field(
-        0.01, ge=0.0, le=1.0, description="how much worse than the champion's ROC-AUC a challenger may be"
+
+def family_values_field(env: str) -> Any:
+    """The ``families`` field of a platform settings class (JSON in ``env``), checked by :func:`check_family_values`."""
+    return Field(
+        default_factory=dict,
+        description=f"settings of families by family name, over their own LEDGERLINE_<STEM>_* variables: "
+        f'{{"<family>": {{"<setting>": value}}}} (JSON in {env}); tests and embedded deployments use it',
     )
-    min_approval_ratio: float | None = Field(
-        None, ge=0.0, le=1.0,
-        description="when the spec marks protected attributes: the lowest group approval rate over the highest "
-        "at the model's threshold that passes (0.8: the four-fifths rule); None: not gated",
-    )
+
+
+def check_family_values(values: FamilyValues) -> FamilyValues:
+    """Family names in a ``families`` field must be registered (the settings themselves are checked by the family)."""
+    from ledgerline.families import FAMILIES
+
+    unknown = sorted(set(values) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"families names unknown model families {unknown}; known families: {sorted(FAMILIES)}")
+    return values
+
+
+def env_names(new: str, *old: str) -> AliasChoices:
+    """The environment variable of a setting and, for one release, the names it had before (the new one wins)."""
+    return AliasChoices(new, *old)
+
+
+class FamilySettings(BaseSettings):
+    """Base of a family's own settings (``families/<stem>/settings.py``, env prefix ``LEDGERLINE_<STEM>_``).
+
+    A family's plug-ins read them with :meth:`of`, passing the ``families`` field of the platform
+    settings they were given (training's ``Settings``, serving's ``ServingSettings``, monitoring's
+    ``MonitoringSettings``): values there win over the environment, so settings built in code (tests,
+    the demo) and settings shipped to Airflow workers reach the family too.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, env_nested_delimiter="__")
+
+    #: the registered family name these settings belong to
+    family: ClassVar[str]
+
+    @classmethod
+    def of(cls, explicit: Mapping[str, Mapping[str, Any]] | None = None) -> Self:
+        """The family's settings: ``explicit[family]`` over its ``LEDGERLINE_<STEM>_*`` environment."""
+        from pydantic import ValidationError
+
+        values = dict((explicit or {}).get(cls.family) or {})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            prefix = cls.model_config.get("env_prefix", "")
+            raise LedgerlineError(
+                f"settings of the {cls.family} family are invalid (environment {prefix}*, or families['{cls.family}'] "
+                f"of the platform settings): {exc}"
+            ) from exc
 
 
 class Settings(BaseSettings):
@@ -65,7 +112,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path | None = Field(None, description="where immutable snapshots are written; default: home/data")
 
-    credit_gate: GateThresholds = Field(default_factory=lambda: GateThresholds())
+    families: FamilyValues = family_values_field("LEDGERLINE_FAMILIES")
     gates: dict[str, dict[str, dict[str, float | tuple[float, float] | None]]] = Field(
         default_factory=dict,
         description=(
@@ -85,6 +132,11 @@ class Settings(BaseSettings):
         None, description="its password; default: the one `airflow standalone` generated under home/airflow"
     )
     airflow_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one Airflow API call")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: FamilyValues) -> FamilyValues:
+        return check_family_values(value)
 
     # --- derived locations -------------------------------------------------
     def resolved_app_db_url(self) -> str:

@@ -28,7 +28,7 @@ from ledgerline.errors import DataError, RegistryError
 from ledgerline.families import FAMILY_TAG, family_from_tags
 from ledgerline.registry import CHAMPION, alias_version, client
 from ledgerline.settings import Settings
-from monitoring.family import MonitoringFamily, get_monitoring_family
+from monitoring.family import WINDOW_LABEL_KEY, MonitoringFamily, get_monitoring_family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -377,7 +377,7 @@ class LabelledWindow:
     p: np.ndarray
     predictions: int  # predictions in the window (labelled or not)
     labelled: int
-    undecodable: int = 0  # stored labels the codec cannot decode (not '1'/'0', or not a category): left out, and logged
+    undecodable: int = 0  # stored labels the label codec cannot decode: left out, and logged
     outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
@@ -392,10 +392,10 @@ def load_labelled_window(
     codec: OutcomeCodec,
     output_fields: Sequence[str] = (),
 ) -> LabelledWindow:
-    """Scores and 0/1 labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
+    """Scores and decoded labels of predictions made in ``[start, end)`` whose label arrived by ``labels_until``.
 
-    Feedback stores labels in the codec's canonical form; ``codec.decode`` turns them into 1 (the
-    positive class) or 0, the same definition training used.
+    Feedback stores labels in the codec's canonical form; ``codec.decode`` turns them into what training
+    used (1 for the positive class or 0, a class name, a number).
     """
     import numpy as np
 
@@ -425,17 +425,29 @@ def load_labelled_window(
             outs.append(_answer(row, output_fields))
     if bad:
         logger.warning(
-            "feedback of %s: %d stored labels are not canonical ('1'/'0') and were left out, e.g. %s",
-            model_name, len(bad), sorted(set(bad))[:5],
+            "feedback of %s: %d stored labels are not in the label codec's canonical form (%s) and were left out, e.g. %s",
+            model_name, len(bad), codec.describe(), sorted(set(bad))[:5],
         )
     return LabelledWindow(
-        np.asarray(ys, dtype=object if ys and isinstance(ys[0], str) else np.int64),
+        _labels_array(ys),
         np.asarray(ps, dtype=np.float64),
         n_total,
         len(ys),
         len(bad),
         outs if output_fields else None,
     )
+
+
+def _labels_array(ys: list[Any]) -> np.ndarray:
+    """Decoded labels as the codec gave them: names stay objects, numbers keep their type (0/1 ints,
+    realised values as floats); none: an empty int array."""
+    import numpy as np
+
+    if not ys:
+        return np.asarray([], dtype=np.int64)
+    if any(isinstance(v, str) for v in ys):
+        return np.asarray(ys, dtype=object)
+    return np.asarray(ys)
 
 
 def _output_columns(fields: Sequence[str]) -> list[Any]:
@@ -448,7 +460,7 @@ def _answer(row: Any, fields: Sequence[str]) -> dict[str, Any]:
 
 
 #: the key under which :func:`load_window_outputs` puts a prediction's feedback label (None: none yet)
-LABEL_KEY = "__label__"
+LABEL_KEY = WINDOW_LABEL_KEY
 
 
 def load_window_outputs(

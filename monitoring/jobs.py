@@ -283,8 +283,8 @@ def run_performance_job(
     window_params: dict[str, Any] = {}
     if family.window_rules(mon):  # label-free checks run on the recent window (no label delay)
         w_start, w_end = now - timedelta(days=mon.window_days), now
-        # a family with ``window_labels = True`` (e.g. a correction rate) sees each prediction's feedback so far
-        labels_until = now if getattr(family, "window_labels", False) else None
+        # a family whose window checks read feedback (e.g. a correction rate) sees each prediction's feedback so far
+        labels_until = now if family.window_labels else None
         scores, outputs = data.load_window_outputs(url, model_name, version, w_start, w_end, family.output_fields,
                                                    labels_until=labels_until)
         check = evaluate_window(scores, outputs, champion.offline_metrics, mon, family=family)
@@ -366,20 +366,23 @@ def run_monitoring(
             f"'{expected_family}'; fix LEDGERLINE_MONITORED_MODELS ({model_name}={champion.family}) or the version's "
             f"ledgerline.family tag"
         )
-    forecast_job = getattr(champion.monitoring, "forecast_job", None)
-    drift: JobOutcome | None
-    if forecast_job is not None:  # series data: feedback is actuals per (series, date); no row inputs to drift
-        drift = None
-        performance = forecast_job(settings, model_name, now=now, mon=mon, champion=champion)
-    else:
-        drift = run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
+    family = champion.monitoring
+    # feedback per series and date (not per logged prediction): no row inputs to drift on
+    drift = None if family.series_feedback else run_drift_job(settings, model_name, now=now, mon=mon, champion=champion)
+    performance = family.performance_job(settings, model_name, now=now, mon=mon, champion=champion)
+    if performance is None:
+        if family.series_feedback:
+            raise LedgerlineError(
+                f"the monitoring plug-in of '{family.name}' says its feedback is per series (series_feedback) but its "
+                "performance_job returned nothing; implement performance_job in its monitor.py"
+            )
         performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
 
     age_days = (now - champion.created_at).total_seconds() / 86400 if champion.created_at else None
     reason = choose_reason(drift.status if drift else None, performance.status, champion_age_days=age_days,
                            max_age_days=mon.max_champion_age_days)
     evidence: dict[str, Any] = {
-        "drift": drift.evidence() if drift else {"status": "not measured (series data has no row inputs)"},
+        "drift": drift.evidence() if drift else {"status": "not measured (feedback per series: no row inputs)"},
         "performance": performance.evidence(),
         "champion": {"version": champion.version, "run_id": champion.run_id, "reference_uri": champion.snapshot_uri},
     }

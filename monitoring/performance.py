@@ -78,9 +78,7 @@ def evaluate_performance(
     (direction and tolerance) with the champion's offline test metric of the same name."""
     import numpy as np
 
-    y = np.asarray(y)
-    if y.dtype != object:  # a binary family's 0/1; categories stay their names
-        y = y.astype(int)
+    y = np.asarray(y)  # as the label codec decoded them: 0/1, class names, numbers
     n = int(len(y))
     total = n if predictions is None else predictions
     if n < mon.min_labelled_rows:

@@ -1,6 +1,8 @@
 """Monitoring thresholds and windows (pydantic-settings, env prefix ``LEDGERLINE_MONITORING_``).
 
 Example: ``LEDGERLINE_MONITORING_WINDOW_DAYS=14 LEDGERLINE_MONITORING_COOLDOWN_DAYS=1 ledgerline monitor MODEL``.
+A family's own monitoring settings (e.g. credit's tolerances, category's correction limits) live in its
+folder (``families/<stem>/settings.py``, env prefix ``LEDGERLINE_<STEM>_``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledgerline.settings import FamilyValues, check_family_values, family_values_field
 
 PsiBand = Literal["stable", "moderate", "significant"]
 
@@ -52,25 +56,12 @@ class MonitoringSettings(BaseSettings):
         None, gt=0, description="length of the labelled window (ending label_window_days ago); default window_days"
     )
     min_labelled_rows: int = Field(200, ge=10, description="fewer labelled predictions give 'insufficient_data'")
-    roc_auc_tolerance: float | None = Field(0.05, ge=0, description="ROC-AUC drop vs offline test that degrades")
-    pr_auc_tolerance: float | None = Field(0.10, ge=0, description="PR-AUC drop vs offline test that degrades")
-    calibration_tolerance: float | None = Field(
-        0.05, ge=0, description="calibration error rise vs offline test that degrades"
-    )
     tolerances: dict[str, float] = Field(
         default_factory=dict,
         description="per-metric tolerance of a family's live metric vs its offline test metric, e.g. "
-        '{"precision_at_budget": 0.15} (JSON in the environment); credit-risk reads the three above',
+        '{"precision_at_budget": 0.15} (JSON in the environment); it wins over the family\'s own default',
     )
-
-    # --- transaction-category ------------------------------------------------------
-    category_max_correction_rate: float = Field(
-        0.10, ge=0, le=1, description="transaction-category: a correction rate above this (share of the window's "
-        "predictions that users corrected) is a retrain reason"
-    )
-    category_retrain_corrections: int = Field(
-        50, ge=1, description="transaction-category: this many new corrections in the window are a retrain reason"
-    )
+    families: FamilyValues = family_values_field("LEDGERLINE_MONITORING_FAMILIES")
 
     # --- decision -------------------------------------------------------------
     cooldown_days: float = Field(3.0, ge=0, description="after a retrain decision, later ones are suppressed")
@@ -89,6 +80,7 @@ class MonitoringSettings(BaseSettings):
         negative = {k: v for k, v in self.tolerances.items() if not v >= 0}
         if negative:
             raise ValueError(f"tolerances must be 0 or more, not {negative}")
+        check_family_values(self.families)
         return self
 
     @property

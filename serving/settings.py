@@ -6,6 +6,8 @@ comma-separated string (``LEDGERLINE_SERVING_MODELS=loans,fraud``).
 Where the models and the app database live comes from the platform
 :class:`ledgerline.settings.Settings` (``LEDGERLINE_TRACKING_URI``,
 ``LEDGERLINE_APP_DB_URL``); ``app_db_url`` here overrides the latter for serving only.
+A family's serving settings (thresholds, profile store, abstention, ...) live in its folder
+(``families/<stem>/settings.py``, env prefix ``LEDGERLINE_<STEM>_``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledgerline.families import FAMILIES
+from ledgerline.settings import FamilyValues, check_family_values, family_values_field
 
 #: Shortest API or admin key accepted: a short key can be guessed.
 MIN_KEY_LENGTH = 16
@@ -48,39 +51,10 @@ class ServingSettings(BaseSettings):
     admin_key: SecretStr = Field(description="key for POST /admin/reload")
     api_key_header: str = Field("X-API-Key", description="header that carries the key")
 
-    decision_threshold: float = Field(
-        0.20,
-        gt=0.0,
-        lt=1.0,
-        description="probability of default at which to decline, for model versions that record no threshold of "
-        "their own (versions trained since thresholds are chosen at training carry theirs)",
-    )
-    thresholds: dict[str, float] = Field(
-        default_factory=dict, description="per-model decision thresholds overriding the model's own threshold"
-    )
-    reason_codes: int = Field(3, ge=0, le=20, description="how many reasons each answer carries (credit: reason codes)")
-    profile_store_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        description="customer profiles of the transaction-anomaly family: a Redis URL, or 'memory' (one process only)",
-    )
-    profile_key_prefix: str = Field("ledgerline:profile:", min_length=1, description="Redis key prefix; the model name follows")
-    profile_ttl_days: float = Field(180.0, gt=0, description="a customer's profile expires this long after their last transaction")
-    profile_timeout_seconds: float = Field(
-        0.05, gt=0, le=5, description="Redis socket timeout; when it passes, the answer uses profile-free features"
-    )
-    reason_code_method: Literal["exact", "approximate"] = Field(
-        "exact",
-        description="exact: XGBoost's TreeSHAP contributions; approximate: XGBoost's faster path attribution "
-        "(approx_contribs), which can rank features differently",
-    )
-    predict_threads: int = Field(1, ge=1, le=64, description="XGBoost threads per worker process")
-    category_min_confidence: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="transaction-category: below this probability the answer abstains (category null, with candidates)",
-    )
-    category_rules_poll_seconds: float = Field(
-        0.5, gt=0, le=60, description="transaction-category: how often each worker fetches changed correction rules"
-    )
+    reason_codes: int = Field(3, ge=0, le=20, description="how many reasons each answer carries (reason codes, or "
+                              "reasons against typical values)")
+    predict_threads: int = Field(1, ge=1, le=64, description="threads a model may use per worker process (XGBoost's nthread)")
+    families: FamilyValues = family_values_field("LEDGERLINE_SERVING_FAMILIES")
     max_batch_rows: int = Field(5000, ge=1, description="largest list of records one request may carry")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted")
     feedback_max_body_bytes: int = Field(64 * 1024, ge=256, description="largest /v1/feedback body accepted")
@@ -183,13 +157,5 @@ class ServingSettings(BaseSettings):
                 "admin_key equals one of the api_keys, so every API client could reload models; "
                 f"give the admin a key of its own ({hint})"
             )
-        for name, value in self.thresholds.items():
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"threshold for {name} must be between 0 and 1, not {value}")
+        check_family_values(self.families)
         return self
-
-    def threshold_for(self, model_name: str, model_threshold: float | None = None) -> float:
-        """The per-model setting, else the threshold the version recorded at training, else the default."""
-        if model_name in self.thresholds:
-            return self.thresholds[model_name]
-        return self.decision_threshold if model_threshold is None else model_threshold

@@ -404,7 +404,7 @@ def session_settings(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Settings]:
     """Session-wide Settings on the test services (own app database, data and home folders)."""
-    from ledgerline.settings import GateThresholds, Settings
+    from ledgerline.settings import Settings
 
     root = tmp_path_factory.mktemp("session-ledgerline")
     mp = pytest.MonkeyPatch()
@@ -425,7 +425,7 @@ def session_settings(
             home=root / "home",
             # 6,000-row test models have holdout AUC noise of about +-0.02: a retrain on the
             # same distribution must not be refused by chance (the gate tests set their own).
-            credit_gate=GateThresholds(min_roc_auc=0.65, tolerance=0.05),
+            families={"credit-risk": {"gate": {"min_roc_auc": 0.65, "tolerance": 0.05}}},
         )
     finally:
         mp.undo()

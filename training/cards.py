@@ -95,9 +95,6 @@ MONITORING_PLAN_DEFAULTS: dict[str, Any] = {
     "drift_share": 0.5,
     "label_window_days": 30.0,
     "min_labelled_rows": 200,
-    "roc_auc_tolerance": 0.05,
-    "pr_auc_tolerance": 0.10,
-    "calibration_tolerance": 0.05,
     "cooldown_days": 3.0,
     "max_champion_age_days": None,
 }

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from sklearn.pipeline import Pipeline
+
+from families.credit_risk.settings import CreditRiskSettings
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,9 +20,8 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
 
 
-class CreditRiskMonitoring:
+class CreditRiskMonitoring(MonitoringFamilyBase[Pipeline]):
     name = "credit-risk"
-    output_fields: tuple[str, ...] = ()
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         return list(spec.numeric), list(spec.categorical)
@@ -27,16 +29,17 @@ class CreditRiskMonitoring:
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
 
-        from features.model_io import load_model
-
-        model = load_model(model_uri)
-        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]  # type: ignore[attr-defined]
+        model = self.load_model(model_uri)
+        return np.asarray(model.predict_proba(frame[spec.feature_names]))[:, 1]
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        own = CreditRiskSettings.of(mon.families)
+        tol = {"roc_auc": own.roc_auc_tolerance, "pr_auc": own.pr_auc_tolerance,
+               "calibration_error": own.calibration_tolerance, **mon.tolerances}
         return (
-            MetricRule("roc_auc", "higher", tolerance=mon.roc_auc_tolerance),
-            MetricRule("pr_auc", "higher", tolerance=mon.pr_auc_tolerance),
-            MetricRule("calibration_error", "lower", tolerance=mon.calibration_tolerance),
+            MetricRule("roc_auc", "higher", tolerance=tol["roc_auc"]),
+            MetricRule("pr_auc", "higher", tolerance=tol["pr_auc"]),
+            MetricRule("calibration_error", "lower", tolerance=tol["calibration_error"]),
         )
 
     def live_metrics(
@@ -48,14 +51,6 @@ class CreditRiskMonitoring:
             raise InsufficientLabels(f"all {len(y)} labels are {int(y[0])}; ROC-AUC needs both outcomes")
         full = binary_metrics(y, scores)
         return {k: full[k] for k in ("roc_auc", "pr_auc", "calibration_error", "positive_rate")}
-
-    def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
-        return ()
-
-    def window_metrics(
-        self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]], baseline: Mapping[str, float]
-    ) -> dict[str, float]:
-        return {}
 
 
 FAMILY = CreditRiskMonitoring()

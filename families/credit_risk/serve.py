@@ -3,8 +3,8 @@ the model's threshold and the top reason codes (:mod:`families.credit_risk.answe
 :mod:`families.credit_risk.scorecard_answers` the scorecard's).
 
 The decision threshold is the one chosen at training and recorded with the version
-(``decision_threshold_`` on the model); ``LEDGERLINE_SERVING_THRESHOLDS`` overrides it per model;
-``LEDGERLINE_SERVING_DECISION_THRESHOLD`` applies only to versions trained before thresholds were
+(``decision_threshold_`` on the model); ``LEDGERLINE_CREDIT_RISK_THRESHOLDS`` overrides it per model;
+``LEDGERLINE_CREDIT_RISK_DECISION_THRESHOLD`` applies only to versions trained before thresholds were
 recorded."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from families.credit_risk.settings import CreditRiskSettings
 from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase
 
 if TYPE_CHECKING:
@@ -56,10 +57,11 @@ class CreditRiskServing(ServingFamilyBase["Pipeline"]):
         from serving.treeshap import TreeShapTable
 
         settings = ctx.settings
+        own = CreditRiskSettings.of(settings.families)
         recorded = getattr(model, "decision_threshold_", None)
         threshold = _threshold(model, ctx)
         source = (
-            "serving setting (per model)" if ctx.model_name in settings.thresholds
+            "serving setting (per model)" if ctx.model_name in own.thresholds
             else "the model (chosen at training)" if recorded is not None
             else "serving setting (default)"
         )
@@ -114,7 +116,7 @@ class CreditRiskServing(ServingFamilyBase["Pipeline"]):
             model,
             threshold=threshold,
             reason_codes=settings.reason_codes,
-            approximate=settings.reason_code_method == "approximate",
+            approximate=CreditRiskSettings.of(settings.families).reason_code_method == "approximate",
             nthread=settings.predict_threads,
             nullable=frozenset(c.name for c in ctx.columns if c.nullable),
         )
@@ -157,7 +159,8 @@ class CreditRiskServing(ServingFamilyBase["Pipeline"]):
 def _threshold(model: Pipeline, ctx: ServingContext) -> float:
     """The decision threshold: a per-model serving setting, else the one recorded at training, else the default."""
     recorded = getattr(model, "decision_threshold_", None)
-    return ctx.settings.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
+    own = CreditRiskSettings.of(ctx.settings.families)
+    return own.threshold_for(ctx.model_name, None if recorded is None else float(recorded))
 
 
 FAMILY = CreditRiskServing()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from families.credit_risk.settings import CreditRiskSettings
 from ledgerline import lineage
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
 from ledgerline.settings import Settings
@@ -125,7 +126,7 @@ class CreditRiskFamily(TrainingFamilyBase):
 
     # --- gate ---------------------------------------------------------------------------
     def gate_policy(self, settings: Settings) -> GatePolicy:
-        t = settings.credit_gate
+        t = CreditRiskSettings.of(settings.families).gate
         return GatePolicy(
             (
                 MetricRule("roc_auc", "higher", bound=t.min_roc_auc, tolerance=t.tolerance),
@@ -185,11 +186,11 @@ class CreditRiskFamily(TrainingFamilyBase):
         if t is not None:
             facts["decision threshold"] = f"{t:.4f}: decline when the probability of default is at or above it"
             facts["threshold policy"] = str(selection.get("policy_text", "recorded with the model"))
-            facts["threshold override"] = "per model in serving: LEDGERLINE_SERVING_THRESHOLDS='{\"<model>\": 0.25}'"
+            facts["threshold override"] = "per model in serving: LEDGERLINE_CREDIT_RISK_THRESHOLDS='{\"<model>\": 0.25}'"
         sections: dict[str, str] = {}
         if spec.protected and t is not None:
             parts = []
-            floor = settings.credit_gate.min_approval_ratio
+            floor = CreditRiskSettings.of(settings.families).gate.min_approval_ratio
             for column in spec.protected:
                 if column not in frame.columns:
                     continue
@@ -197,7 +198,7 @@ class CreditRiskFamily(TrainingFamilyBase):
                 verdict = "meets" if ratio >= 0.8 else "does NOT meet"
                 parts.append(
                     f"**{column}**: lowest approval rate / highest = {ratio:.3f}, which {verdict} the four-fifths rule (0.8)"
-                    + (f"; the gate requires {floor:g}" if floor is not None else "; not gated (credit_gate.min_approval_ratio unset)")
+                    + (f"; the gate requires {floor:g}" if floor is not None else "; not gated (LEDGERLINE_CREDIT_RISK_GATE__MIN_APPROVAL_RATIO unset)")
                     + "\n\n" + cards.table(
                         [(r["group"], r["rows"], f"{r['approval_rate']:.3f}", f"{r['default_rate']:.3f}",
                           "n/a" if r["roc_auc"] != r["roc_auc"] else f"{r['roc_auc']:.3f}") for r in rows],

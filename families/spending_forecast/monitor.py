@@ -3,17 +3,18 @@ table ``forecast_actuals``), compared with the champion's forecast table. Live W
 and overall, are set against the backtest's (the champion's offline test metrics and its holdout per
 series); a degraded overall error, or too many degraded series, is the retrain reason "performance".
 
-Series data has no row-level inputs to measure drift on, so :meth:`monitored_columns` is empty and the
-prediction-log hooks are inert; :meth:`forecast_job` is what the monitoring run calls instead.
+Series data has no row-level inputs to measure drift on (``series_feedback``), so :meth:`monitored_columns`
+is empty and the prediction-log hooks are inert; :meth:`performance_job` gives the monitoring run its verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
     from families.spending_forecast.model import ForecastModel
     from features.spec import DatasetSpec
+    from ledgerline.settings import Settings
+    from monitoring.data import Champion
+    from monitoring.jobs import JobOutcome
     from monitoring.settings import MonitoringSettings
 
 MIN_POINTS = 20  # fewer actuals matched to forecasts: insufficient_data
@@ -29,10 +33,9 @@ SERIES_DEGRADED_FACTOR = 1.5  # a series' live MASE above 1.5 x its backtest MAS
 MAX_DEGRADED_SHARE = 0.25  # more degraded series than this share: the model is degraded
 
 
-class SpendingForecastMonitoring:
+class SpendingForecastMonitoring(MonitoringFamilyBase["ForecastModel"]):
     name = "spending-forecast"
-    output_fields: tuple[str, ...] = ()
-    series_feedback = True  # feedback is actuals per (series, date): monitoring runs forecast_job
+    series_feedback = True  # feedback is actuals per (series, date): monitoring runs performance_job
 
     def monitored_columns(self, spec: DatasetSpec) -> tuple[list[str], list[str]]:
         return [], []
@@ -52,14 +55,6 @@ class SpendingForecastMonitoring:
         self, y: np.ndarray, scores: np.ndarray, outputs: Sequence[Mapping[str, object]] | None
     ) -> dict[str, float]:
         raise InsufficientLabels("forecasting feedback is actuals per series and date (forecast_actuals), not labels")
-
-    def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
-        return ()
-
-    def window_metrics(
-        self, scores: np.ndarray, outputs: Sequence[Mapping[str, object]], baseline: Mapping[str, float]
-    ) -> dict[str, float]:
-        return {}
 
     # --- series feedback --------------------------------------------------------------
     def live_errors(self, model: ForecastModel, actuals: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
@@ -91,10 +86,18 @@ class SpendingForecastMonitoring:
         overall["degraded_series_share"] = float(judged["degraded"].mean()) if len(judged) else 0.0
         return overall, per.drop(columns=["abs_err", "abs_y"]).reset_index()
 
-    def forecast_job(self, settings: Any, model_name: str, **kwargs: Any) -> Any:
+    def performance_job(
+        self,
+        settings: Settings,
+        model_name: str,
+        *,
+        now: datetime,
+        mon: MonitoringSettings,
+        champion: Champion,
+    ) -> JobOutcome | None:
         from families.spending_forecast.live import run_forecast_job
 
-        return run_forecast_job(settings, model_name, family=self, **kwargs)
+        return run_forecast_job(settings, model_name, family=self, now=now, mon=mon, champion=champion)
 
 
 FAMILY = SpendingForecastMonitoring()

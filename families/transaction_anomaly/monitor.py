@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from families.transaction_anomaly.model import IsolationForestDetector
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +38,7 @@ def _alerted(outputs: Sequence[Mapping[str, object]]) -> np.ndarray:
     return np.fromiter((bool(o.get(ALERT_FIELD)) for o in outputs), dtype=bool, count=len(outputs))
 
 
-class TransactionAnomalyMonitoring:
+class TransactionAnomalyMonitoring(MonitoringFamilyBase[IsolationForestDetector]):
     name = "transaction-anomaly"
     output_fields = (ALERT_FIELD,)
 
@@ -53,16 +54,15 @@ class TransactionAnomalyMonitoring:
         import numpy as np
 
         from families.transaction_anomaly.data import dataset_from_spec, has_behaviour_roles
-        from features.model_io import load_model
 
-        model = load_model(model_uri)
+        model = self.load_model(model_uri)
         if has_behaviour_roles(spec):  # the point-in-time behavioural features serving computes from profiles
             from families.transaction_anomaly.behaviour import compute_offline
 
             inputs = compute_offline(frame, dataset_from_spec(spec))
         else:
             inputs = frame  # the detector picks and encodes the columns it was trained on
-        return np.asarray(model.score(inputs), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.asarray(model.score(inputs), dtype=np.float64)
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         tol = {**DEFAULT_TOLERANCES, **mon.tolerances}

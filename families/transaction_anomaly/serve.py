@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from families.transaction_anomaly.settings import TransactionAnomalySettings
 from serving.errors import InvalidRecords
 from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase, records_of
 
@@ -160,7 +161,7 @@ def profile_store(ctx: ServingContext) -> ProfileStore:
     """The profile store a served anomaly model uses: Redis at the configured URL, or process memory."""
     from families.transaction_anomaly.profiles import MemoryProfileStore, RedisProfileStore
 
-    s = ctx.settings
+    s = TransactionAnomalySettings.of(ctx.settings.families)
     if s.profile_store_url == "memory":
         return MemoryProfileStore()
     return RedisProfileStore(
@@ -217,7 +218,8 @@ def _behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: T
     details: dict[str, object] = {
         "behavioural_features": True,
         "threshold": scorer.threshold,
-        "profile_store": "memory" if ctx.settings.profile_store_url == "memory" else "redis",
+        "profile_store": "memory" if TransactionAnomalySettings.of(ctx.settings.families).profile_store_url == "memory"
+        else "redis",
         "trees": len(scorer.forest.roots),
         "inputs": list(scorer.columns),
     }

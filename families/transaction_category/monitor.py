@@ -4,8 +4,8 @@
   codec): accuracy and macro-F1 of the model's own category (``model_category``: what the model
   said, also where a correction rule answered), against the champion's offline test metrics.
 * Window checks on the recent predictions with their feedback so far: the correction rate (share
-  of predictions a user corrected) must stay at or below ``category_max_correction_rate``; the
-  number of new corrections must stay below ``category_retrain_corrections`` (default 50: that many
+  of predictions a user corrected) must stay at or below ``max_correction_rate``; the
+  number of new corrections must stay below ``retrain_corrections`` (default 50: that many
   corrections are worth a retrain); the PSI of the predicted-category mix against the champion's
   holdout mix (``test_share_<category>``) must stay below ``psi_significant``. A breach is a
   ``performance`` retrain reason whose message names it.
@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from families.transaction_category.model import CategoryModel
+from families.transaction_category.settings import TransactionCategorySettings
 from ledgerline.families import MetricRule
-from monitoring.family import InsufficientLabels
+from monitoring.family import WINDOW_LABEL_KEY, InsufficientLabels, MonitoringFamilyBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
 
 DEFAULT_TOLERANCES = {"accuracy": 0.10, "macro_f1": 0.10}
-LABEL_KEY = "__label__"  # monitoring.data.LABEL_KEY (monitoring.data imports the plug-ins' package)
 
 
 def _model_category(o: Mapping[str, object]) -> str | None:
@@ -36,7 +37,7 @@ def _model_category(o: Mapping[str, object]) -> str | None:
     return None if value is None else str(value)
 
 
-class TransactionCategoryMonitoring:
+class TransactionCategoryMonitoring(MonitoringFamilyBase[CategoryModel]):
     name = "transaction-category"
     output_fields = ("model_category", "category")
     window_labels = True
@@ -48,10 +49,8 @@ class TransactionCategoryMonitoring:
     def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         import numpy as np
 
-        from features.model_io import load_model
-
-        model = load_model(model_uri)
-        return np.asarray(model.predict_proba(frame), dtype=np.float64).max(axis=1)  # type: ignore[attr-defined]
+        model = self.load_model(model_uri)
+        return np.asarray(model.predict_proba(frame), dtype=np.float64).max(axis=1)
 
     def performance_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
         tol = {**DEFAULT_TOLERANCES, **mon.tolerances}
@@ -79,9 +78,10 @@ class TransactionCategoryMonitoring:
         }
 
     def window_rules(self, mon: MonitoringSettings) -> tuple[MetricRule, ...]:
+        own = TransactionCategorySettings.of(mon.families)
         return (
-            MetricRule("correction_rate", "lower", bound=mon.category_max_correction_rate),
-            MetricRule("new_corrections", "lower", bound=float(mon.category_retrain_corrections - 1)),
+            MetricRule("correction_rate", "lower", bound=own.max_correction_rate),
+            MetricRule("new_corrections", "lower", bound=float(own.retrain_corrections - 1)),
             MetricRule("category_psi", "lower", bound=mon.psi_significant, required=False),
         )
 
@@ -95,7 +95,7 @@ class TransactionCategoryMonitoring:
             return {}
         corrected = 0
         for o in outputs:
-            label = o.get(LABEL_KEY)
+            label = o.get(WINDOW_LABEL_KEY)
             if label is not None and str(label) != (o.get("category") or ""):
                 corrected += 1
         out = {"correction_rate": corrected / n, "new_corrections": float(corrected), "window_predictions": float(n)}

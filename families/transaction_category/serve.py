@@ -1,7 +1,7 @@
 """Transaction categorisation answers behind the serving plug-in interface, and the correction rules.
 
 An answer names the category, its probability, the model's top 3 with probabilities and the
-n-grams (and fields) that drove the choice; below ``category_min_confidence`` it abstains
+n-grams (and fields) that drove the choice; below ``min_confidence`` (``LEDGERLINE_TRANSACTION_CATEGORY_MIN_CONFIDENCE``) it abstains
 (``category: null``, the candidates stay). A description without letters (only digits) has no
 merchant to recognise: the answer abstains and says so. An empty description is a 422.
 
@@ -9,7 +9,7 @@ Corrections. Feedback for a categorisation prediction is the correct category. W
 from the answer (or the merchant already has a rule), it becomes a rule keyed on the merchant's
 normalised description (:mod:`families.transaction_category.corrections`, latest correction wins). Postgres (the app
 database) is the source of truth; each worker keeps the rules in memory and a background thread
-asks the database every ``category_rules_poll_seconds`` (0.5 s) for rules with a newer version
+asks the database every ``rules_poll_seconds`` (0.5 s) for rules with a newer version
 than it holds: one indexed query per worker and interval, no extra service, and a worker that
 missed a poll (database away) catches up on the next one. The worker that took the feedback
 applies the rule at once. The next line of that merchant, in any worker, answers with the
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from families.transaction_category.settings import TransactionCategorySettings
 from serving.errors import InvalidRecords
 from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase, records_of
 
@@ -188,7 +189,8 @@ class TransactionCategoryServing(ServingFamilyBase["CategoryModel"]):
         coef_t = np.ascontiguousarray(m.coef_.T)  # features x classes: a row's scores are one small product
         intercept = np.asarray(m.intercept_, dtype=np.float64)
         classes = list(m.classes_)
-        threshold = float(ctx.settings.category_min_confidence)
+        own = TransactionCategorySettings.of(ctx.settings.families)
+        threshold = float(own.min_confidence)
         engine: Engine | None
         try:
             engine = db.engine_for(_app_db_url(ctx))
@@ -198,7 +200,7 @@ class TransactionCategoryServing(ServingFamilyBase["CategoryModel"]):
             engine = None
         cache = RuleCache(engine, ctx.model_name)
         cache.refresh()
-        threading.Thread(target=_poll, args=(weakref.ref(cache), ctx.settings.category_rules_poll_seconds),
+        threading.Thread(target=_poll, args=(weakref.ref(cache), own.rules_poll_seconds),
                          name=f"category-rules-{ctx.model_name}", daemon=True).start()
 
         def run(records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
@@ -275,7 +277,7 @@ class TransactionCategoryServing(ServingFamilyBase["CategoryModel"]):
             "temperature": float(m.temperature_),
             "ngrams": len(m.vocabulary_),
             "inputs": list(m.input_columns),
-            "rules_poll_seconds": ctx.settings.category_rules_poll_seconds,
+            "rules_poll_seconds": own.rules_poll_seconds,
         }
         return Built(run, details, status=cache.stats, on_feedback=on_feedback)
 
@@ -333,7 +335,7 @@ class TransactionCategoryServing(ServingFamilyBase["CategoryModel"]):
             "category": classes[order[:, 0]],
             "category_probability": np.round(best, 6),
             "top3": ["|".join(row) for row in classes[order].tolist()],
-            "abstained": (best < float(ctx.settings.category_min_confidence)) | no_text,
+            "abstained": (best < float(TransactionCategorySettings.of(ctx.settings.families).min_confidence)) | no_text,
         }, index=frame.index, columns=list(self.answer_columns))
 
 

@@ -39,7 +39,7 @@ def test_demo_airflow_uses_the_demo_mlflow_app_db_and_snapshots(tmp_path: Path, 
     rebuilt = Settings()
     assert rebuilt.resolved_app_db_url() == settings.resolved_app_db_url()
     assert rebuilt.resolved_data_dir() == settings.resolved_data_dir()
-    assert rebuilt.credit_gate == settings.credit_gate and rebuilt.tracking_uri == settings.tracking_uri
+    assert rebuilt.families == settings.families and rebuilt.tracking_uri == settings.tracking_uri
     secret = env["AIRFLOW__API_AUTH__JWT_SECRET"]
     assert len(secret) >= 32 and airflow_demo.airflow_env(settings)["AIRFLOW__API_AUTH__JWT_SECRET"] == secret
     assert airflow_demo.password_file(settings).parent == tmp_path / "home" / "airflow"

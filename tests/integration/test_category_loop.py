@@ -53,7 +53,7 @@ def workers(trained: Any, platform: Any) -> Iterator[tuple[Any, Any]]:
 
     settings = ServingSettings(
         models=[MODEL], api_keys=[API_KEY], admin_key=ADMIN_KEY, poll_interval_seconds=3600,
-        log_flush_interval_seconds=0.05, feedback_wait_seconds=0.5, category_min_confidence=0.4,
+        log_flush_interval_seconds=0.05, feedback_wait_seconds=0.5, families={"transaction-category": {"min_confidence": 0.4}},
     )
     a = TestClient(create_app(settings, platform))
     b = TestClient(create_app(settings, platform))
@@ -161,7 +161,7 @@ def test_a_correction_that_waited_for_its_prediction_row_still_becomes_a_rule(wo
     a, b = workers
     slow = ServingSettings(  # a worker whose log holds its rows for a minute
         models=[MODEL], api_keys=[API_KEY], admin_key=ADMIN_KEY, poll_interval_seconds=3600,
-        log_flush_interval_seconds=60, log_batch_rows=100_000, feedback_wait_seconds=0.1, category_min_confidence=0.4,
+        log_flush_interval_seconds=60, log_batch_rows=100_000, feedback_wait_seconds=0.1, families={"transaction-category": {"min_confidence": 0.4}},
     )
     with TestClient(create_app(slow, platform)) as c:
         line = "TST* GLIMMERFEN 0093 RENO NV"
@@ -237,7 +237,7 @@ def test_monitoring_counts_the_corrections_and_asks_for_a_retrain_when_there_are
         ans = _answer(a, text, 20.0)
         _correct(a, ans["prediction_id"], "fees" if ans["model_category"] != "fees" else "income")
     mon = MonitoringSettings(label_window_days=0, min_labelled_rows=10, min_current_rows=1, current_version_only=False,
-                             category_retrain_corrections=3, category_max_correction_rate=1.0)
+                             families={"transaction-category": {"retrain_corrections": 3, "max_correction_rate": 1.0}})
     outcome = run_performance_job(platform, MODEL, mon=mon)
     window = outcome.summary["window_check"]
     assert window["metrics"]["new_corrections"] >= 3 and 0 < window["metrics"]["correction_rate"] <= 1

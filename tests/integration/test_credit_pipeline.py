@@ -13,7 +13,6 @@ from mlflow import MlflowClient
 from families.credit_risk.data import credit_spec, generate_loan_applications
 from ledgerline import db
 from ledgerline.errors import RegistryError, ValidationFailed
-from ledgerline.settings import GateThresholds
 from training.pipeline import TrainRequest, rollback, run_training
 
 pytestmark = pytest.mark.integration
@@ -78,7 +77,7 @@ def test_the_logged_model_serves_through_pyfunc_with_its_signature(train_credit)
 
 def test_the_gate_refuses_a_worse_challenger_and_the_champion_stays(train_credit):
     m = train_credit("credit-pipeline")
-    lenient_floors = m.settings.model_copy(update={"credit_gate": GateThresholds(min_roc_auc=0.5, tolerance=0.01)})
+    lenient_floors = m.settings.model_copy(update={"families": {"credit-risk": {"gate": {"min_roc_auc": 0.5, "tolerance": 0.01}}}})
     weak = TrainRequest(
         family="credit-risk",
         model_name="credit-pipeline",

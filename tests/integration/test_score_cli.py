@@ -24,7 +24,7 @@ def cli_env(session_settings, monkeypatch, tmp_path):
     monkeypatch.setenv("LEDGERLINE_TRACKING_URI", session_settings.tracking_uri)
     monkeypatch.setenv("LEDGERLINE_APP_DB_URL", session_settings.resolved_app_db_url())
     monkeypatch.setenv("LEDGERLINE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LEDGERLINE_SERVING_PROFILE_STORE_URL", "redis://127.0.0.1:6379/13")
+    monkeypatch.setenv("LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_STORE_URL", "redis://127.0.0.1:6379/13")
     return session_settings
 
 

@@ -106,7 +106,7 @@ def test_serving_uses_the_models_threshold_unless_the_settings_override_it_per_m
     run, details = built.predictor, built.details
     assert details["threshold"] == 0.123 and details["reason_code_path"] == "scorecard"
     assert run(_records(50)[:2])[0][0]["threshold"] == 0.123
-    overridden = ServingSettings(**keys, thresholds={"credit-x": 0.3})  # type: ignore[arg-type]
+    overridden = ServingSettings(**keys, families={"credit-risk": {"thresholds": {"credit-x": 0.3}}})  # type: ignore[arg-type]
     details = SERVING.build(card, ServingContext("credit-x", "1", overridden, SPEC, [], tmp_path)).details
     assert details["threshold"] == 0.3 and details["threshold_source"] == "serving setting (per model)"
     del card.decision_threshold_

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from apps.serve_demo import redis_profile_store
+from apps.serve_demo import local_redis
 
 
 def _free_port() -> int:
@@ -14,8 +14,8 @@ def _free_port() -> int:
 
 
 def test_the_demo_keeps_profiles_in_redis_when_redis_answers_on_the_machine():
-    assert redis_profile_store("127.0.0.1", 6379) == "redis://127.0.0.1:6379/0"
+    assert local_redis("127.0.0.1", 6379) == "redis://127.0.0.1:6379/0"
 
 
 def test_the_demo_falls_back_to_memory_when_nothing_answers_on_the_redis_port():
-    assert redis_profile_store("127.0.0.1", _free_port()) is None
+    assert local_redis("127.0.0.1", _free_port()) is None

@@ -14,7 +14,7 @@ from families.credit_risk.fit import CreditParams
 from families.credit_risk.train import FAMILY
 from features.spec import LABEL_COLUMN, DatasetSpec, conform
 from ledgerline.errors import SpecError
-from ledgerline.settings import GateThresholds, Settings
+from ledgerline.settings import Settings
 from training import cards
 
 
@@ -57,7 +57,7 @@ def trained() -> tuple[DatasetSpec, object, object]:
 
 def test_credit_card_reports_outcomes_per_protected_group_and_the_gate_can_require_the_ratio(trained, tmp_path) -> None:
     spec, model, test_df = trained
-    settings = Settings(home=tmp_path, credit_gate=GateThresholds(min_approval_ratio=0.99))  # type: ignore[call-arg]
+    settings = Settings(home=tmp_path, families={"credit-risk": {"gate": {"min_approval_ratio": 0.99}}})  # type: ignore[call-arg]
     parts = FAMILY.card_parts(model, test_df, spec, settings)
     lo, value, hi = parts.metrics["roc_auc"][1], parts.metrics["roc_auc"][0], parts.metrics["roc_auc"][2]
     assert lo < value < hi and value > 0.6

@@ -167,7 +167,7 @@ def test_contradicting_labels_degrade_roc_auc_beyond_tolerance() -> None:
 
 def test_a_disabled_tolerance_is_reported_but_not_judged() -> None:
     y, p = _scored(5000, 6, inverted=True)
-    mon = MonitoringSettings(roc_auc_tolerance=None, pr_auc_tolerance=None, calibration_tolerance=None)
+    mon = MonitoringSettings(families={"credit-risk": {"roc_auc_tolerance": None, "pr_auc_tolerance": None, "calibration_tolerance": None}})
     result = evaluate_performance(y, p, {"roc_auc": 0.80}, mon, family=CREDIT)
     assert result.status == "ok" and result.deltas["roc_auc"] < -0.2
 
@@ -401,7 +401,7 @@ def test_an_anomaly_tolerance_can_be_set_per_metric_from_the_environment(monkeyp
     monkeypatch.setenv("LEDGERLINE_MONITORING_TOLERANCES", '{"precision_at_budget": 0.9}')
     rules = {r.metric: r for r in ANOMALY.performance_rules(MonitoringSettings())}
     assert rules["precision_at_budget"].tolerance == 0.9 and rules["recall_at_budget"].tolerance == 0.10
-    credit = {r.metric: r.tolerance for r in CREDIT.performance_rules(MonitoringSettings(roc_auc_tolerance=0.01))}
+    credit = {r.metric: r.tolerance for r in CREDIT.performance_rules(MonitoringSettings(families={"credit-risk": {"roc_auc_tolerance": 0.01}}))}
     assert credit == {"roc_auc": 0.01, "pr_auc": 0.10, "calibration_error": 0.05}
 
 
@@ -501,3 +501,44 @@ def test_only_the_answer_fields_a_family_reads_are_loaded_from_the_prediction_lo
 def test_a_negative_tolerance_is_refused() -> None:
     with pytest.raises(ValueError, match="tolerances must be 0 or more"):
         MonitoringSettings(tolerances={"precision_at_budget": -0.1})
+
+
+def test_every_family_implements_the_whole_monitoring_protocol_through_the_base_class() -> None:
+    from ledgerline.families import FAMILIES
+    from monitoring.family import MonitoringFamily, MonitoringFamilyBase, get_monitoring_family
+
+    for name in FAMILIES:
+        family = get_monitoring_family(name)
+        assert isinstance(family, MonitoringFamily) and isinstance(family, MonitoringFamilyBase), name
+        assert family.name == name
+        # a family whose feedback is per series runs its own performance job (and no drift job)
+        assert family.series_feedback == (type(family).performance_job is not MonitoringFamilyBase.performance_job), name
+
+
+def test_numeric_labels_reach_the_family_as_the_codec_decoded_them() -> None:
+    from monitoring.family import MonitoringFamilyBase
+
+    seen: list[np.ndarray] = []
+
+    class Realised(MonitoringFamilyBase[object]):
+        name = "realised-values"
+
+        def monitored_columns(self, spec: object) -> tuple[list[str], list[str]]:
+            return [], []
+
+        def reference_scores(self, model_uri: str, frame: pd.DataFrame, spec: object) -> np.ndarray:
+            return np.zeros(len(frame))
+
+        def performance_rules(self, mon: MonitoringSettings) -> tuple:
+            from ledgerline.families import MetricRule
+
+            return (MetricRule("mdape", "lower", tolerance=0.05),)
+
+        def live_metrics(self, y: np.ndarray, scores: np.ndarray, outputs: object) -> dict[str, float]:
+            seen.append(y)
+            return {"mdape": float(np.median(np.abs(scores - y) / y))}
+
+    y = np.linspace(100_000.5, 300_000.5, 300)  # realised prices: a cast to int would change them
+    result = evaluate_performance(y, y * 1.02, {"mdape": 0.03}, MonitoringSettings(), family=Realised())  # type: ignore[arg-type]
+    assert seen[0].dtype == np.float64 and seen[0][0] == 100_000.5
+    assert result.status == "ok" and result.metrics["mdape"] == pytest.approx(0.02)

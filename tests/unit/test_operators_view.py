@@ -46,20 +46,25 @@ def referenced(expr: str) -> set[str]:
     return {t for t in tokens if t not in PROMQL_WORDS and not t.startswith("$")}
 
 
-def test_there_is_a_dashboard_per_family_and_it_references_only_exported_metrics() -> None:
-    from ledgerline.families import FAMILIES
-
-    assert {p.stem for p in DASHBOARDS} == set(FAMILIES)
-    exported = exported_metrics()
-    for path in DASHBOARDS:
-        dash = json.loads(path.read_text())
-        exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
-        assert len(exprs) >= 6, path.name
-        unknown = set().union(*(referenced(e) for e in exprs)) - exported
-        assert not unknown, f"{path.name} references metrics nothing exports: {sorted(unknown)}"
-        titles = " ".join(p["title"].lower() for p in dash["panels"])
-        for topic in ("traffic", "latency", "errors", "score", "log", "drift"):
-            assert topic in titles, f"{path.name} has no {topic} panel"
+def test_one_dashboard_serves_every_model_through_its_model_variable_and_uses_only_exported_metrics() -> None:
+    assert [p.name for p in DASHBOARDS] == ["ledgerline.json"]
+    dash = json.loads(DASHBOARDS[0].read_text())
+    (variable,) = dash["templating"]["list"]
+    # the model names come from the serving metrics themselves: a new family's models appear without an edit
+    assert variable["name"] == "model" and variable["type"] == "query"
+    assert variable["definition"] == "label_values(ledgerline_serving_predictions_total, model)"
+    assert variable["multi"] and variable["includeAll"]
+    exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 6
+    unknown = set().union(*(referenced(e) for e in exprs)) - exported_metrics()
+    assert not unknown, f"the dashboard references metrics nothing exports: {sorted(unknown)}"
+    per_model = [e for e in exprs if "ledgerline_serving_prediction" in e or "ledgerline_monitoring" in e]
+    assert per_model and all("$model" in e for e in per_model)
+    titles = " ".join(p["title"].lower() for p in dash["panels"])
+    for topic in ("traffic", "latency", "errors", "score", "log", "drift"):
+        assert topic in titles, f"the dashboard has no {topic} panel"
+    score = next(p for p in dash["panels"] if p["title"].lower().startswith("score distribution"))
+    assert score["repeat"] == "model"  # one score histogram per model: families' scores are not comparable
 
 
 def test_alert_rules_reference_only_exported_metrics_and_cover_the_issue() -> None:

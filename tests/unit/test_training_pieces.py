@@ -1,12 +1,15 @@
+import os
+
 import numpy as np
 import pytest
 
 from families.credit_risk.data import credit_spec, generate_loan_applications
 from features.spec import conform
 from features.transform import TabularFeatures
+from ledgerline.errors import LedgerlineError
 from ledgerline.families import GatePolicy, MetricRule, UnknownFamily
 from ledgerline.metrics import binary_metrics, ks_statistic
-from ledgerline.settings import GateThresholds, Settings
+from ledgerline.settings import Settings
 from training.gate import decide
 
 
@@ -74,7 +77,7 @@ def _metrics(auc: float) -> dict[str, float]:
 def _credit_policy(**thresholds: float) -> GatePolicy:
     from training.family import get_family
 
-    return get_family("credit-risk").gate_policy(Settings(credit_gate=GateThresholds(**thresholds)))
+    return get_family("credit-risk").gate_policy(Settings(families={"credit-risk": {"gate": thresholds}}))
 
 
 def test_gate_passes_a_good_first_model_and_refuses_one_below_the_floor():
@@ -98,8 +101,30 @@ def test_settings_honour_mlflow_tracking_uri_and_prefer_our_own(monkeypatch):
     assert Settings().tracking_uri == "http://mlflow.example:5000"
     monkeypatch.setenv("LEDGERLINE_TRACKING_URI", "http://ours:5000")
     assert Settings().tracking_uri == "http://ours:5000"
-    monkeypatch.setenv("LEDGERLINE_CREDIT_GATE__MIN_ROC_AUC", "0.81")
-    assert Settings().credit_gate.min_roc_auc == 0.81
+
+
+
+def test_a_family_reads_its_own_settings_with_its_env_prefix_the_old_names_and_explicit_values(monkeypatch):
+    from families.credit_risk.settings import CreditRiskSettings
+    from families.transaction_anomaly.settings import TransactionAnomalySettings
+
+    for name in [n for n in os.environ if n.startswith("LEDGERLINE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGERLINE_CREDIT_GATE__MIN_ROC_AUC", "0.81")  # the name before the move: still read
+    monkeypatch.setenv("LEDGERLINE_SERVING_PROFILE_STORE_URL", "memory")
+    assert CreditRiskSettings.of().gate.min_roc_auc == 0.81
+    assert TransactionAnomalySettings.of().profile_store_url == "memory"
+    monkeypatch.setenv("LEDGERLINE_CREDIT_RISK_GATE__MIN_ROC_AUC", "0.77")  # the new name wins
+    monkeypatch.setenv("LEDGERLINE_CREDIT_RISK_THRESHOLDS", '{"loans": 0.3}')
+    own = CreditRiskSettings.of(Settings().families)
+    assert own.gate.min_roc_auc == 0.77 and own.threshold_for("loans") == 0.3 and own.threshold_for("x", 0.1) == 0.1
+    # explicit values (a platform settings object's ``families``) win over the environment
+    explicit = Settings(families={"credit-risk": {"gate": {"min_roc_auc": 0.6}, "decision_threshold": 0.4}})
+    assert CreditRiskSettings.of(explicit.families).gate.min_roc_auc == 0.6
+    with pytest.raises(LedgerlineError, match="decision_thresh"):
+        CreditRiskSettings.of({"credit-risk": {"decision_thresh": 0.4}})
+    with pytest.raises(ValueError, match="unknown model families"):
+        Settings(families={"credit": {}})
 
 
 def test_gate_checks_lower_is_better_metrics_and_bands_by_their_direction():

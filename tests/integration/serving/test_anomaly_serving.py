@@ -64,7 +64,8 @@ def profile_keys(prefix: str) -> dict[bytes, bytes | None]:
 
 
 def anomaly_settings(sv: Any, prefix: str, url: str = REDIS_URL, **overrides: Any) -> Any:
-    return sv.serving_settings(models=[MODEL], profile_store_url=url, profile_key_prefix=prefix, **overrides)
+    own = {"profile_store_url": url, "profile_key_prefix": prefix}
+    return sv.serving_settings(models=[MODEL], families={"transaction-anomaly": own}, **overrides)
 
 
 def as_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -288,8 +289,8 @@ def test_two_workers_export_the_profile_store_state_of_both_workers_on_metrics(
         "LEDGERLINE_SERVING_MODELS": MODEL,
         "LEDGERLINE_SERVING_API_KEYS": sv.API_KEY,
         "LEDGERLINE_SERVING_ADMIN_KEY": sv.ADMIN_KEY,
-        "LEDGERLINE_SERVING_PROFILE_STORE_URL": f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}",
-        "LEDGERLINE_SERVING_PROFILE_KEY_PREFIX": profile_prefix,
+        "LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_STORE_URL": f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}",
+        "LEDGERLINE_TRANSACTION_ANOMALY_PROFILE_KEY_PREFIX": profile_prefix,
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     log = tmp_path / "serve.log"

@@ -51,7 +51,7 @@ def test_analyst_verdicts_contradicting_the_alerts_make_the_monitor_retrain_for_
     assert offline["test_precision_at_budget"] > 0.2, offline
 
     platform = session_settings.model_copy(update={"app_db_url": fresh_app_db_url, "home": tmp_path / "home"})
-    server = live_app(sv.serving_settings(models=[MODEL], profile_store_url="memory"), platform)
+    server = live_app(sv.serving_settings(models=[MODEL], families={"transaction-anomaly": {"profile_store_url": "memory"}}), platform)
     with server.client() as c:
         models = c.get("/v1/models", headers=sv.HEADERS)
         models.raise_for_status()

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from ledgerline import db
-from ledgerline.settings import GateThresholds
 
 MODEL = "credit-serving"  # the serving fixtures' model (tests/integration/serving/conftest.py)
 
@@ -23,7 +22,7 @@ def mgmt(credit_v1_v2: Any, platform: Any, live_app: Any, sv: Any) -> Any:
 
     # floors no version meets (so promotions need an override), and an Airflow that does not answer
     strict = platform.model_copy(update={
-        "credit_gate": GateThresholds(min_roc_auc=0.99), "airflow_url": "http://127.0.0.1:9", "airflow_timeout_seconds": 2,
+        "families": {"credit-risk": {"gate": {"min_roc_auc": 0.99}}}, "airflow_url": "http://127.0.0.1:9", "airflow_timeout_seconds": 2,
     })
     server = live_app(sv.serving_settings(), strict)
     server.app.state.serving.management = PipelineManagement(strict)

@@ -21,7 +21,7 @@ def test_predictions_carry_id_model_version_probability_decision_and_reason_code
     import mlflow
     import pandas as pd
 
-    server = live_app(sv.serving_settings(decision_threshold=0.2), platform)
+    server = live_app(sv.serving_settings(families={"credit-risk": {"decision_threshold": 0.2}}), platform)
     record = sv.example_record(server)
     batch = [record, {**record, "debt_to_income": 55.0, "delinquencies_2y": 6}, {**record, "purpose": "small_business"}]
     with server.client() as c:

@@ -122,7 +122,8 @@ def test_offline_scores_give_the_top_category_also_when_the_answer_would_abstain
     from serving.settings import ServingSettings
 
     spec, model, _, test_df = trained
-    settings = ServingSettings(models=["x"], api_keys=["k" * 16], admin_key="a" * 16, category_min_confidence=0.99)
+    settings = ServingSettings(models=["x"], api_keys=["k" * 16], admin_key="a" * 16,
+                               families={"transaction-category": {"min_confidence": 0.99}})
     ctx = ServingContext("x", "1", settings, spec, [], None)  # type: ignore[arg-type]
     frame = test_df[["description", "amount", "currency", "country"]].head(20).copy()
     frame.iloc[0, 0] = "123456"
@@ -146,6 +147,6 @@ def test_monitoring_reads_accuracy_correction_rate_and_category_psi():
     m = MON.window_metrics(np.full(100, 0.9), window, {"share_dining": 0.5, "share_fuel": 0.5})
     assert m["correction_rate"] == pytest.approx(0.1) and m["new_corrections"] == 10
     assert m["category_psi"] > 0.25
-    mon = MonitoringSettings(category_max_correction_rate=0.05, category_retrain_corrections=5)
+    mon = MonitoringSettings(families={"transaction-category": {"max_correction_rate": 0.05, "retrain_corrections": 5}})
     breached = [r.metric for r in MON.window_rules(mon) if not r.check_absolute(m[r.metric])[0]]
     assert breached == ["correction_rate", "new_corrections", "category_psi"]
