@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
 from ledgerline.settings import Settings
-from training.family import FamilyParams, FittedModel, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase
 from training.model_logging import pip_requirements, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from expectations.family import FamilyExpectations
+    from families.spending_forecast.model import ForecastModel
     from features.spec import DatasetSpec, PartialSpec
     from training.cards import CardParts
 
@@ -57,7 +58,7 @@ def _progress(msg: str) -> None:
     sys.stderr.flush()
 
 
-class SpendingForecastFamily(TrainingFamilyBase):
+class SpendingForecastFamily(TrainingFamilyBase["ForecastModel"]):
     name = "spending-forecast"
     target_kind: TargetKind = "timeseries"
     test_fraction = 0.2  # not a row share: the last backtest window of each series is the test split
@@ -141,7 +142,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
 
         return train_chunk(frame, _ss(spec), _params(params))
 
-    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> ForecastModel:
         from families.spending_forecast.fit import ChunkPart, gather
 
         typed = [p for p in parts if isinstance(p, ChunkPart)]
@@ -155,7 +156,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
 
         return typed_params(ForecastParams(seed=seed), self.name, overrides)
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> ForecastModel:
         """plan -> train_chunk in worker processes -> gather, with progress per chunk."""
         p = _params(params)
         chunks = self.plan_chunks(frame, spec, p.max_chunks)
@@ -186,16 +187,16 @@ class SpendingForecastFamily(TrainingFamilyBase):
         _progress(f"  {n_series} series backtested and fitted in {time.perf_counter() - t0:.1f}s")
         return model
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    def evaluate(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.spending_forecast.fit import score
 
-        metrics = score(model, frame, _ss(spec))  # type: ignore[arg-type]
-        chosen = model.lineage["chosen"].value_counts(normalize=True)  # type: ignore[attr-defined]
+        metrics = score(model, frame, _ss(spec))
+        chosen = model.lineage["chosen"].value_counts(normalize=True)
         for name in ("snaive", "theta", "prophet"):
             metrics[f"share_{name}"] = float(chosen.get(name, 0.0))
         return metrics
 
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         """Holdout errors with intervals from a bootstrap over series (a series is the unit users meet)."""
         import numpy as np
         import pandas as pd
@@ -204,7 +205,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
         from training import cards
 
         ss = _ss(spec)
-        j, scales, _ = holdout_rows(model, frame, ss)  # type: ignore[arg-type]
+        j, scales, _ = holdout_rows(model, frame, ss)
         err = (j["y"] - j["yhat"]).abs().to_numpy()
         scale = j["series_id"].map(scales).fillna(1.0).to_numpy()
         per = pd.DataFrame({
@@ -223,7 +224,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
                 "coverage_95": float(a["in95"][idx].sum() / max(n, 1.0)),
             }
 
-        chosen = model.lineage["chosen"].value_counts()  # type: ignore[attr-defined]
+        chosen = model.lineage["chosen"].value_counts()
         return cards.CardParts(
             intended_use=(
                 "Forecasts each series (e.g. a customer's monthly spending in a category, or daily cash flow) up to "
@@ -249,17 +250,17 @@ class SpendingForecastFamily(TrainingFamilyBase):
         )
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report:
         from families.spending_forecast import plots as forecast_plots
 
         fm = model
         figures = {
-            "plots/backtest_samples.png": forecast_plots.backtest_samples(fm, frame, _ss(spec)),  # type: ignore[arg-type]
-            "plots/mase_histogram.png": forecast_plots.mase_histogram(fm),  # type: ignore[arg-type]
-            "plots/chosen_models.png": forecast_plots.chosen_models(fm),  # type: ignore[arg-type]
+            "plots/backtest_samples.png": forecast_plots.backtest_samples(fm, frame, _ss(spec)),
+            "plots/mase_histogram.png": forecast_plots.mase_histogram(fm),
+            "plots/chosen_models.png": forecast_plots.chosen_models(fm),
         }
-        lineage = fm.lineage  # type: ignore[attr-defined]
+        lineage = fm.lineage
         documents: dict[str, dict[str, object]] = {
             "evaluation/lineage_per_series.json": {
                 "columns": list(lineage.columns),
@@ -267,8 +268,8 @@ class SpendingForecastFamily(TrainingFamilyBase):
             },
             "evaluation/chosen_models.json": {k: int(v) for k, v in lineage["chosen"].value_counts().items()},
             "evaluation/interval_quantiles.json": {
-                "table": fm.quantiles,  # type: ignore[attr-defined]
-                "holdout": fm.meta.get("holdout_quantiles"),  # type: ignore[attr-defined]
+                "table": fm.quantiles,
+                "holdout": fm.meta.get("holdout_quantiles"),
             },
         }
         return Report(figures=figures, documents=documents)
@@ -292,7 +293,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
         return EXPECTATIONS
 
     # --- model I/O ------------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    def log_model(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
         import tempfile
 
         import mlflow
@@ -302,11 +303,11 @@ class SpendingForecastFamily(TrainingFamilyBase):
         from families.spending_forecast.pyfunc import ForecastPyfunc
         from features.model_io import family_code_paths
 
-        first = str(model.lineage["series_id"].iloc[0])  # type: ignore[attr-defined]
-        example = pd.DataFrame({"series_id": [first], "horizon": [float(model.horizon)], "interval": [0.8]})  # type: ignore[attr-defined]
-        output = model.frame(int(model.horizon), 0.8, [first])  # type: ignore[attr-defined]
+        first = str(model.lineage["series_id"].iloc[0])
+        example = pd.DataFrame({"series_id": [first], "horizon": [float(model.horizon)], "interval": [0.8]})
+        output = model.frame(int(model.horizon), 0.8, [first])
         with tempfile.TemporaryDirectory() as tmp, family_code_paths(__file__) as code_paths:
-            folder = model.save(Path(tmp) / "forecast")  # type: ignore[attr-defined]
+            folder = model.save(Path(tmp) / "forecast")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ForecastPyfunc(),
@@ -317,11 +318,11 @@ class SpendingForecastFamily(TrainingFamilyBase):
                 pip_requirements=pip_requirements("mlflow", "pandas", "numpy", "pyarrow"),
             )
             lineage_csv = Path(tmp) / "lineage_per_series.csv"
-            model.lineage.to_csv(lineage_csv, index=False)  # type: ignore[attr-defined]
+            model.lineage.to_csv(lineage_csv, index=False)
             mlflow.log_artifact(str(lineage_csv), "evaluation")
         return str(info.model_uri)
 
-    def load_model(self, model_uri: str) -> FittedModel:
+    def load_model(self, model_uri: str) -> ForecastModel:
         from families.spending_forecast.model import load_forecast_model
 
         return load_forecast_model(model_uri)
