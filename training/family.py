@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import FAMILIES, GatePolicy, TargetKind, load_plugin
-from ledgerline.settings import Settings
 
-if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
     from expectations.family import FamilyExpectations
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import (
+        Settings,  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+    )
     from training.cards import CardParts
 
 #: A fitted model as a family's train step returns it. Its type is the family's business (each
@@ -68,6 +70,7 @@ class TrainOption:
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value (store_true); given means True
     fixed: bool = False
+    required: bool = False  # with --data, the family needs it
     example: str = ""  # a value for error messages, e.g. "series_id"
 
     def __post_init__(self) -> None:
@@ -164,6 +167,11 @@ class TrainingFamily(Protocol[M]):
         """Extra run tags describing the training snapshot (default: none)."""
         ...
 
+    def holds_out_every_class(self, spec: DatasetSpec) -> bool:
+        """Whether the holdout must hold enough rows of each class of the target (checked before anything is
+        written); the default: for a binary target the model learns."""
+        ...
+
     def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
         """The family's train options as given (dest -> value, only those given), checked before any work;
         LedgerlineError names what to fix. The default: they go with ``--data`` (a generator names its own columns)."""
@@ -175,8 +183,12 @@ class TrainingFamilyBase(Generic[M]):
     model class, e.g. ``class CreditRiskFamily(TrainingFamilyBase["Pipeline"])``."""
 
     name: str
+    target_kind: TargetKind
     test_fraction: float = 0.2
     train_options: tuple[TrainOption, ...] = ()
+
+    def holds_out_every_class(self, spec: DatasetSpec) -> bool:
+        return self.target_kind == "binary"
 
     def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
         if given and not has_data:
@@ -184,6 +196,12 @@ class TrainingFamilyBase(Generic[M]):
             raise LedgerlineError(
                 f"{', '.join(flags)} {'goes' if len(flags) == 1 else 'go'} with --data; "
                 "without --data the generator's data names its own columns"
+            )
+        missing = [o for o in self.train_options if o.required and o.dest not in given]
+        if has_data and missing:
+            example = " ".join(f"{o.flag} {o.example}".strip() for o in self.train_options if o.required)
+            raise LedgerlineError(
+                f"{self.name} with --data needs {', '.join(o.flag for o in missing)} (e.g. {example})"
             )
         return dict(given)
 

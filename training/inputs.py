@@ -43,8 +43,9 @@ class TrainRequest:
     seed: int | None = None
     params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
     force: bool = False  # train and register even when the champion came from the same inputs
-    roles: Mapping[str, str] | None = None  # column roles from the command line, e.g. {"text": "memo"} (--text-column)
-    #: series data (timeseries families): {"series_column", "time_column", "freq", "horizon", "allow_negative"}
+    roles: Mapping[str, str] | None = None  # column roles from the family's train options, e.g. {"text": "memo"}
+    #: settings of the spec's ``series`` block from the family's train options (e.g. {"freq": "MS", "horizon": 12});
+    #: "series_column"/"time_column" here are still read as the roles "series"/"timestamp" (callers before roles)
     series: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -137,10 +138,11 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
                 f"model '{req.name}' was first trained with target '{first_target}', not '{req.target}'; "
                 f"use another --model-name for a different target"
             )
-        changed = [k for k in ("freq", "horizon") if req.series and spec.series and
-                   req.series.get(k) is not None and req.series[k] != spec.series.get(k)]
+        fixed = {o.setting: o.flag for o in family.train_options if o.fixed and o.setting}
+        given, first = dict(req.series or {}), dict(spec.series or {})
+        changed = [k for k in fixed if given.get(k) is not None and k in first and given[k] != first[k]]
         if changed:
-            was = ", ".join(f"--{k} {spec.series[k]}" for k in changed)  # type: ignore[index]
+            was = ", ".join(f"{fixed[k]} {first[k]}" for k in changed)
             raise SpecError(f"model '{req.name}' was first trained with {was}; use another --model-name to change it")
         if req.positive_label is not None and str(req.positive_label) != spec.positive_label:
             raise SpecError(
@@ -213,7 +215,7 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = log_prog
         source = f"{source} + {note}"
         progress(f"added {note}")
     frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
-    check_rows(frame, spec, per_class=family.target_kind == "binary", test_fraction=family.test_fraction)
+    check_rows(frame, spec, per_class=family.holds_out_every_class(spec), test_fraction=family.test_fraction)
     snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ledgerline import lineage
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
 from training.family import FamilyParams, Report, TrainingFamilyBase
 from training.model_logging import log_skops_model, typed_params
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 # skops (MLflow's safe default) refuses unknown types; these are ours and XGBoost's, nothing else.

@@ -20,12 +20,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
-from training.family import FamilyParams, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase, TrainOption
 from training.model_logging import pip_requirements, typed_params
 
 if TYPE_CHECKING:
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from expectations.family import FamilyExpectations
     from families.spending_forecast.model import ForecastModel
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 COVERAGE_BAND = {"coverage_80": (0.70, 0.90), "coverage_95": (0.88, 0.99)}
@@ -63,6 +63,24 @@ class SpendingForecastFamily(TrainingFamilyBase["ForecastModel"]):
     target_kind: TargetKind = "timeseries"
     test_fraction = 0.2  # not a row share: the last backtest window of each series is the test split
     headline_metrics = ("mase", "mase_ratio_vs_naive", "smape", "wape", "coverage_80", "coverage_95")
+    train_options = (
+        TrainOption("--series-column", "the column naming each series", role="series", required=True, example="series_id"),
+        TrainOption("--time-column", "the date column", role="timestamp", required=True, example="ds"),
+        TrainOption("--freq", "month starts, weeks or days", setting="freq", choices=("MS", "W", "D"), fixed=True,
+                    required=True, example="MS"),
+        TrainOption("--horizon", "periods to forecast (the registered table's length)", setting="horizon", type=int,
+                    fixed=True, required=True, example="12"),
+        TrainOption("--allow-negative", "values may be negative (cash flow)", setting="allow_negative", switch=True),
+    )
+
+    def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
+        """The series columns, frequency and horizon go together with --data; the horizon fits the frequency."""
+        from families.spending_forecast.data import check_horizon
+
+        checked = super().check_options(given, has_data)
+        if has_data:
+            check_horizon(str(checked["freq"]), int(checked["horizon"]))
+        return checked
 
     # --- data contract --------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:

@@ -14,11 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from families.transaction_anomaly.data import ALERT_RATE_BAND
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.metrics import wilson_interval
-from ledgerline.settings import Settings
 from training.family import FamilyParams, Report, TrainingFamilyBase
 from training.model_logging import log_skops_model, typed_params
 
@@ -27,6 +24,7 @@ if TYPE_CHECKING:
 
     from families.transaction_anomaly.model import IsolationForestDetector
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 SKOPS_TRUSTED_TYPES = ["families.transaction_anomaly.model.IsolationForestDetector", "sklearn.tree._tree.Tree"]
@@ -135,6 +133,7 @@ class TransactionAnomalyFamily(TrainingFamilyBase["IsolationForestDetector"]):
     def evaluate(self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.transaction_anomaly import fit as anomaly
         from features.spec import LABEL_COLUMN
+        from ledgerline.metrics import wilson_interval
 
         y = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
         pattern = spec.roles.get("pattern")
@@ -174,6 +173,8 @@ class TransactionAnomalyFamily(TrainingFamilyBase["IsolationForestDetector"]):
 
     # --- gate ---------------------------------------------------------------------------
     def gate_policy(self, settings: Settings) -> GatePolicy:
+        from families.transaction_anomaly.data import ALERT_RATE_BAND
+
         return GatePolicy(
             (
                 # the interval of the holdout's alert rate must reach into the band around the budget

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
-from training.family import FamilyParams, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase, TrainOption
 from training.model_logging import log_skops_model, typed_params
 
 if TYPE_CHECKING:
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from expectations.family import FamilyExpectations
     from families.transaction_category.model import CategoryModel
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 SKOPS_TRUSTED_TYPES = ["families.transaction_category.model.CategoryModel"]
@@ -83,6 +83,9 @@ class TransactionCategoryFamily(TrainingFamilyBase["CategoryModel"]):
     target_kind: TargetKind = "multiclass"
     test_fraction = TEST_FRACTION
     headline_metrics = ("macro_f1", "accuracy", "top3_accuracy", "min_class_recall", "log_loss", "ece")
+    train_options = (
+        TrainOption("--text-column", "the column holding the statement line text", role="text", example="memo"),
+    )
 
     # --- data contract --------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:

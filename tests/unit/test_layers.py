@@ -42,6 +42,7 @@ FAMILY_MODULE_LAYER = {
     "forecast_file": "serving",
     "monitor": "monitoring",
     "live": "monitoring",
+    "commands": "apps",
 }
 FAMILY_NAME = re.compile(r"credit[-_]risk|transaction[-_]anomaly|transaction[-_]category|spending[-_]forecast|asset[-_]valuation")
 PLATFORM = ("ledgerline", "features", "expectations", "training", "serving", "monitoring", "apps", "dags")
