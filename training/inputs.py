@@ -20,6 +20,7 @@ from ledgerline.names import check_model_name
 from ledgerline.registry import client
 from ledgerline.settings import Settings
 from training.family import get_family
+from training.requests import TrainRequest
 from training.runs import Progress, log_progress
 
 logger = logging.getLogger(__name__)
@@ -27,33 +28,6 @@ logger = logging.getLogger(__name__)
 TRIGGERS = ("manual", "schedule", "drift", "performance")
 MIN_TRAINING_ROWS = 200  # below this no spec's min_rows is trusted: metrics would be noise
 MIN_TEST_CLASS_ROWS = 10  # rows of each class the test split must hold
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    family: str
-    model_name: str | None = None
-    data: Path | None = None  # None: the family's seeded generator
-    spec_path: Path | None = None
-    target: str | None = None
-    positive_label: str | None = None
-    logical_date: str | None = None
-    trigger: str = "manual"
-    rows: int = 20_000
-    seed: int | None = None
-    params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
-    force: bool = False  # train and register even when the champion came from the same inputs
-    roles: Mapping[str, str] | None = None  # column roles from the family's train options, e.g. {"text": "memo"}
-    #: settings of the spec's ``series`` block from the family's train options (e.g. {"freq": "MS", "horizon": 12});
-    #: "series_column"/"time_column" here are still read as the roles "series"/"timestamp" (callers before roles)
-    series: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        check_model_name(self.name)  # names become folders and registry keys: check before any work
-
-    @property
-    def name(self) -> str:
-        return self.model_name or self.family
 
 
 def accepted_spec_path(settings: Settings, model_name: str) -> Path:

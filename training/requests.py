@@ -1,4 +1,4 @@
-"""One way to build a :class:`training.inputs.TrainRequest` from what a person or a DAG run gives:
+"""A training request, and one way to build it from what a person or a DAG run gives:
 the command line (``ledgerline train``) and the retrain DAG's params both come through
 :func:`train_request`, so the checks and their messages are the same everywhere.
 
@@ -10,13 +10,14 @@ chosen family and turned into the spec's roles and settings. Nothing here names 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import FAMILIES, TargetKind
+from ledgerline.names import check_model_name
 from training.family import TrainingFamily, TrainOption, get_family, option_flags
-from training.inputs import TrainRequest
 
 #: what a target of each kind says about --positive-label: needed (the value that marks the event),
 #: needed only with a target (a label for evaluation), or refused (categories, numbers, series values)
@@ -33,6 +34,33 @@ PREDICTS: dict[TargetKind, str] = {
     "numeric": "a number",
     "timeseries": "the series' values",
 }
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    family: str
+    model_name: str | None = None
+    data: Path | None = None  # None: the family's seeded generator
+    spec_path: Path | None = None
+    target: str | None = None
+    positive_label: str | None = None
+    logical_date: str | None = None
+    trigger: str = "manual"
+    rows: int = 20_000
+    seed: int | None = None
+    params: Mapping[str, Any] | None = None  # hyper-parameter overrides, e.g. {"max_depth": 3}
+    force: bool = False  # train and register even when the champion came from the same inputs
+    roles: Mapping[str, str] | None = None  # column roles from the family's train options, e.g. {"text": "memo"}
+    #: settings of the spec's ``series`` block from the family's train options (e.g. {"freq": "MS", "horizon": 12});
+    #: "series_column"/"time_column" here are still read as the roles "series"/"timestamp" (callers before roles)
+    series: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_model_name(self.name)  # names become folders and registry keys: check before any work
+
+    @property
+    def name(self) -> str:
+        return self.model_name or self.family
 
 
 def all_train_options() -> dict[str, list[tuple[str, TrainOption]]]:
@@ -144,6 +172,7 @@ def train_request(
 
 
 __all__ = [
+    "TrainRequest",
     "all_train_options",
     "check_family_options",
     "check_target_options",
