@@ -55,23 +55,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     # cheap checks first: a wrong name or path is reported before heavy imports and before any server is asked
     from ledgerline.families import family_stem
     from ledgerline.names import check_model_name
+    from training.requests import train_request
 
     family_stem(args.family)  # an unknown family names the known ones
     check_model_name(args.model_name or args.family)
-    series = _series_options(args)  # a series' target is a value, not a class: no --positive-label
-    if args.data is None and (args.target or args.positive_label):
-        raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
-    multiclass = _target_kind(args.family) == "multiclass"
-    if args.text_column is not None and not multiclass:
-        raise LedgerlineError(f"--text-column is for transaction-category; {args.family} takes no text column")
-    if args.text_column is not None and args.data is None:
-        raise LedgerlineError("--text-column goes with --data; the generator's data names its own text column")
-    if args.target is not None and args.positive_label is None and not multiclass and series is None:
-        raise LedgerlineError(f"--target {args.target} needs --positive-label VALUE (the value that marks the event)")
-    if multiclass and args.positive_label is not None:
-        raise LedgerlineError(f"{args.family} predicts categories: pass --target COLUMN without --positive-label")
-    if args.data is not None and not args.spec and args.target is None and _needs_target(args.family):
-        raise LedgerlineError("with --data, pass --target COLUMN and --positive-label VALUE (or a --spec file naming them)")
+    options = {dest: getattr(args, dest, None) for dest in _family_option_dests()}
+    params = _parse_params(args.param)
+    # the family's options and the target's, checked as the retrain DAG's params are (one builder)
+    req = train_request(
+        args.family,
+        model_name=args.model_name,
+        data=args.data,
+        spec_path=args.spec,
+        target=args.target,
+        positive_label=args.positive_label,
+        logical_date=args.logical_date,
+        trigger=args.trigger,
+        rows=args.rows,
+        params=params,
+        force=args.force,
+        options=options,
+    )
     if args.data is not None:
         from features.paths import check_input_path
 
@@ -80,27 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from features.spec import load_partial_spec
 
         load_partial_spec(Path(args.spec))  # a malformed spec is named before any server is asked
-    params = _parse_params(args.param)
     settings = _settings()
-    from training.pipeline import TrainRequest, check_params, run_training
+    from training.pipeline import check_params, run_training
 
     check_params(args.family, settings.seed, params)  # out-of-range hyper-parameters: before any work
     check_tracking_server(settings.tracking_uri)
-    req = TrainRequest(
-        family=args.family,
-        model_name=args.model_name,
-        data=Path(args.data) if args.data else None,
-        spec_path=Path(args.spec) if args.spec else None,
-        target=args.target,
-        positive_label=args.positive_label,
-        logical_date=args.logical_date,
-        trigger=args.trigger,
-        rows=args.rows,
-        params=params,
-        force=args.force,
-        roles={"text": args.text_column} if args.text_column else None,
-        series=series,
-    )
     result = run_training(settings, req, _progress)
     if result.skipped:
         print(f"model {result.model_name}: {result.decision.reasons[0]}")
@@ -112,39 +100,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _series_options(args: argparse.Namespace) -> dict[str, object] | None:
-    """The series options of a timeseries family (None for the others); checked before any work."""
-    from training.family import get_family
+def _family_option_dests() -> list[str]:
+    from training.requests import all_train_options
 
-    given = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is not None]
-    if get_family(args.family).target_kind != "timeseries":
-        if given:
-            raise LedgerlineError(f"--{given[0].replace('_', '-')} is for forecasting families (spending-forecast), not {args.family}")
-        return None
-    if args.data is None:
-        if given:
-            raise LedgerlineError("--series-column, --time-column, --freq and --horizon go with --data")
-        return None
-    missing = [o for o in ("series_column", "time_column", "freq", "horizon") if getattr(args, o) is None]
-    if missing or args.target is None:
-        need = [f"--{o.replace('_', '-')}" for o in missing] + ([] if args.target else ["--target"])
-        raise LedgerlineError(f"forecasting --data needs {', '.join(need)} (e.g. --series-column series_id "
-                              "--time-column ds --target y --freq MS --horizon 12)")
-    from families.spending_forecast.data import check_horizon
-
-    check_horizon(args.freq, args.horizon)
-    return {"series_column": args.series_column, "time_column": args.time_column, "freq": args.freq,
-            "horizon": args.horizon, "allow_negative": True if args.allow_negative else None}
+    return [options[0][1].dest for options in all_train_options().values()]
 
 
-def _needs_target(family: str) -> bool:
-    return _target_kind(family) != "none"
+def _add_family_options(parser: argparse.ArgumentParser) -> None:
+    """Every registered family's train options (a family refuses the others' in cmd_train)."""
+    from training.requests import all_train_options
 
-
-def _target_kind(family: str) -> str:
-    from training.family import get_family
-
-    return str(get_family(family).target_kind)
+    for flag, users in all_train_options().items():
+        first = users[0][1]
+        clash = [name for name, o in users if (o.switch, o.type, o.choices) != (first.switch, first.type, first.choices)]
+        if clash:
+            raise RuntimeError(f"train option {flag} is declared differently by {[n for n, _ in users]}")
+        text = "; ".join(f"{name}: {o.help}" for name, o in users)
+        if first.switch:
+            parser.add_argument(flag, dest=first.dest, action="store_true", help=text)
+        else:
+            parser.add_argument(flag, dest=first.dest, type=first.type, choices=first.choices, help=text)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -300,10 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("family", help=f"model family: one of {', '.join(FAMILIES)}")
     t.add_argument("--data", help="CSV or Parquet file; default: the family's seeded generator")
     t.add_argument("--target", "--label", dest="target",
-                   help="label column of --data (transaction-anomaly: optional, used for evaluation and the gate only)")
+                   help="label column of --data (a family without a target takes it as a label for evaluation and the gate only)")
     t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
     t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
-    t.add_argument("--text-column", help="transaction-category: the column holding the statement line text")
     t.add_argument("--model-name", help="registered model name (default: the family name)")
     t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
     t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
@@ -311,11 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
     t.add_argument("--force", action="store_true",
                    help="train and register even when @champion came from the same snapshot, spec and parameters")
-    t.add_argument("--series-column", help="forecasting: the column naming each series")
-    t.add_argument("--time-column", help="forecasting: the date column")
-    t.add_argument("--freq", choices=["MS", "W", "D"], help="forecasting: month starts, weeks or days")
-    t.add_argument("--horizon", type=int, help="forecasting: periods to forecast (the registered table's length)")
-    t.add_argument("--allow-negative", action="store_true", help="forecasting: values may be negative (cash flow)")
+    _add_family_options(t)
     t.set_defaults(func=cmd_train)
 
     add_family_commands(sub)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from features.labels import INTEGER_LABEL_TYPES
 from features.spec import LABEL_COLUMN, DatasetSpec
 from ledgerline.errors import DataError
 
@@ -61,7 +62,7 @@ NUMERIC_TYPES: tuple[str, ...] = (
     "Int64",
     "Int32",
 )
-LABEL_TYPES: tuple[str, ...] = ("int64", "int32", "int16", "int8", "uint8", "Int64")
+LABEL_TYPES: tuple[str, ...] = INTEGER_LABEL_TYPES  # a class label's encoding (binary, categories)
 
 DATA_SOURCE_NAME = "ledgerline"
 DOCS_SITE_NAME = "ledgerline_site"
@@ -182,22 +183,28 @@ def build_suite(spec: DatasetSpec, extra: FamilyExpectations = NO_EXTRA) -> Expe
     exps += extra.expectations(spec, gxe)
     if spec.target is None:
         return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
-    if spec.classes:  # categories: every label one of the model's classes, and every class present
-        exps += [
-            gxe.ExpectColumnValuesToNotBeNull(column=spec.target),
-            gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=list(spec.classes)),
-            gxe.ExpectColumnDistinctValuesToContainSet(column=spec.target, value_set=list(spec.classes)),
-            gxe.ExpectColumnValuesToNotBeNull(column=LABEL_COLUMN),
-            gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=list(LABEL_TYPES)),
-            gxe.ExpectColumnValuesToBeBetween(column=LABEL_COLUMN, min_value=0, max_value=len(spec.classes) - 1),
-        ]
-        return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
+    exps += label_expectations(spec, gxe)
+    return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
+
+
+def label_expectations(spec: DatasetSpec, gxe: Any) -> list[Any]:
+    """What the target and its encoded column may hold, as the spec's label codec says (see ``LabelDomain``)."""
+    assert spec.target is not None
+    domain = spec.label_codec.domain()
+    exps = [gxe.ExpectColumnValuesToNotBeNull(column=spec.target)]
+    if domain.target_values is not None:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=list(domain.target_values)))
+        if domain.all_present:
+            exps.append(gxe.ExpectColumnDistinctValuesToContainSet(column=spec.target, value_set=list(domain.target_values)))
     exps += [
-        gxe.ExpectColumnValuesToNotBeNull(column=spec.target),
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL_COLUMN),
-        gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=list(LABEL_TYPES)),
-        gxe.ExpectColumnValuesToBeInSet(column=LABEL_COLUMN, value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=list(domain.dtypes)),
     ]
+    if domain.values is not None:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=LABEL_COLUMN, value_set=list(domain.values)))
+    if domain.min_value is not None or domain.max_value is not None:
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column=LABEL_COLUMN, min_value=domain.min_value,
+                                                      max_value=domain.max_value))
     if spec.positive_rate is not None:
         low, high = spec.positive_rate
         exps.append(
@@ -208,7 +215,7 @@ def build_suite(spec: DatasetSpec, extra: FamilyExpectations = NO_EXTRA) -> Expe
                 meta={"ledgerline": f"share of '{spec.target}' == '{spec.positive_label}' (positive rate band)"},
             )
         )
-    return gx.ExpectationSuite(name=suite_name(spec), expectations=exps, meta={"dataset": spec.name})
+    return exps
 
 
 def _context(docs_dir: Path | None) -> EphemeralDataContext:

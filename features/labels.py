@@ -1,8 +1,10 @@
 """The label codecs: one definition of what an outcome means, from training to monitoring.
 
-Binary (:class:`LabelCodec`, below) and categories (:class:`CategoryCodec`: the canonical form
-of a category is its own name); both satisfy :class:`OutcomeCodec`, which is what feedback and
-monitoring use.
+One codec per target kind (:data:`LabelKind`): binary (:class:`LabelCodec`, below), categories
+(:class:`CategoryCodec`: the canonical form of a category is its own name) and numbers
+(:class:`NumericCodec`, regression targets: the canonical form is the number's text); each
+satisfies :class:`OutcomeCodec`, which is what the spec, feedback, monitoring and the expectation
+suite use instead of branching on the target's shape.
 
 Canonical form: the string ``"1"`` for the positive class (the event the model scores, e.g.
 a default) and ``"0"`` for the negative class, ALWAYS, whatever the dataset calls them.
@@ -18,9 +20,10 @@ training data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +35,31 @@ if TYPE_CHECKING:
 POSITIVE = "1"
 NEGATIVE = "0"
 CANONICAL = (NEGATIVE, POSITIVE)
+#: the column of a conformed frame holding the encoded target (``encode_training``)
+LABEL_COLUMN = "__label__"
+#: what a spec's target holds: an event (binary), one of several classes, or a number
+LabelKind = Literal["binary", "multiclass", "numeric"]
+LABEL_KINDS: tuple[LabelKind, ...] = ("binary", "multiclass", "numeric")
+#: pandas dtypes of an encoded label column, per kind of encoding
+INTEGER_LABEL_TYPES: tuple[str, ...] = ("int64", "int32", "int16", "int8", "uint8", "Int64")
+FLOAT_LABEL_TYPES: tuple[str, ...] = ("float64", "float32", "Float64", "Float32")
+
+
+@dataclass(frozen=True)
+class LabelDomain:
+    """What a conformed frame's target may hold, as the codec encodes it (the expectation suite checks it).
+
+    ``dtypes``: the encoded column's allowed dtypes; ``values``: its allowed values (None: any);
+    ``min_value``/``max_value``: its range (None: open); ``target_values``: the raw target's allowed
+    values (None: any), each of which must also occur when ``all_present``.
+    """
+
+    dtypes: tuple[str, ...]
+    values: tuple[int, ...] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    target_values: tuple[str, ...] | None = None
+    all_present: bool = False
 
 
 class LabelError(ValueError):
@@ -54,6 +82,10 @@ class OutcomeCodec(Protocol):
     def accept(self, value: object) -> str: ...
     def decode(self, canonical: str) -> Any: ...
     def encode_training(self, series: pd.Series) -> np.ndarray: ...
+    def target_column(self, series: pd.Series) -> pd.Series: ...
+    @property
+    def kind(self) -> LabelKind: ...
+    def domain(self) -> LabelDomain: ...
 
 
 class _HasLabels(Protocol):
@@ -178,6 +210,18 @@ class LabelCodec:
             return 0
         raise ValueError(f"stored label {canonical!r} is not canonical ('1' or '0')")
 
+    def target_column(self, series: pd.Series) -> pd.Series:
+        """The target as a conformed frame keeps it beside the encoded label: the values as text."""
+        return series.astype(str)
+
+    @property
+    def kind(self) -> LabelKind:
+        return "binary"
+
+    def domain(self) -> LabelDomain:
+        """Encoded: 1 for the positive label, 0 otherwise."""
+        return LabelDomain(INTEGER_LABEL_TYPES, values=(0, 1))
+
 
 @dataclass(frozen=True)
 class CategoryCodec:
@@ -226,6 +270,19 @@ class CategoryCodec:
     def index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}
 
+    def target_column(self, series: pd.Series) -> pd.Series:
+        """The target as a conformed frame keeps it beside the encoded label: the values as text."""
+        return series.astype(str)
+
+    @property
+    def kind(self) -> LabelKind:
+        return "multiclass"
+
+    def domain(self) -> LabelDomain:
+        """Encoded: the class index; every class present in the data (the holdout must measure each)."""
+        return LabelDomain(INTEGER_LABEL_TYPES, min_value=0, max_value=len(self.classes) - 1,
+                           target_values=self.classes, all_present=True)
+
     def encode_training(self, series: pd.Series) -> np.ndarray:
         """Class names -> int64 class indices (in ``classes`` order); an unknown class is a DataError."""
         values = series.astype(str)
@@ -236,3 +293,75 @@ class CategoryCodec:
                 f"{list(self.classes)}; fix the data, or train a new --model-name for a different set of categories"
             )
         return values.map(self.index()).to_numpy(dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class NumericCodec:
+    """A numeric target (regression: a price, a value, a yield). An outcome is the realised value: a
+    finite number, or text that parses as one; its canonical form is the shortest text that reads back
+    as the same float (``repr``), so ``decode(accept(x)) == float(x)``."""
+
+    target: str
+
+    @property
+    def allowed_values(self) -> tuple[str, ...]:
+        """Any finite number: no list of values."""
+        return ()
+
+    @property
+    def kind(self) -> LabelKind:
+        return "numeric"
+
+    def describe(self) -> str:
+        return "a number"
+
+    def accept(self, value: object) -> str:
+        """A realised value -> its canonical text; LabelError for anything but a finite number."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise LabelError(
+                f"label {value!r} of '{self.target}' must be a number (the realised value), e.g. 250000 or \"250000.5\"", ()
+            )
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (ValueError, OverflowError):
+            raise LabelError(
+                f"label {value!r} is not a number; '{self.target}' takes the realised value as a number, e.g. 250000", ()
+            ) from None
+        if not math.isfinite(number):
+            raise LabelError(f"label {value!r} of '{self.target}' must be a finite number, not {number}", ())
+        return repr(number)
+
+    def decode(self, canonical: str) -> float:
+        """A stored canonical value -> the float; ValueError for anything else."""
+        try:
+            number = float(str(canonical).strip())
+        except ValueError:
+            raise ValueError(f"stored label {canonical!r} of '{self.target}' is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"stored label {canonical!r} of '{self.target}' is not a finite number")
+        return number
+
+    def encode_training(self, series: pd.Series) -> np.ndarray:
+        """Target values -> float64; missing, non-numeric or infinite values are a DataError naming examples."""
+        import pandas as pd
+
+        if pd.api.types.is_bool_dtype(series):
+            raise DataError(f"target column '{self.target}' holds true/false values; a numeric target holds numbers")
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        bad = values.isna() | ~np.isfinite(values.to_numpy())
+        if bad.any():
+            examples = [str(v) for v in pd.unique(series[bad])[:3]]
+            raise DataError(
+                f"target column '{self.target}' has {int(bad.sum())} values that are not finite numbers "
+                f"(e.g. {examples}); drop those rows or fix the values"
+            )
+        return values.to_numpy(dtype=np.float64)
+
+    def target_column(self, series: pd.Series) -> pd.Series:
+        """The target as a conformed frame keeps it: the numbers as float64 (junk raises, see ``encode_training``)."""
+        import pandas as pd
+
+        return pd.Series(self.encode_training(series), index=series.index, name=series.name)
+
+    def domain(self) -> LabelDomain:
+        return LabelDomain(FLOAT_LABEL_TYPES)

@@ -17,10 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+from ledgerline.errors import RegistryError
 from ledgerline.families import FAMILIES, family_module, install_legacy_aliases
 
 FEATURES_DIR = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 
 def load_model(source: str | Path) -> object:
@@ -35,6 +38,17 @@ def load_model(source: str | Path) -> object:
         return mlflow.sklearn.load_model(str(source))
     finally:
         sys.path[:] = saved
+
+
+def load_model_as(source: str | Path, model_class: type[T]) -> T:
+    """:func:`load_model`, checked to be a ``model_class`` (a family's plug-in loads its own models)."""
+    model = load_model(source)
+    if not isinstance(model, model_class):
+        raise RegistryError(
+            f"the model at {source} is a {type(model).__name__}, not a {model_class.__name__}; "
+            "it was logged by another model family: check the version's family tag"
+        )
+    return model
 
 
 def prepare_model_imports() -> None:

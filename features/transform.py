@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 
-class TabularFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class TabularFeatures(TransformerMixin, BaseEstimator):
     """Numeric pass-through plus one-hot categoricals, with the sklearn contract."""
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = ()) -> None:

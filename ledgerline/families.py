@@ -66,7 +66,7 @@ CHUNKED_TRAINING: frozenset[str] = frozenset({"spending-forecast"})
 FAMILY_TAG = lineage.FAMILY
 
 P = TypeVar("P")
-TargetKind = Literal["binary", "multiclass", "none", "timeseries"]
+TargetKind = Literal["binary", "multiclass", "numeric", "none", "timeseries"]
 Direction = Literal["higher", "lower"]
 
 

@@ -7,24 +7,30 @@ A family's training module (``families/<stem>/train.py``, the stem from
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from ledgerline.errors import LedgerlineError
 from ledgerline.families import FAMILIES, GatePolicy, TargetKind, load_plugin
-from ledgerline.settings import Settings
 
-if TYPE_CHECKING:  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
     from expectations.family import FamilyExpectations
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import (
+        Settings,  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
+    )
     from training.cards import CardParts
 
-#: A fitted model as a family's train step returns it. Its type is the family's business; the
-#: core only hands it back to the same family (evaluate, report, log_model).
-FittedModel = object
+#: A fitted model as a family's train step returns it. Its type is the family's business (each
+#: family's plug-in is a ``TrainingFamilyBase[ItsModel]``); the core only hands it back to the same
+#: family (evaluate, report, log_model), so the core sees ``TrainingFamily[Any]``.
+M = TypeVar("M")
+M_co = TypeVar("M_co", covariant=True)
+FittedModel = Any
 
 
 class FamilyParams(Protocol):
@@ -45,14 +51,54 @@ class Report:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainOption:
+    """An option of ``ledgerline train`` (and a param of the retrain DAG) that a family takes.
+
+    The option either names a column the family gives a meaning to (``role``: the spec's role it
+    fills, e.g. ``text`` or ``timestamp``), or is a setting of the family's spec block
+    (``setting``: its key, e.g. ``freq`` in ``spec.series``). ``fixed`` settings are fixed by the
+    model's first training (a later run with another value is refused). Several families may take
+    the same flag, each with its own role.
+    """
+
+    flag: str
+    help: str
+    role: str | None = None
+    setting: str | None = None
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    switch: bool = False  # a flag without a value (store_true); given means True
+    fixed: bool = False
+    required: bool = False  # with --data, the family needs it
+    example: str = ""  # a value for error messages, e.g. "series_id"
+
+    def __post_init__(self) -> None:
+        if not self.flag.startswith("--"):
+            raise ValueError(f"train option {self.flag!r} must start with '--'")
+        if (self.role is None) == (self.setting is None):
+            raise ValueError(f"train option {self.flag}: give exactly one of role or setting")
+
+    @property
+    def dest(self) -> str:
+        """The option's name as an argparse dest and as a DAG param, e.g. ``text_column``."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+def option_flags(options: Sequence[TrainOption]) -> str:
+    return ", ".join(o.flag for o in options) if options else "no family options"
+
+
 @runtime_checkable
-class TrainingFamily(Protocol):
+class TrainingFamily(Protocol[M]):
     name: str
     target_kind: TargetKind
     #: metrics printed after training and shown in version descriptions, in order
     headline_metrics: tuple[str, ...]
     #: the share of rows :meth:`split` holds out (sizes the per-class row floor of classifiers)
     test_fraction: float
+    #: the family-specific options of ``ledgerline train`` (and the retrain DAG's params)
+    train_options: tuple[TrainOption, ...]
 
     # --- data contract ------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:
@@ -82,12 +128,12 @@ class TrainingFamily(Protocol):
         """Default hyper-parameters with overrides, type- and range-checked (LedgerlineError)."""
         ...
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel: ...
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> M: ...
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]: ...
+    def evaluate(self, model: M, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]: ...
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: M, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report: ...
 
     # --- gate policy -----------------------------------------------------------------
@@ -96,14 +142,14 @@ class TrainingFamily(Protocol):
         ...
 
     # --- model I/O -------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    def log_model(self, model: M, frame: pd.DataFrame, spec: DatasetSpec) -> str:
         """Log the model to the active MLflow run; returns its model URI."""
         ...
 
-    def load_model(self, model_uri: str) -> FittedModel: ...
+    def load_model(self, model_uri: str) -> M: ...
 
     # --- model card --------------------------------------------------------------------
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: M, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         """The family's parts of a version's model card, on the holdout ``frame`` (see :mod:`training.cards`)."""
         ...
 
@@ -121,11 +167,43 @@ class TrainingFamily(Protocol):
         """Extra run tags describing the training snapshot (default: none)."""
         ...
 
+    def holds_out_every_class(self, spec: DatasetSpec) -> bool:
+        """Whether the holdout must hold enough rows of each class of the target (checked before anything is
+        written); the default: for a binary target the model learns."""
+        ...
 
-class TrainingFamilyBase:
-    """Defaults of the optional :class:`TrainingFamily` hooks; a family's plug-in subclasses it."""
+    def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
+        """The family's train options as given (dest -> value, only those given), checked before any work;
+        LedgerlineError names what to fix. The default: they go with ``--data`` (a generator names its own columns)."""
+        ...
 
+
+class TrainingFamilyBase(Generic[M]):
+    """Defaults of the optional :class:`TrainingFamily` hooks; a family's plug-in subclasses it with its
+    model class, e.g. ``class CreditRiskFamily(TrainingFamilyBase["Pipeline"])``."""
+
+    name: str
+    target_kind: TargetKind
     test_fraction: float = 0.2
+    train_options: tuple[TrainOption, ...] = ()
+
+    def holds_out_every_class(self, spec: DatasetSpec) -> bool:
+        return self.target_kind == "binary"
+
+    def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
+        if given and not has_data:
+            flags = [o.flag for o in self.train_options if o.dest in given]
+            raise LedgerlineError(
+                f"{', '.join(flags)} {'goes' if len(flags) == 1 else 'go'} with --data; "
+                "without --data the generator's data names its own columns"
+            )
+        missing = [o for o in self.train_options if o.required and o.dest not in given]
+        if has_data and missing:
+            example = " ".join(f"{o.flag} {o.example}".strip() for o in self.train_options if o.required)
+            raise LedgerlineError(
+                f"{self.name} with --data needs {', '.join(o.flag for o in missing)} (e.g. {example})"
+            )
+        return dict(given)
 
     def expectations(self) -> FamilyExpectations:
         from expectations.family import NO_EXTRA
@@ -140,7 +218,7 @@ class TrainingFamilyBase:
 
 
 @runtime_checkable
-class ChunkedTraining(Protocol):
+class ChunkedTraining(Protocol[M_co]):
     """Optional: a family whose training splits into independent chunks (e.g. series), so an
     orchestrator (the Airflow retrain DAG) can map one task over each chunk and gather the parts
     into one model version. All three are pure (no MLflow, no database), and
@@ -160,22 +238,22 @@ class ChunkedTraining(Protocol):
         """Train on one chunk's rows; returns a picklable part (models, backtest scores, forecast rows)."""
         ...
 
-    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> M_co:
         """One model from every chunk's part."""
         ...
 
 
-def chunked(family: TrainingFamily) -> ChunkedTraining | None:
+def chunked(family: TrainingFamily[M]) -> ChunkedTraining[M] | None:
     """The family's chunked training, or None when it trains in one piece."""
     return family if isinstance(family, ChunkedTraining) else None
 
 
-def get_family(name: str) -> TrainingFamily:
+def get_family(name: str) -> TrainingFamily[Any]:
     """The training plug-in of a registered family."""
     return load_plugin("training", name, TrainingFamily)  # type: ignore[type-abstract]
 
 
-def gate_policy(family: TrainingFamily, settings: Settings, model_name: str) -> GatePolicy:
+def gate_policy(family: TrainingFamily[Any], settings: Settings, model_name: str) -> GatePolicy:
     """The family's rules with the settings' overrides: the family's first, then the model's."""
     policy = family.gate_policy(settings)
     policy = policy.with_overrides(settings.gates.get(family.name))
@@ -190,9 +268,11 @@ __all__ = [
     "FamilyParams",
     "FittedModel",
     "Report",
+    "TrainOption",
     "TrainingFamily",
     "TrainingFamilyBase",
     "chunked",
     "gate_policy",
     "get_family",
+    "option_flags",
 ]

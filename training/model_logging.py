@@ -6,21 +6,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from importlib.metadata import version as pkg_version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from features.model_io import family_code_paths
 from ledgerline.errors import LedgerlineError
-from training.family import FamilyParams, FittedModel
 
 if TYPE_CHECKING:
     import pandas as pd
+    from _typeshed import DataclassInstance
+
+P = TypeVar("P", bound="DataclassInstance")
 
 
-def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, object] | None) -> FamilyParams:
+def typed_params(defaults: P, family: str, overrides: Mapping[str, object] | None) -> P:
     """``defaults`` (a dataclass) with string or typed overrides converted to each field's type."""
     if not overrides:
         return defaults
-    fields = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    fields = {f.name for f in dataclasses.fields(defaults)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise LedgerlineError(f"unknown parameter(s) {unknown} for {family}; known: {sorted(fields)}")
@@ -37,7 +39,7 @@ def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, ob
     from pydantic import ValidationError
 
     try:
-        return dataclasses.replace(defaults, **typed)  # type: ignore[type-var]
+        return dataclasses.replace(defaults, **typed)
     except ValidationError as exc:  # pydantic dataclasses check each field's range
         problems = []
         for err in exc.errors():
@@ -47,7 +49,7 @@ def typed_params(defaults: FamilyParams, family: str, overrides: Mapping[str, ob
 
 
 def log_skops_model(
-    model: FittedModel,
+    model: Any,
     example: pd.DataFrame,
     packages: tuple[str, ...],
     trusted_types: list[str],

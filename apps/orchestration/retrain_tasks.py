@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apps.orchestration.config import (
@@ -55,21 +54,24 @@ class RetrainJob:
     positive_label: str | None = None
     decision_id: str | None = None
     max_chunks: int = DEFAULT_MAX_CHUNKS
+    #: the family's own train options from the params (dest -> value, e.g. ("text_column", "memo"))
+    options: tuple[tuple[str, Any], ...] = ()
 
     def request(self) -> TrainRequest:
-        from training.pipeline import TrainRequest
+        from training.requests import train_request
 
-        return TrainRequest(
-            family=self.family,
+        return train_request(
+            self.family,
             model_name=self.model_name,
-            data=Path(self.data) if self.data else None,
-            spec_path=Path(self.spec_path) if self.spec_path else None,
+            data=self.data or None,
+            spec_path=self.spec_path or None,
             target=self.target,
             positive_label=self.positive_label,
             logical_date=self.snapshot_date,
             trigger=self.reason,
             rows=self.rows,
             seed=self.seed,
+            options=dict(self.options),
         )
 
     def run_tags(self) -> dict[str, str]:
@@ -124,7 +126,15 @@ def retrain_job(
         positive_label=first_given(params.get("positive_label"), lookup(family_key("LEDGERLINE_POSITIVE_LABEL", family))),
         decision_id=str(decision_id) if decision_id not in (None, "") else None,
         max_chunks=max_chunks,
+        options=tuple((dest, params[dest]) for dest in _option_dests(family) if params.get(dest) not in (None, "", False)),
     )
+
+
+def _option_dests(family: str) -> list[str]:
+    """The params naming the family's own train options (``ledgerline train``'s flags as names: text_column, freq)."""
+    from training.family import get_family
+
+    return [o.dest for o in get_family(family).train_options]
 
 
 def ingest(settings: Settings, job: RetrainJob) -> str:

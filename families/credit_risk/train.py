@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 from families.credit_risk.settings import CreditRiskSettings
 from ledgerline import lineage
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
-from training.family import FamilyParams, FittedModel, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase
 from training.model_logging import log_skops_model, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sklearn.pipeline import Pipeline
 
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 # skops (MLflow's safe default) refuses unknown types; these are ours and XGBoost's, nothing else.
@@ -32,7 +33,7 @@ THRESHOLD_TAG = lineage.DECISION_THRESHOLD
 TEST_FRACTION = 0.2
 
 
-class CreditRiskFamily(TrainingFamilyBase):
+class CreditRiskFamily(TrainingFamilyBase["Pipeline"]):
     name = "credit-risk"
     target_kind: TargetKind = "binary"
     test_fraction = TEST_FRACTION
@@ -77,7 +78,7 @@ class CreditRiskFamily(TrainingFamilyBase):
 
         return typed_params(CreditParams(seed=seed), self.name, overrides)
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> Pipeline:
         from families.credit_risk import fit as credit_risk
         from features.spec import LABEL_COLUMN
 
@@ -85,31 +86,31 @@ class CreditRiskFamily(TrainingFamilyBase):
         model, _ = credit_risk.select_and_train(frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy(), spec, params)
         return model
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    def evaluate(self, model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.credit_risk import fit as credit_risk
         from features.spec import LABEL_COLUMN
 
         X, y = frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy()
-        metrics = credit_risk.evaluate(model, X, y)  # type: ignore[arg-type]
-        ratio = credit_risk.approval_ratio(model, frame, y.astype(int), spec.protected, X)  # type: ignore[arg-type]
+        metrics = credit_risk.evaluate(model, X, y)
+        ratio = credit_risk.approval_ratio(model, frame, y.astype(int), spec.protected, X)
         if ratio is not None:
             metrics["approval_ratio"] = ratio
         return metrics
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report:
         from families.credit_risk import fit as credit_risk
         from families.credit_risk import plots
         from features.spec import LABEL_COLUMN
 
         X, y = frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy()
-        p = credit_risk.predict_proba(model, X)  # type: ignore[arg-type]
-        importance = credit_risk.feature_importance(model, X)  # type: ignore[arg-type]
+        p = credit_risk.predict_proba(model, X)
+        importance = credit_risk.feature_importance(model, X)
         selection = getattr(model, "selection_", None) or {}
         threshold = credit_risk.decision_threshold(model)
         cv = {f"cv_roc_auc_{k}": float(v) for k, v in dict(selection.get("cv_roc_auc", {})).items()}
-        tags = {MODEL_KIND_TAG: credit_risk.model_kind(model)}  # type: ignore[arg-type]
+        tags = {MODEL_KIND_TAG: credit_risk.model_kind(model)}
         if threshold is not None:
             tags[THRESHOLD_TAG] = f"{threshold:.6f}"
         return Report(
@@ -141,18 +142,20 @@ class CreditRiskFamily(TrainingFamilyBase):
         )
 
     # --- model I/O ------------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    def log_model(self, model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec) -> str:
         example = frame[spec.feature_names].head(5)
         return log_skops_model(model, example, ("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "skops", "pyarrow"),
                                SKOPS_TRUSTED_TYPES, __file__)
 
-    def load_model(self, model_uri: str) -> FittedModel:
-        from features.model_io import load_model
+    def load_model(self, model_uri: str) -> Pipeline:
+        from sklearn.pipeline import Pipeline
 
-        return load_model(model_uri)
+        from features.model_io import load_model_as
+
+        return load_model_as(model_uri, Pipeline)
 
     # --- model card -------------------------------------------------------------------------
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         import numpy as np
 
         from families.credit_risk import fit as credit_risk
@@ -161,7 +164,7 @@ class CreditRiskFamily(TrainingFamilyBase):
         from training import cards
 
         X, y = frame[spec.feature_names], frame[LABEL_COLUMN].to_numpy().astype(int)
-        p = credit_risk.predict_proba(model, X)  # type: ignore[arg-type]
+        p = credit_risk.predict_proba(model, X)
         t = credit_risk.decision_threshold(model)
 
         def metrics_of(idx: np.ndarray) -> dict[str, float]:
@@ -177,7 +180,7 @@ class CreditRiskFamily(TrainingFamilyBase):
             return out
 
         selection = getattr(model, "selection_", None) or {}
-        kind = credit_risk.model_kind(model)  # type: ignore[arg-type]
+        kind = credit_risk.model_kind(model)
         facts = {"algorithm": "XGBoost (gradient-boosted trees, monotone constraints from the spec)" if kind == "xgboost"
                  else "scorecard: L2-regularised logistic regression on standardised features"}
         if selection.get("cv_roc_auc"):

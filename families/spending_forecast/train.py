@@ -20,19 +20,20 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
-from training.family import FamilyParams, FittedModel, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase, TrainOption
 from training.model_logging import pip_requirements, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from expectations.family import FamilyExpectations
+    from families.spending_forecast.model import ForecastModel
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 COVERAGE_BAND = {"coverage_80": (0.70, 0.90), "coverage_95": (0.88, 0.99)}
@@ -57,11 +58,29 @@ def _progress(msg: str) -> None:
     sys.stderr.flush()
 
 
-class SpendingForecastFamily(TrainingFamilyBase):
+class SpendingForecastFamily(TrainingFamilyBase["ForecastModel"]):
     name = "spending-forecast"
     target_kind: TargetKind = "timeseries"
     test_fraction = 0.2  # not a row share: the last backtest window of each series is the test split
     headline_metrics = ("mase", "mase_ratio_vs_naive", "smape", "wape", "coverage_80", "coverage_95")
+    train_options = (
+        TrainOption("--series-column", "the column naming each series", role="series", required=True, example="series_id"),
+        TrainOption("--time-column", "the date column", role="timestamp", required=True, example="ds"),
+        TrainOption("--freq", "month starts, weeks or days", setting="freq", choices=("MS", "W", "D"), fixed=True,
+                    required=True, example="MS"),
+        TrainOption("--horizon", "periods to forecast (the registered table's length)", setting="horizon", type=int,
+                    fixed=True, required=True, example="12"),
+        TrainOption("--allow-negative", "values may be negative (cash flow)", setting="allow_negative", switch=True),
+    )
+
+    def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
+        """The series columns, frequency and horizon go together with --data; the horizon fits the frequency."""
+        from families.spending_forecast.data import check_horizon
+
+        checked = super().check_options(given, has_data)
+        if has_data:
+            check_horizon(str(checked["freq"]), int(checked["horizon"]))
+        return checked
 
     # --- data contract --------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:
@@ -141,7 +160,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
 
         return train_chunk(frame, _ss(spec), _params(params))
 
-    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def gather(self, parts: Sequence[object], spec: DatasetSpec, params: FamilyParams) -> ForecastModel:
         from families.spending_forecast.fit import ChunkPart, gather
 
         typed = [p for p in parts if isinstance(p, ChunkPart)]
@@ -155,7 +174,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
 
         return typed_params(ForecastParams(seed=seed), self.name, overrides)
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> ForecastModel:
         """plan -> train_chunk in worker processes -> gather, with progress per chunk."""
         p = _params(params)
         chunks = self.plan_chunks(frame, spec, p.max_chunks)
@@ -186,16 +205,16 @@ class SpendingForecastFamily(TrainingFamilyBase):
         _progress(f"  {n_series} series backtested and fitted in {time.perf_counter() - t0:.1f}s")
         return model
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    def evaluate(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.spending_forecast.fit import score
 
-        metrics = score(model, frame, _ss(spec))  # type: ignore[arg-type]
-        chosen = model.lineage["chosen"].value_counts(normalize=True)  # type: ignore[attr-defined]
+        metrics = score(model, frame, _ss(spec))
+        chosen = model.lineage["chosen"].value_counts(normalize=True)
         for name in ("snaive", "theta", "prophet"):
             metrics[f"share_{name}"] = float(chosen.get(name, 0.0))
         return metrics
 
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         """Holdout errors with intervals from a bootstrap over series (a series is the unit users meet)."""
         import numpy as np
         import pandas as pd
@@ -204,7 +223,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
         from training import cards
 
         ss = _ss(spec)
-        j, scales, _ = holdout_rows(model, frame, ss)  # type: ignore[arg-type]
+        j, scales, _ = holdout_rows(model, frame, ss)
         err = (j["y"] - j["yhat"]).abs().to_numpy()
         scale = j["series_id"].map(scales).fillna(1.0).to_numpy()
         per = pd.DataFrame({
@@ -223,7 +242,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
                 "coverage_95": float(a["in95"][idx].sum() / max(n, 1.0)),
             }
 
-        chosen = model.lineage["chosen"].value_counts()  # type: ignore[attr-defined]
+        chosen = model.lineage["chosen"].value_counts()
         return cards.CardParts(
             intended_use=(
                 "Forecasts each series (e.g. a customer's monthly spending in a category, or daily cash flow) up to "
@@ -249,17 +268,17 @@ class SpendingForecastFamily(TrainingFamilyBase):
         )
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report:
         from families.spending_forecast import plots as forecast_plots
 
         fm = model
         figures = {
-            "plots/backtest_samples.png": forecast_plots.backtest_samples(fm, frame, _ss(spec)),  # type: ignore[arg-type]
-            "plots/mase_histogram.png": forecast_plots.mase_histogram(fm),  # type: ignore[arg-type]
-            "plots/chosen_models.png": forecast_plots.chosen_models(fm),  # type: ignore[arg-type]
+            "plots/backtest_samples.png": forecast_plots.backtest_samples(fm, frame, _ss(spec)),
+            "plots/mase_histogram.png": forecast_plots.mase_histogram(fm),
+            "plots/chosen_models.png": forecast_plots.chosen_models(fm),
         }
-        lineage = fm.lineage  # type: ignore[attr-defined]
+        lineage = fm.lineage
         documents: dict[str, dict[str, object]] = {
             "evaluation/lineage_per_series.json": {
                 "columns": list(lineage.columns),
@@ -267,8 +286,8 @@ class SpendingForecastFamily(TrainingFamilyBase):
             },
             "evaluation/chosen_models.json": {k: int(v) for k, v in lineage["chosen"].value_counts().items()},
             "evaluation/interval_quantiles.json": {
-                "table": fm.quantiles,  # type: ignore[attr-defined]
-                "holdout": fm.meta.get("holdout_quantiles"),  # type: ignore[attr-defined]
+                "table": fm.quantiles,
+                "holdout": fm.meta.get("holdout_quantiles"),
             },
         }
         return Report(figures=figures, documents=documents)
@@ -292,7 +311,7 @@ class SpendingForecastFamily(TrainingFamilyBase):
         return EXPECTATIONS
 
     # --- model I/O ------------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    def log_model(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
         import tempfile
 
         import mlflow
@@ -302,11 +321,11 @@ class SpendingForecastFamily(TrainingFamilyBase):
         from families.spending_forecast.pyfunc import ForecastPyfunc
         from features.model_io import family_code_paths
 
-        first = str(model.lineage["series_id"].iloc[0])  # type: ignore[attr-defined]
-        example = pd.DataFrame({"series_id": [first], "horizon": [float(model.horizon)], "interval": [0.8]})  # type: ignore[attr-defined]
-        output = model.frame(int(model.horizon), 0.8, [first])  # type: ignore[attr-defined]
+        first = str(model.lineage["series_id"].iloc[0])
+        example = pd.DataFrame({"series_id": [first], "horizon": [float(model.horizon)], "interval": [0.8]})
+        output = model.frame(int(model.horizon), 0.8, [first])
         with tempfile.TemporaryDirectory() as tmp, family_code_paths(__file__) as code_paths:
-            folder = model.save(Path(tmp) / "forecast")  # type: ignore[attr-defined]
+            folder = model.save(Path(tmp) / "forecast")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ForecastPyfunc(),
@@ -317,11 +336,11 @@ class SpendingForecastFamily(TrainingFamilyBase):
                 pip_requirements=pip_requirements("mlflow", "pandas", "numpy", "pyarrow"),
             )
             lineage_csv = Path(tmp) / "lineage_per_series.csv"
-            model.lineage.to_csv(lineage_csv, index=False)  # type: ignore[attr-defined]
+            model.lineage.to_csv(lineage_csv, index=False)
             mlflow.log_artifact(str(lineage_csv), "evaluation")
         return str(info.model_uri)
 
-    def load_model(self, model_uri: str) -> FittedModel:
+    def load_model(self, model_uri: str) -> ForecastModel:
         from families.spending_forecast.model import load_forecast_model
 
         return load_forecast_model(model_uri)

@@ -14,18 +14,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from families.transaction_anomaly.data import ALERT_RATE_BAND
 from ledgerline.errors import LedgerlineError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.metrics import wilson_interval
-from ledgerline.settings import Settings
-from training.family import FamilyParams, FittedModel, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase
 from training.model_logging import log_skops_model, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from families.transaction_anomaly.model import IsolationForestDetector
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 SKOPS_TRUSTED_TYPES = ["families.transaction_anomaly.model.IsolationForestDetector", "sklearn.tree._tree.Tree"]
@@ -70,7 +69,7 @@ def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return prepare_features(frame[plain])
 
 
-class TransactionAnomalyFamily(TrainingFamilyBase):
+class TransactionAnomalyFamily(TrainingFamilyBase["IsolationForestDetector"]):
     name = "transaction-anomaly"
     target_kind: TargetKind = "none"
     test_fraction = TEST_FRACTION
@@ -125,20 +124,21 @@ class TransactionAnomalyFamily(TrainingFamilyBase):
     def params(self, seed: int, overrides: Mapping[str, object] | None) -> FamilyParams:
         return typed_params(AnomalyParams(random_state=seed), self.name, overrides)
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> IsolationForestDetector:
         from families.transaction_anomaly import fit as anomaly
 
         assert isinstance(params, AnomalyParams)
         return anomaly.train(model_inputs(frame, spec), params.as_dict())  # labels never reach the model
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    def evaluate(self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.transaction_anomaly import fit as anomaly
         from features.spec import LABEL_COLUMN
+        from ledgerline.metrics import wilson_interval
 
         y = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
         pattern = spec.roles.get("pattern")
         patterns = frame[pattern] if pattern and pattern in frame.columns else None
-        metrics = anomaly.evaluate(model, model_inputs(frame, spec), y, patterns)  # type: ignore[arg-type]
+        metrics = anomaly.evaluate(model, model_inputs(frame, spec), y, patterns)
         budget, n = metrics["alert_budget"], len(frame)
         low, high = wilson_interval(metrics["alert_rate"], n)
         metrics["alert_rate_ratio"] = metrics["alert_rate"] / budget
@@ -149,22 +149,22 @@ class TransactionAnomalyFamily(TrainingFamilyBase):
         return metrics
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report:
         from families.transaction_anomaly import fit as anomaly
         from features.spec import LABEL_COLUMN
 
-        scores = model.score(model_inputs(frame, spec))  # type: ignore[attr-defined]
+        scores = model.score(model_inputs(frame, spec))
         y = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
-        threshold = float(model.threshold_)  # type: ignore[attr-defined]
+        threshold = float(model.threshold_)
         figures = {"plots/score_distribution.png": anomaly.score_distribution_figure(scores, threshold, y)}
         if y is not None and 0 < int(y.sum()) < len(y):
             figures["plots/precision_recall.png"] = anomaly.precision_recall_figure(scores, y, threshold)
         per_pattern = {k.removeprefix("recall_"): v for k, v in metrics.items() if k.startswith("recall_") and k != "recall_at_budget"}
         documents: dict[str, dict[str, object]] = {"evaluation/threshold.json": {
             "threshold": threshold,
-            "alert_budget": float(model.alert_budget),  # type: ignore[attr-defined]
-            "inputs": list(model.columns_),  # type: ignore[attr-defined]
+            "alert_budget": float(model.alert_budget),
+            "inputs": list(model.columns_),
             "behavioural_features": has_behaviour(spec),
         }}
         if per_pattern:
@@ -173,6 +173,8 @@ class TransactionAnomalyFamily(TrainingFamilyBase):
 
     # --- gate ---------------------------------------------------------------------------
     def gate_policy(self, settings: Settings) -> GatePolicy:
+        from families.transaction_anomaly.data import ALERT_RATE_BAND
+
         return GatePolicy(
             (
                 # the interval of the holdout's alert rate must reach into the band around the budget
@@ -184,26 +186,27 @@ class TransactionAnomalyFamily(TrainingFamilyBase):
         )
 
     # --- model I/O ------------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    def log_model(self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec) -> str:
         example = model_inputs(frame, spec).head(5)
         packages = ("mlflow", "scikit-learn", "pandas", "numpy", "skops", "pyarrow")
         return log_skops_model(model, example, packages, SKOPS_TRUSTED_TYPES, __file__, predict_fn="score")
 
-    def load_model(self, model_uri: str) -> FittedModel:
-        from features.model_io import load_model
+    def load_model(self, model_uri: str) -> IsolationForestDetector:
+        from families.transaction_anomaly.model import IsolationForestDetector
+        from features.model_io import load_model_as
 
-        return load_model(model_uri)
+        return load_model_as(model_uri, IsolationForestDetector)
 
     # --- model card -------------------------------------------------------------------------
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         import numpy as np
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         from features.spec import LABEL_COLUMN
         from training import cards
 
-        scores = np.asarray(model.score(model_inputs(frame, spec)))  # type: ignore[attr-defined]
-        threshold = float(model.threshold_)  # type: ignore[attr-defined]
+        scores = np.asarray(model.score(model_inputs(frame, spec)))
+        threshold = float(model.threshold_)
         alert = scores >= threshold
         y = frame[LABEL_COLUMN].to_numpy().astype(int) if LABEL_COLUMN in frame.columns else None
 
@@ -218,7 +221,7 @@ class TransactionAnomalyFamily(TrainingFamilyBase):
                     out["pr_auc"] = float(average_precision_score(yy, scores[idx]))
             return out
 
-        budget = float(model.alert_budget)  # type: ignore[attr-defined]
+        budget = float(model.alert_budget)
         return cards.CardParts(
             intended_use=(
                 "Scores card transactions by how unusual they are for the customer (Isolation Forest on point-in-time "

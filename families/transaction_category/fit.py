@@ -134,7 +134,7 @@ def _softmax(s: np.ndarray, t: float) -> np.ndarray:
     z = s / t
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from ledgerline.errors import DataError
 from ledgerline.families import GatePolicy, MetricRule, TargetKind
-from ledgerline.settings import Settings
-from training.family import FamilyParams, FittedModel, Report, TrainingFamilyBase
+from training.family import FamilyParams, Report, TrainingFamilyBase, TrainOption
 from training.model_logging import log_skops_model, typed_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from expectations.family import FamilyExpectations
+    from families.transaction_category.model import CategoryModel
     from features.spec import DatasetSpec, PartialSpec
+    from ledgerline.settings import Settings
     from training.cards import CardParts
 
 SKOPS_TRUSTED_TYPES = ["families.transaction_category.model.CategoryModel"]
@@ -77,11 +78,14 @@ def corrected_rows(frame: pd.DataFrame, spec: DatasetSpec) -> Any:
     return frame[spec.id_column].astype(str).str.startswith(CORRECTION_PREFIX).to_numpy()
 
 
-class TransactionCategoryFamily(TrainingFamilyBase):
+class TransactionCategoryFamily(TrainingFamilyBase["CategoryModel"]):
     name = "transaction-category"
     target_kind: TargetKind = "multiclass"
     test_fraction = TEST_FRACTION
     headline_metrics = ("macro_f1", "accuracy", "top3_accuracy", "min_class_recall", "log_loss", "ece")
+    train_options = (
+        TrainOption("--text-column", "the column holding the statement line text", role="text", example="memo"),
+    )
 
     # --- data contract --------------------------------------------------------------
     def default_spec(self, model_name: str) -> DatasetSpec:
@@ -207,7 +211,7 @@ class TransactionCategoryFamily(TrainingFamilyBase):
 
         return typed_params(CategoryParams(seed=seed), self.name, overrides)
 
-    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> FittedModel:
+    def train(self, frame: pd.DataFrame, spec: DatasetSpec, params: FamilyParams) -> CategoryModel:
         import numpy as np
 
         from families.transaction_category import fit as category
@@ -222,13 +226,13 @@ class TransactionCategoryFamily(TrainingFamilyBase):
             groups=split_groups(frame, spec), weights=weights, corrected=np.flatnonzero(corrected),
         )
 
-    def evaluate(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    def evaluate(self, model: CategoryModel, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
         from families.transaction_category import fit as category
         from features.spec import LABEL_COLUMN
 
-        return category.evaluate(model, frame, frame[LABEL_COLUMN].to_numpy())  # type: ignore[arg-type]
+        return category.evaluate(model, frame, frame[LABEL_COLUMN].to_numpy())
 
-    def card_parts(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
+    def card_parts(self, model: CategoryModel, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:
         """Holdout accuracy, macro-F1 and top-3 accuracy on merchants unseen at training, with bootstrap intervals."""
         import numpy as np
         from sklearn.metrics import f1_score
@@ -236,7 +240,7 @@ class TransactionCategoryFamily(TrainingFamilyBase):
         from features.spec import LABEL_COLUMN
         from training import cards
 
-        proba = model.predict_proba(frame)  # type: ignore[attr-defined]
+        proba = model.predict_proba(frame)
         y = np.asarray(frame[LABEL_COLUMN].to_numpy(), dtype=int)
         pred = proba.argmax(axis=1)
         top3 = (np.argsort(-proba, axis=1)[:, :3] == y[:, None]).any(axis=1)
@@ -249,7 +253,7 @@ class TransactionCategoryFamily(TrainingFamilyBase):
                 "top3_accuracy": float(top3[idx].mean()),
             }
 
-        classes = list(model.classes_)  # type: ignore[attr-defined]
+        classes = list(model.classes_)
         return cards.CardParts(
             intended_use=(
                 "Categorises bank-statement lines (e.g. 'SQ *BLUE BOTTLE 0421 OAKLAND CA' -> dining) for budgeting "
@@ -275,7 +279,7 @@ class TransactionCategoryFamily(TrainingFamilyBase):
         )
 
     def report(
-        self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
+        self, model: CategoryModel, frame: pd.DataFrame, spec: DatasetSpec, metrics: Mapping[str, float]
     ) -> Report:
         from families.transaction_category import fit as category
         from features.spec import LABEL_COLUMN
@@ -284,11 +288,11 @@ class TransactionCategoryFamily(TrainingFamilyBase):
         per_class = {k.removeprefix("recall_"): v for k, v in metrics.items() if k.startswith("recall_")}
         return Report(
             figures={
-                "plots/confusion_matrix.png": category.confusion_figure(model, frame, y),  # type: ignore[arg-type]
-                "plots/calibration.png": category.reliability_figure(model, frame, y),  # type: ignore[arg-type]
+                "plots/confusion_matrix.png": category.confusion_figure(model, frame, y),
+                "plots/calibration.png": category.reliability_figure(model, frame, y),
             },
             documents={
-                "evaluation/candidates.json": dict(model.comparison_),  # type: ignore[attr-defined]
+                "evaluation/candidates.json": dict(model.comparison_),
                 "evaluation/recall_per_class.json": dict(per_class),
             },
         )
@@ -335,15 +339,16 @@ class TransactionCategoryFamily(TrainingFamilyBase):
         return {"ledgerline.corrections.lines": str(n), "ledgerline.corrections.id_prefix": CORRECTION_PREFIX}
 
     # --- model I/O ------------------------------------------------------------------------
-    def log_model(self, model: FittedModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
-        example = frame[model.input_columns].head(5)  # type: ignore[attr-defined]
+    def log_model(self, model: CategoryModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:
+        example = frame[model.input_columns].head(5)
         return log_skops_model(model, example, ("mlflow", "scikit-learn", "scipy", "pandas", "numpy", "skops", "pyarrow"),
                                SKOPS_TRUSTED_TYPES, __file__)
 
-    def load_model(self, model_uri: str) -> FittedModel:
-        from features.model_io import load_model
+    def load_model(self, model_uri: str) -> CategoryModel:
+        from families.transaction_category.model import CategoryModel
+        from features.model_io import load_model_as
 
-        return load_model(model_uri)
+        return load_model_as(model_uri, CategoryModel)
 
 
 FAMILY = TransactionCategoryFamily()

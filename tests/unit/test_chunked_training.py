@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ledgerline.families import CHUNKED_TRAINING, FAMILIES
-from training import pipeline
+from training import chunked, pipeline
 from training.family import ChunkedTraining, get_family
 
 
@@ -25,7 +25,7 @@ def test_a_family_with_chunks_exists() -> None:
 
 def test_a_part_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "chunks" / "part-0000.pkl"
-    pipeline._write_atomically(target, b"first")
+    chunked._write_atomically(target, b"first")
     assert target.read_bytes() == b"first"
 
     def dies(fd: int) -> None:  # the worker dies after writing, before the rename
@@ -33,6 +33,6 @@ def test_a_part_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(os, "fsync", dies)
     with pytest.raises(KeyboardInterrupt):
-        pipeline._write_atomically(target, b"second, never seen")
+        chunked._write_atomically(target, b"second, never seen")
     assert target.read_bytes() == b"first"
     assert [p.name for p in target.parent.iterdir()] == ["part-0000.pkl"], "no temporary file is left"
