@@ -1,0 +1,1 @@
+"""Model families: one folder each (model, data, fit, plots, plug-ins); no family imports another."""

@@ -1,0 +1,1 @@
+"""asset-valuation: gradient boosting regression of a value (price, yield) with calibrated intervals."""
