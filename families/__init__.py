@@ -1,1 +1,1 @@
-"""Model families: one folder each (model, data, fit, plots, plug-ins); no family imports another."""
+"""Model families, one folder each; the platform reaches them only through ``ledgerline.families``."""
