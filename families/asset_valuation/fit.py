@@ -6,17 +6,23 @@
 1. rows with an empty target are dropped (and counted); the target must be numeric;
 2. the training rows are ordered by the time column (or shuffled with the seed when there is
    none) and the latest ``validation_fraction`` becomes the validation slice;
-3. candidates are fitted on the earlier part with early stopping on the validation slice and
-   compared by validation MdAPE (MAE when the target is not strictly positive):
+3. candidates are fitted on the earlier part with early stopping on the validation slice:
    target ``raw`` or ``log`` (log only for a strictly positive target) x trend ``none`` or
-   ``linear`` (only with a time column). The linear trend is the slope over time of the residuals
-   of a booster fitted without the date features (so the mix of assets sold does not pass for
-   a trend); the boosters then learn the detrended target, and the trend is added back outside
-   the trees, which cannot extrapolate beyond the latest training date;
+   ``linear`` (only with a time column). They are compared by the per-row validation loss
+   ``|log(pred/actual)|`` (a smooth relative error, the mean of what MdAPE takes the median of;
+   ``|pred - actual|`` when the target is not strictly positive): the lowest mean loss wins, but
+   a candidate earlier in :data:`PREFERENCE` (log before raw, trend before none) is kept when the
+   winner does not beat it by more than ``CLEAR_WIN_SE`` (2) standard errors of the paired difference, so noise
+   does not flip the choice. The linear trend is the slope over time of the out-of-fold
+   residuals of a booster fitted without the date features (so the mix of assets sold does not
+   pass for a trend); the boosters then learn the detrended target, and the trend is added back
+   outside the trees, which cannot extrapolate beyond the latest training date (they still see
+   years-since-start and month, for bends and seasons inside the range);
 4. with a segment column, each segment with at least ``min_segment_rows`` training rows (and
-   ``min_segment_validation_rows`` in the validation slice) gets its own booster, kept only
-   where it beats the pooled model on that segment's validation rows; other and unseen segments
-   use the pooled model, which also sees the segment as a feature;
+   ``min_segment_validation_rows`` in the validation slice) gets its own booster (same target
+   transform and trend), kept only where it beats the pooled model on that segment's
+   validation rows by more than ``CLEAR_WIN_SE`` standard errors; other, empty and unseen segments use the
+   pooled model, which also sees the segment as a feature;
 5. the validation residuals of the chosen combination (log residuals for a log target) are the
    conformal calibration scores (per segment when it has ``min_calibration_rows``): they measure
    how well a model predicts *later* sales, drift included;
@@ -44,6 +50,9 @@ from ledgerline.errors import DataError
 logger = logging.getLogger(__name__)
 
 MAX_CATEGORIES = 50  # an object column with more distinct values is an identifier, not a category
+# a candidate (or a segment model) replaces the preferred one only when it wins on validation by more than this
+# many standard errors of the paired per-row difference: a one-sided test at about 2.5 %, so noise rarely flips it
+CLEAR_WIN_SE = 2.0
 
 
 @params_dataclass(frozen=True)
@@ -265,15 +274,23 @@ def _fit_booster(
 
 
 def _trend_slope(X: np.ndarray, z: np.ndarray, years: np.ndarray, params: AssetParams) -> float:
-    """Slope per year of the residuals of a booster fitted without the date features (the last two columns)."""
-    known = ~np.isnan(years)
-    if known.sum() < 10 or np.ptp(years[known]) < 1 / 12:
+    """Slope per year of the out-of-fold residuals of a booster fitted without the date features.
+
+    Two-fold cross-fitting (seeded random halves): in-sample residuals would be shrunk towards 0 by
+    what the booster overfits, and the slope with them. The date features are the last two columns.
+    """
+    known = np.flatnonzero(~np.isnan(years))
+    if len(known) < 20 or np.ptp(years[known]) < 1 / 12:
         return 0.0
     quick = AssetParams(**{**params.as_dict(), "learning_rate": 0.2, "max_depth": min(params.max_depth, 4)})
-    booster, _ = _fit_booster(X[known, :-2], z[known], quick, rounds=100)
-    resid = z[known] - booster.inplace_predict(X[known, :-2])
-    t = years[known]
-    return float(np.cov(t, resid, bias=True)[0, 1] / np.var(t))
+    half = np.random.default_rng(params.seed).permutation(known)
+    folds = (half[: len(half) // 2], half[len(half) // 2 :])
+    resid = np.empty(len(z))
+    for a, b in (folds, folds[::-1]):
+        booster, _ = _fit_booster(X[a, :-2], z[a], quick, rounds=100)
+        resid[b] = z[b] - booster.inplace_predict(X[b, :-2])
+    t, r = years[known], resid[known]
+    return float(np.cov(t, r, bias=True)[0, 1] / np.var(t))
 
 
 def _ape(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -281,17 +298,35 @@ def _ape(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.abs(pred[ok] - y[ok]) / np.abs(y[ok])
 
 
-def _score(y: np.ndarray, pred: np.ndarray, positive: bool) -> float:
-    """The selection score (lower is better): MdAPE for a positive target, else MAE."""
-    if len(y) == 0:
-        return float("inf")
-    return float(np.median(_ape(y, pred))) if positive else float(np.mean(np.abs(pred - y)))
+def _losses(y: np.ndarray, pred: np.ndarray, positive: bool) -> np.ndarray:
+    """Per-row validation loss: |log(pred / y)| for a positive target (a smooth relative error), else |pred - y|."""
+    if positive:
+        return np.abs(np.log(np.maximum(pred, 1e-12 * np.abs(y)) / y))
+    return np.abs(pred - y)
+
+
+def _clearly_better(loss: np.ndarray, than: np.ndarray) -> bool:
+    """``loss`` beats ``than`` on the same rows by more than ``CLEAR_WIN_SE`` standard errors of the paired difference."""
+    diff = than - loss
+    if len(diff) < 2:
+        return False
+    return bool(diff.mean() > CLEAR_WIN_SE * diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 @dataclass(frozen=True)
 class _Candidate:
     log: bool
     trend: bool
+
+    @property
+    def name(self) -> str:
+        return f"{'log' if self.log else 'raw'}+{'trend' if self.trend else 'no-trend'}"
+
+
+# the order of preference among candidates that validation cannot tell apart (see CLEAR_WIN_SE):
+# log before raw (values are multiplicative: errors grow with the value), a trend before none (a model
+# must continue a price trend beyond its training dates; without one the fitted slope is near 0 anyway)
+PREFERENCE = (_Candidate(True, True), _Candidate(True, False), _Candidate(False, True), _Candidate(False, False))
 
 
 # --------------------------------------------------------------------------- train
@@ -347,7 +382,7 @@ def train(
     fit_rows = np.arange(len(frame)) < len(frame) - n_val
     val_rows = ~fit_rows
     Xf, Xv = X[fit_rows], X[val_rows]
-    yf, yv = y[fit_rows], y[val_rows]
+    yv = y[val_rows]
 
     # 3. candidates
     logs = {"auto": [False, True] if positive else [False], "raw": [False], "log": [True]}[params.target_transform]
@@ -362,12 +397,15 @@ def train(
             booster, rounds = _fit_booster(Xf, zf, params, X_val=Xv, y_val=zv)
             margin = booster.inplace_predict(Xv) + slope * years_filled[val_rows]
             pred = np.exp(margin) if log else margin
-            score = _score(yv, pred, positive)
+            loss = _losses(yv, pred, positive)
             results[_Candidate(log, trend)] = {
-                "slope": slope, "booster": booster, "rounds": rounds, "margin": margin, "score": score
+                "slope": slope, "booster": booster, "rounds": rounds, "margin": margin, "loss": loss,
+                "mdape": float(np.median(_ape(yv, pred))) if positive else float("nan"),
             }
-            logger.info("candidate log=%s trend=%s: validation score %.5f (%d trees)", log, trend, score, rounds)
-    chosen = min(results, key=lambda c: (results[c]["score"], c.log, c.trend))  # a tie: raw, no trend
+            logger.info("candidate log=%s trend=%s: validation loss %.5f (%d trees)", log, trend, loss.mean(), rounds)
+    # the best mean loss, or the first preferred candidate it does not clearly beat
+    lowest = min(results, key=lambda c: float(results[c]["loss"].mean()))
+    chosen = next(c for c in PREFERENCE if c in results and not _clearly_better(results[lowest]["loss"], results[c]["loss"]))
     best = results[chosen]
     z = np.log(y) if chosen.log else y
     slope = best["slope"]
@@ -392,13 +430,13 @@ def train(
             zv = z[val_rows][v_rows] - slope * years_filled[val_rows][v_rows]
             booster, rounds = _fit_booster(Xf[f_rows], zf, params, X_val=Xv[v_rows], y_val=zv)
             m = booster.inplace_predict(Xv[v_rows]) + slope * years_filled[val_rows][v_rows]
-            own = _score(yv[v_rows], np.exp(m) if chosen.log else m, positive)
+            own = _losses(yv[v_rows], np.exp(m) if chosen.log else m, positive)
             pooled_m = margin_val[v_rows]
-            pooled = _score(yv[v_rows], np.exp(pooled_m) if chosen.log else pooled_m, positive)
-            wins = own < pooled
+            pooled = _losses(yv[v_rows], np.exp(pooled_m) if chosen.log else pooled_m, positive)
+            wins = _clearly_better(own, pooled)
             segment_report[name] = {
                 "rows": int(count), "model": "segment" if wins else "pooled",
-                "validation_segment": own, "validation_pooled": pooled,
+                "validation_segment": float(own.mean()), "validation_pooled": float(pooled.mean()),
             }
             if wins:
                 kept[name] = rounds
@@ -431,9 +469,9 @@ def train(
         "dropped_missing_target": dropped,
         "validation_rows": int(val_rows.sum()),
         "trees": int(pooled_booster.num_boosted_rounds()),
-        "selection_metric": "mdape" if positive else "mae",
-        "candidates": {f"{'log' if c.log else 'raw'}+{'trend' if c.trend else 'no-trend'}": r["score"]
-                       for c, r in results.items()},
+        "selection_metric": "mean |log(pred/actual)|" if positive else "mae",
+        "candidates": {c.name: {"loss": float(r["loss"].mean()), "mdape": r["mdape"]} for c, r in results.items()},
+        "chosen": chosen.name,
         "segments": segment_report,
         "mean_years": mean_years,
     }

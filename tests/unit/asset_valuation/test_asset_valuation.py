@@ -64,9 +64,9 @@ def test_the_time_split_holds_out_the_latest_sales(sales: pd.DataFrame) -> None:
 
 def test_a_log_target_and_the_trend_are_chosen_on_lognormal_prices_that_rise(model: AssetValuationModel) -> None:
     info = model.describe()
-    assert model.log_target, info["candidates"]
+    assert model.log_target and info["chosen"] == "log+trend", info["candidates"]
     assert set(info["candidates"]) == {"raw+no-trend", "raw+trend", "log+no-trend", "log+trend"}
-    assert 0.0 <= model.trend_per_year < 0.12, "about +5 % a year in log price when the trend is kept"
+    assert 0.02 < model.trend_per_year < 0.09, "the generator's +5 % a year, in log price"
 
 
 def test_intervals_at_80_percent_cover_70_to_90_percent_of_later_sales(
@@ -118,8 +118,8 @@ def test_a_segment_model_is_kept_only_where_it_beats_the_pooled_model() -> None:
     assert set(m.segment_models) == {"up", "down"}
     assert report["rare"]["model"] == "pooled" and report["rare"]["why"] == "too few rows"
     for name, row in report.items():
-        if "validation_segment" in row:
-            assert (row["model"] == "segment") == (row["validation_segment"] < row["validation_pooled"]), name
+        if row["model"] == "segment":
+            assert row["validation_segment"] < row["validation_pooled"], name
     per_segment = segment_metrics(m, frame)
     assert per_segment.loc["up", "model"] == "segment" and per_segment.loc["rare", "model"] == "pooled"
     assert per_segment.loc["up", "mdape"] < 0.2
@@ -170,6 +170,7 @@ def test_a_target_that_is_not_strictly_positive_is_never_logged(sales: pd.DataFr
     frame[TARGET] = np.log(frame[TARGET]) - 12.5  # a yield-like target with negative values
     m = train(frame, default_spec(), AssetParams(**ONE_FIT, n_estimators=80))
     assert not m.log_target and m.describe()["selection_metric"] == "mae"
+    assert (m.predict(frame.head(50)) < 0).any()
     with pytest.raises(LedgerlineError, match="strictly positive"):
         train(frame, default_spec(), AssetParams(n_jobs=1, target_transform="log"))
 
