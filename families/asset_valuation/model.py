@@ -118,8 +118,8 @@ class AssetValuationModel:
         self.trend_per_year = float(trend_per_year)
         self.pooled = pooled
         self.segment_models = dict(segment_models)
-        self.scores = np.sort(np.asarray(scores, dtype=np.float64))
-        self.segment_scores = {k: np.sort(np.asarray(v, dtype=np.float64)) for k, v in segment_scores.items()}
+        self.scores = np.asarray(scores, dtype=np.float64)  # in time order (the validation slice)
+        self.segment_scores = {k: np.asarray(v, dtype=np.float64) for k, v in segment_scores.items()}
         self.level = float(level)
         self.info = dict(info)
 
