@@ -277,7 +277,8 @@ def _trend_slope(X: np.ndarray, z: np.ndarray, years: np.ndarray, params: AssetP
     """Slope per year of the out-of-fold residuals of a booster fitted without the date features.
 
     Two-fold cross-fitting (seeded random halves): in-sample residuals would be shrunk towards 0 by
-    what the booster overfits, and the slope with them. The date features are the last two columns.
+    what the booster overfits, and the slope with them. A slope within ``CLEAR_WIN_SE`` standard
+    errors of 0 is 0. The date features are the last two columns.
     """
     known = np.flatnonzero(~np.isnan(years))
     if len(known) < 20 or np.ptp(years[known]) < 1 / 12:
@@ -290,7 +291,11 @@ def _trend_slope(X: np.ndarray, z: np.ndarray, years: np.ndarray, params: AssetP
         booster, _ = _fit_booster(X[a, :-2], z[a], quick, rounds=100)
         resid[b] = z[b] - booster.inplace_predict(X[b, :-2])
     t, r = years[known], resid[known]
-    return float(np.cov(t, r, bias=True)[0, 1] / np.var(t))
+    slope = float(np.cov(t, r, bias=True)[0, 1] / np.var(t))
+    se = float(np.std(r - slope * (t - t.mean())) / (np.std(t) * np.sqrt(len(t))))
+    if abs(slope) <= CLEAR_WIN_SE * se:  # no evidence of a trend (small or short data): do not extrapolate noise
+        return 0.0
+    return slope
 
 
 def _ape(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
