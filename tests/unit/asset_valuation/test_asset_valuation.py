@@ -26,7 +26,7 @@ from families.asset_valuation.fit import (
 from families.asset_valuation.model import AssetValuationModel
 from ledgerline.errors import LedgerlineError
 
-FAST = AssetParams(n_jobs=1, learning_rate=0.2)  # real models, fewer trees
+FAST = AssetParams(n_jobs=1, learning_rate=0.2, min_segment_rows=5_000)  # real models, fewer trees; segments: below
 ONE_FIT = {"n_jobs": 1, "trend": "none", "min_segment_rows": 10_000}  # one candidate, no segment models
 
 
