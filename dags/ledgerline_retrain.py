@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, task
 
-from apps.orchestration import REASONS, dag_config, retrain_dag_id, timetable, trains_in_chunks
+from apps.orchestration import REASONS, dag_config, option_params, retrain_dag_id, timetable, trains_in_chunks
 from ledgerline.families import FAMILIES
 
 CONFIG = dag_config()
@@ -44,6 +44,11 @@ def _params() -> dict[str, Param]:
     }
 
 
+def _option_params(family: str) -> dict[str, Param]:
+    """The family's own train options (the same as ``ledgerline train``'s: text, series, time, segment columns)."""
+    return {name: Param(None, type=["null", kind], description=text) for name, kind, text in option_params(family)}
+
+
 def _chunk_params() -> dict[str, Param]:
     return {
         "max_chunks": Param(None, type=["null", "integer"], minimum=1,
@@ -59,7 +64,7 @@ def build(family: str) -> DAG:
         catchup=False,
         max_active_runs=1,  # one run at a time per family: runs never race for @champion
         default_args={**CONFIG.default_args(), "execution_timeout": timedelta(hours=2)},
-        params={**_params(), **(_chunk_params() if trains_in_chunks(family) else {})},
+        params={**_params(), **_option_params(family), **(_chunk_params() if trains_in_chunks(family) else {})},
         tags=["ledgerline", "retrain", family],
         doc_md=__doc__,
     )

@@ -132,9 +132,19 @@ def retrain_job(
 
 def _option_dests(family: str) -> list[str]:
     """The params naming the family's own train options (``ledgerline train``'s flags as names: text_column, freq)."""
+    return [dest for dest, _, _ in option_params(family)]
+
+
+def option_params(family: str) -> list[tuple[str, str, str]]:
+    """The retrain DAG's params for the family's own train options: (name, JSON type, description), the same
+    options ``ledgerline train`` takes (read when DAG files are parsed: the plug-ins import light)."""
     from training.family import get_family
 
-    return [o.dest for o in get_family(family).train_options]
+    kinds = {int: "integer", float: "number"}
+    return [
+        (o.dest, "boolean" if o.switch else kinds.get(o.type, "string"), f"{o.help} (ledgerline train {o.flag})")
+        for o in get_family(family).train_options
+    ]
 
 
 def ingest(settings: Settings, job: RetrainJob) -> str:

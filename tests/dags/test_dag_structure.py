@@ -193,3 +193,18 @@ def test_batch_dags_are_the_ones_the_api_triggers_and_only_the_daily_one_can_hav
     assert one["tasks"]["score"]["retries"] >= 1  # a killed task resumes on its retry
     daily = dags[batch_jobs.SCHEDULED_DAG_ID]
     assert list(daily["tasks"]) == ["score_drop"] and "*" not in daily["schedule"]  # LEDGERLINE_BATCH_SCHEDULE unset
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_retrain_dag_takes_the_train_options_its_family_declares(dags: dict[str, Any], family: str) -> None:
+    from training.family import get_family
+
+    params = dags[orch.retrain_dag_id(family)]["params"]
+    for option in get_family(family).train_options:
+        assert option.dest in params and params[option.dest]["value"] is None, option.flag
+
+
+def test_a_family_option_in_the_run_conf_reaches_the_train_request() -> None:
+    job = orch.retrain_job("transaction-category", {"text_column": "memo"}, when="2026-03-02", dag_run="d/r",
+                           lookup={}.get)
+    assert dict(job.options) == {"text_column": "memo"}
