@@ -167,7 +167,7 @@ retrain_decisions = sa.Table(
 )
 
 
-# One row per batch scoring job (serving/batch_jobs.py): what to score, with which version, how far it got.
+# One row per batch scoring job (serving/batch_jobs/): what to score, with which version, how far it got.
 batches = sa.Table(
     "batches",
     metadata,

@@ -140,7 +140,7 @@ def option_params(family: str) -> list[tuple[str, str, str]]:
     options ``ledgerline train`` takes (read when DAG files are parsed: the plug-ins import light)."""
     from training.family import get_family
 
-    kinds = {int: "integer", float: "number"}
+    kinds: dict[object, str] = {int: "integer", float: "number"}
     return [
         (o.dest, "boolean" if o.switch else kinds.get(o.type, "string"), f"{o.help} (ledgerline train {o.flag})")
         for o in get_family(family).train_options
