@@ -3,7 +3,9 @@ SQLAlchemy Core, so the same code runs on Postgres (tests, compose) and SQLite (
 
 The schema is versioned with Alembic (``ledgerline/migrations``): :func:`upgrade` brings a
 database to the newest revision and runs on the first use of a database in a process.
-A change to the tables below needs a new revision (``make migration MSG=...``)."""
+A change to the tables below needs a new revision (``make migration MSG=...``). A family's own tables
+live in its folder (``families/<stem>/tables.py``, on this module's :data:`metadata`); Alembic owns their
+revisions too, and :func:`all_metadata` loads them so autogenerate sees every table."""
 
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ from ledgerline.errors import LedgerlineError
 logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
+
+
+def all_metadata() -> sa.MetaData:
+    """:data:`metadata` with every family's tables on it (``families/<stem>/tables.py``, where a family has one)."""
+    from ledgerline.families import FAMILIES, family_module
+
+    for name in FAMILIES:
+        family_module(name, "tables")
+    return metadata
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 #: The prediction log's JSON columns: Postgres ``json`` (the text, checked but not converted), not ``jsonb``.
 #: Converting every logged row to jsonb cost Postgres about twice the CPU of the whole insert otherwise
@@ -88,48 +100,6 @@ feedback_pending = sa.Table(
     sa.Column("prediction_id", sa.String(36), primary_key=True),
     sa.Column("label", sa.String(200), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# Transaction categorisation: every user correction (history, for the conflict policy and retraining)...
-category_corrections = sa.Table(
-    "category_corrections",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("merchant_key", sa.String(200), nullable=False),  # the normalised description
-    sa.Column("category", sa.String(200), nullable=False),
-    sa.Column("prediction_id", sa.String(36), nullable=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("reverted_at", sa.DateTime(timezone=True), nullable=True),  # its rule was reverted by an admin
-    sa.Index("ix_category_corrections_model_key", "model_name", "merchant_key"),
-)
-
-# ... and the rule each merchant's corrections make (latest wins); ``version`` grows with every change,
-# so serving workers fetch only what changed since the version they hold.
-category_rules = sa.Table(
-    "category_rules",
-    metadata,
-    sa.Column("model_name", sa.String(200), primary_key=True),
-    sa.Column("merchant_key", sa.String(200), primary_key=True),
-    sa.Column("category", sa.String(200), nullable=False),
-    sa.Column("corrections", sa.Integer, nullable=False),
-    sa.Column("active", sa.Boolean, nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False, index=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# Forecasting feedback: the actual value of a series at a date (idempotent on model, series, date: a
-# correction replaces the earlier value). Monitoring compares them with the champion's forecast table.
-forecast_actuals = sa.Table(
-    "forecast_actuals",
-    metadata,
-    sa.Column("model_name", sa.String(200), primary_key=True),
-    sa.Column("series_id", sa.String(200), primary_key=True),
-    sa.Column("ds", sa.Date, primary_key=True),
-    sa.Column("y", sa.Float, nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_forecast_actuals_model_time", "model_name", "received_at"),
 )
 
 # One row per monitoring job run (drift, performance), written by monitoring.

@@ -27,10 +27,11 @@ def load_actuals(url: str, model_name: str) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy as sa
 
+    from families.spending_forecast import tables
     from ledgerline import db
 
     engine = db.engine_for(url)
-    t = db.forecast_actuals
+    t = tables.forecast_actuals
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.series_id, t.c.ds, t.c.y).where(t.c.model_name == model_name)).all()
     return pd.DataFrame(rows, columns=["series_id", "ds", "y"])

@@ -110,7 +110,7 @@ async def forecast(name: str, body: ForecastRequest, request: Request) -> Respon
 def _record_actuals(request: Request, name: str, rows: list[Actual]) -> int:
     import sqlalchemy as sa
 
-    from ledgerline import db
+    from families.spending_forecast import tables
 
     state = state_of(request)
     try:
@@ -119,7 +119,7 @@ def _record_actuals(request: Request, name: str, rows: list[Actual]) -> int:
         values = {(name, a.series_id, a.ds): a.y for a in rows}  # the last value of a repeated key wins
         with state.engine.begin() as conn:
             keys = list(values)
-            t = db.forecast_actuals
+            t = tables.forecast_actuals
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 conn.execute(sa.delete(t).where(sa.tuple_(t.c.model_name, t.c.series_id, t.c.ds).in_(chunk)))

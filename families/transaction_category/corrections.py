@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from families.transaction_category import tables
 from ledgerline import db
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _rule(row: Any) -> Rule:
 def _lock_and_next_version(conn: sa.Connection) -> int:
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": RULES_LOCK_KEY})
-    r = db.category_rules.c
+    r = tables.category_rules.c
     return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(r.version), 0))).scalar_one()) + 1
 
 
@@ -70,55 +71,55 @@ def record_correction(engine: Engine, model_name: str, merchant_key: str, catego
                       prediction_id: str | None, now: datetime | None = None) -> Rule:
     """Store one correction and update the merchant's rule (latest wins); returns the rule."""
     now = now or datetime.now(UTC)
-    r = db.category_rules.c
+    r = tables.category_rules.c
     with engine.begin() as conn:
         version = _lock_and_next_version(conn)
-        conn.execute(db.category_corrections.insert().values(
+        conn.execute(tables.category_corrections.insert().values(
             model_name=model_name, merchant_key=merchant_key, category=category, prediction_id=prediction_id,
             received_at=now,
         ))
         where = (r.model_name == model_name) & (r.merchant_key == merchant_key)
-        existing = conn.execute(sa.select(db.category_rules).where(where)).first()
+        existing = conn.execute(sa.select(tables.category_rules).where(where)).first()
         if existing is None:
-            conn.execute(db.category_rules.insert().values(
+            conn.execute(tables.category_rules.insert().values(
                 model_name=model_name, merchant_key=merchant_key, category=category, corrections=1, active=True,
                 version=version, created_at=now, updated_at=now,
             ))
         else:
-            conn.execute(db.category_rules.update().where(where).values(
+            conn.execute(tables.category_rules.update().where(where).values(
                 category=category, corrections=existing.corrections + 1, active=True, version=version, updated_at=now,
             ))
-        row = conn.execute(sa.select(db.category_rules).where(where)).one()
+        row = conn.execute(sa.select(tables.category_rules).where(where)).one()
     return _rule(row)
 
 
 def revert_rule(engine: Engine, model_name: str, merchant_key: str, now: datetime | None = None) -> Rule | None:
     """Deactivate a merchant's rule (and mark its corrections reverted); None when there is no such rule."""
     now = now or datetime.now(UTC)
-    r, c = db.category_rules.c, db.category_corrections.c
+    r, c = tables.category_rules.c, tables.category_corrections.c
     where = (r.model_name == model_name) & (r.merchant_key == merchant_key)
     with engine.begin() as conn:
         version = _lock_and_next_version(conn)
         if conn.execute(sa.select(r.merchant_key).where(where)).first() is None:
             return None
-        conn.execute(db.category_rules.update().where(where).values(active=False, version=version, updated_at=now))
-        conn.execute(db.category_corrections.update().where(
+        conn.execute(tables.category_rules.update().where(where).values(active=False, version=version, updated_at=now))
+        conn.execute(tables.category_corrections.update().where(
             (c.model_name == model_name) & (c.merchant_key == merchant_key) & c.reverted_at.is_(None)
         ).values(reverted_at=now))
-        row = conn.execute(sa.select(db.category_rules).where(where)).one()
+        row = conn.execute(sa.select(tables.category_rules).where(where)).one()
     return _rule(row)
 
 
 def rules_since(engine: Engine, model_name: str, version: int) -> list[Rule]:
     """The rules of ``model_name`` changed after ``version`` (active or not), oldest change first."""
-    r = db.category_rules.c
-    q = sa.select(db.category_rules).where(r.model_name == model_name, r.version > version).order_by(r.version)
+    r = tables.category_rules.c
+    q = sa.select(tables.category_rules).where(r.model_name == model_name, r.version > version).order_by(r.version)
     with engine.connect() as conn:
         return [_rule(row) for row in conn.execute(q)]
 
 
 def latest_version(engine: Engine, model_name: str) -> int:
-    r = db.category_rules.c
+    r = tables.category_rules.c
     q = sa.select(sa.func.coalesce(sa.func.max(r.version), 0)).where(r.model_name == model_name)
     with engine.connect() as conn:
         return int(conn.execute(q).scalar_one())
@@ -130,7 +131,7 @@ def labelled_lines(url: str, model_name: str, spec: DatasetSpec) -> pd.DataFrame
     category). Lines whose correction an admin reverted are left out; so are labels not among the classes."""
     import pandas as pd
 
-    p, f, c = db.predictions.c, db.feedback.c, db.category_corrections.c
+    p, f, c = db.predictions.c, db.feedback.c, tables.category_corrections.c
     reverted = sa.select(c.prediction_id).where(c.model_name == model_name, c.reverted_at.is_not(None),
                                                 c.prediction_id.is_not(None))
     q = (

@@ -58,12 +58,12 @@ def _engine(state: ServingState, name: str) -> Any:
 def _list(state: ServingState, name: str, include_reverted: bool) -> RulesOut:
     import sqlalchemy as sa
 
+    from families.transaction_category import tables
     from families.transaction_category.corrections import _rule
-    from ledgerline import db
 
     engine = _engine(state, name)
-    r = db.category_rules.c
-    q = sa.select(db.category_rules).where(r.model_name == name).order_by(r.updated_at.desc())
+    r = tables.category_rules.c
+    q = sa.select(tables.category_rules).where(r.model_name == name).order_by(r.updated_at.desc())
     if not include_reverted:
         q = q.where(r.active.is_(True))
     try:

@@ -1,6 +1,6 @@
 """Versioned schema of the app database (Alembic, configured in code: no alembic.ini).
 
-Every table lives in :data:`ledgerline.db.metadata`; the revisions in ``versions/``
+Every table lives in :data:`ledgerline.db.metadata` (a family's own tables too: :func:`ledgerline.db.all_metadata`); the revisions in ``versions/``
 bring a database from nothing (or from the unversioned schema older Ledgerline
 releases created with ``metadata.create_all``) to that metadata. The version is kept
 in the ``ledgerline_alembic_version`` table, so the app database never collides with

@@ -34,7 +34,7 @@ if context.is_offline_mode() or connection is None:
     )
 context.configure(
     connection=connection,
-    target_metadata=db.metadata,
+    target_metadata=db.all_metadata(),
     version_table=VERSION_TABLE,
     render_as_batch=True,  # SQLite cannot ALTER most things: batch mode copies the table
     compare_type=True,

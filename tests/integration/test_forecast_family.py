@@ -98,6 +98,7 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(cli_env, tmp_pat
 def test_actuals_far_from_the_forecasts_degrade_the_model_and_ask_for_a_retrain(trained_forecast):
     import sqlalchemy as sa
 
+    from families.spending_forecast import tables
     from families.spending_forecast.model import load_forecast_model
     from ledgerline import db
     from monitoring.jobs import run_monitoring
@@ -110,7 +111,7 @@ def test_actuals_far_from_the_forecasts_degrade_the_model_and_ask_for_a_retrain(
     t = model.table[model.table["h"] <= 3]
     now = datetime(2027, 2, 15, tzinfo=UTC)
     with db.engine_for(url).begin() as conn:
-        conn.execute(sa.insert(db.forecast_actuals), [
+        conn.execute(sa.insert(tables.forecast_actuals), [
             {"model_name": trained_forecast.model_name, "series_id": r.series_id, "ds": r.ds.date(),
              "y": float(r.yhat) * 2.5 + 50, "received_at": now} for r in t.itertuples()
         ])
@@ -123,4 +124,4 @@ def test_actuals_far_from_the_forecasts_degrade_the_model_and_ask_for_a_retrain(
         assert len(perf["degraded_series"]) >= 12
     finally:
         with db.engine_for(url).begin() as conn:
-            conn.execute(sa.delete(db.forecast_actuals).where(db.forecast_actuals.c.model_name == trained_forecast.model_name))
+            conn.execute(sa.delete(tables.forecast_actuals).where(tables.forecast_actuals.c.model_name == trained_forecast.model_name))

@@ -37,7 +37,7 @@ def schema_differences(url: str) -> list[Any]:
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
-            return list(compare_metadata(migrations.migration_context(conn), db.metadata))
+            return list(compare_metadata(migrations.migration_context(conn), db.all_metadata()))
     finally:
         engine.dispose()
 
@@ -99,7 +99,7 @@ def contents(url: str) -> dict[str, list[dict[str, Any]]]:
         with engine.connect() as conn:
             present = set(sa.inspect(conn).get_table_names())
             for name in sorted(APP_TABLES & present):  # a pre-migration database has only 0001's tables
-                table = db.metadata.tables[name]
+                table = db.all_metadata().tables[name]
                 have = {c["name"] for c in sa.inspect(conn).get_columns(name)}  # and only 0001's columns
                 rows = conn.execute(sa.select(*[c for c in table.columns if c.name in have])
                                     .order_by(*table.primary_key.columns))

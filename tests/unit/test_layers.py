@@ -23,6 +23,7 @@ RANK = {"ledgerline": 0, "features": 1, "expectations": 2, "training": 3, "servi
 #: a family's module (its file name) -> the layer it ranks with; a new kind of module gets a line here
 FAMILY_MODULE_LAYER = {
     "settings": "ledgerline",
+    "tables": "ledgerline",
     "model": "features",
     "data": "features",
     "behaviour": "features",

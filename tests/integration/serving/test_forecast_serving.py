@@ -18,6 +18,7 @@ def server(trained_forecast, fresh_app_db_url, tmp_path, live_app, sv):  # noqa:
 def test_forecast_answers_from_the_table_and_actuals_are_stored(server, trained_forecast, fresh_app_db_url, sv):
     import sqlalchemy as sa
 
+    from families.spending_forecast import tables
     from families.spending_forecast.model import load_forecast_model
     from ledgerline import db
 
@@ -58,5 +59,5 @@ def test_forecast_answers_from_the_table_and_actuals_are_stored(server, trained_
                    headers=sv.HEADERS)
         assert r.status_code == 404 and "nobody" in r.text
     with db.engine_for(fresh_app_db_url).connect() as conn:
-        rows = conn.execute(sa.select(db.forecast_actuals)).all()
+        rows = conn.execute(sa.select(tables.forecast_actuals)).all()
     assert [(r.series_id, str(r.ds), r.y) for r in rows] == [(sid, first, 12.5)]
