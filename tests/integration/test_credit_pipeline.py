@@ -46,7 +46,8 @@ def test_first_model_is_logged_with_lineage_plots_and_validation_then_promoted(t
     assert "validation/data_docs/index.html" in docs
 
     # artifacts really live in the S3 bucket, proxied by the server
-    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket).get("Contents", [])]
+    pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket)  # the bucket is shared
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     assert any(k.endswith("plots/roc_curve.png") and m.run_id in k for k in keys)
 
     # registry: aliases, signature, tags
