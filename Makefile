@@ -37,7 +37,7 @@ down: ## stop what `make demo` started
 test: $(STAMP) ## run every test tier against real Postgres, mlflow server and S3 API (moto)
 	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus (the alerting test runs it)"; \
 		apt-get install -y -q prometheus >/dev/null || { apt-get update -q && apt-get install -y -q prometheus >/dev/null; }; }
-	@$(BIN)/python -m pytest -q --timeout=900
+	@$(BIN)/python -m pytest -q --timeout=900 --durations=25
 
 test-unit: $(STAMP) ## the fast tiers only (no services)
 	@$(BIN)/python -m pytest -q -m "not integration"
