@@ -48,6 +48,8 @@ TreeContributions = Callable[[str, Any, np.ndarray], tuple[np.ndarray, np.ndarra
 
 DAYS_PER_YEAR = 365.25
 DEFAULT_LEVEL = 0.8
+#: the optional input field (and pyfunc param) that asks for another interval level
+INTERVAL_FIELD = "interval"
 
 
 def parse_dates(values: pd.Series, column: str) -> pd.Series:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from families.asset_valuation.model import AssetValuationModel
+from families.asset_valuation.model import INTERVAL_FIELD, AssetValuationModel
 from ledgerline.errors import RegistryError
 
 ANSWER_COLUMNS = ("prediction", "prediction_lower", "prediction_upper")
@@ -30,11 +30,22 @@ class AssetValuationPyfunc(PythonModel):  # type: ignore[misc]
         self.model = model
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        level = (params or {}).get("interval")
-        pred, lower, upper = self.model.predict_interval(model_input, None if level is None else float(level))
-        return pd.DataFrame(
-            {"prediction": pred, "prediction_lower": lower, "prediction_upper": upper}, index=model_input.index
-        )
+        """The value and interval per row: at the row's ``interval`` when given, else at ``params["interval"]``,
+        else at the version's level."""
+        import numpy as np
+
+        given = (params or {}).get(INTERVAL_FIELD)
+        default = self.model.level if given is None else float(given)
+        if INTERVAL_FIELD in model_input.columns:
+            levels = pd.to_numeric(model_input[INTERVAL_FIELD], errors="coerce").fillna(default).to_numpy(dtype=float)
+        else:
+            levels = np.full(len(model_input), default)
+        out = pd.DataFrame(index=model_input.index, columns=list(ANSWER_COLUMNS), dtype=float)
+        for level in np.unique(levels):
+            rows = levels == level
+            pred, lower, upper = self.model.predict_interval(model_input.loc[rows], float(level))
+            out.loc[rows, "prediction"], out.loc[rows, "prediction_lower"], out.loc[rows, "prediction_upper"] = pred, lower, upper
+        return out
 
 
 def load_asset_model(source: str | Path) -> AssetValuationModel:
@@ -58,4 +69,4 @@ def load_asset_model(source: str | Path) -> AssetValuationModel:
     return model
 
 
-__all__ = ["ANSWER_COLUMNS", "AssetValuationPyfunc", "load_asset_model"]
+__all__ = ["ANSWER_COLUMNS", "INTERVAL_FIELD", "AssetValuationPyfunc", "load_asset_model"]

@@ -3,7 +3,7 @@
 An answer holds ``prediction`` (for a log model: the median value), ``prediction_lower`` and
 ``prediction_upper`` (the split-conformal interval), ``interval`` (its level) and ``reasons`` (the
 inputs with the largest TreeSHAP contributions, in the target's units). A request asks for another
-level with the optional field ``interval`` (0.5 to 0.99) in each record; without it the level is the
+level with the field ``interval`` (0.5 to 0.99, or null) in each record; with null the level is the
 one given to offline scoring (``ledgerline score --interval``, ``ServingContext.options["interval"]``)
 or else the version's own (0.8 by default).
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from families.asset_valuation.model import INTERVAL_FIELD
 from families.asset_valuation.settings import AssetValuationSettings
 from serving.errors import InvalidRecords
 from serving.family import Built, PredictionBase, Record, ServingContext, ServingFamilyBase
@@ -35,8 +36,7 @@ if TYPE_CHECKING:
     from features.spec import DatasetSpec
     from serving.schema import Column
 
-#: the request field that asks for another interval level, and the levels it takes
-INTERVAL_FIELD = "interval"
+#: the levels the request field ``interval`` takes
 LEVELS = (0.5, 0.99)
 
 
@@ -191,7 +191,7 @@ class AssetValuationServing(ServingFamilyBase["AssetValuationModel"]):
     ) -> list[Column]:
         from serving.schema import Column, columns_from
 
-        columns = columns_from(signature_inputs, spec)
+        columns = [c for c in columns_from(signature_inputs, spec) if c.name != INTERVAL_FIELD]
         return [*columns, Column(INTERVAL_FIELD, "numeric", True, LEVELS[0], LEVELS[1])]
 
     def build(self, model: AssetValuationModel, ctx: ServingContext) -> Built:

@@ -353,11 +353,19 @@ class AssetValuationFamily(TrainingFamilyBase["AssetValuationModel"]):
 
 
 def input_example(model: AssetValuationModel, frame: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
-    """The first rows' input columns as a caller sends them (the time column as ISO text)."""
+    """The first rows' input columns as a caller sends them (the time column as ISO text), and the optional
+    ``interval`` field: the version's level in the first row, empty in the last (so the signature marks it optional)."""
+    from families.asset_valuation.model import INTERVAL_FIELD
+
     example = frame[model.input_columns].head(rows).copy()
     if model.time_column:
         example[model.time_column] = iso_times(example[model.time_column])
-    return example.reset_index(drop=True)
+    example = example.reset_index(drop=True)
+    levels = [float(model.level)] * len(example)
+    if len(levels) > 1:
+        levels[-1] = float("nan")
+    example[INTERVAL_FIELD] = levels
+    return example
 
 
 def _jsonable(value: Any) -> Any:
