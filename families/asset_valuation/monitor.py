@@ -1,4 +1,5 @@
-"""Asset-valuation monitoring: the monitored score is the prediction; feedback is the realised value
+"""Asset-valuation monitoring: the monitored score is the prediction (the answer's ``prediction`` where the log
+kept no score, as for batch jobs); feedback is the realised value
 (a sale price), decoded by the numeric codec.
 
 Live metrics of the predictions with a realised value: MdAPE (median absolute percentage error) and
@@ -34,7 +35,7 @@ def _bound(o: Mapping[str, object], key: str) -> float:
 
 class AssetValuationMonitoring(MonitoringFamilyBase["AssetValuationModel"]):
     name = "asset-valuation"
-    output_fields = ("prediction_lower", "prediction_upper")
+    output_fields = ("prediction", "prediction_lower", "prediction_upper")
 
     def load_model(self, model_uri: str) -> AssetValuationModel:
         from families.asset_valuation.pyfunc import load_asset_model
@@ -65,7 +66,10 @@ class AssetValuationMonitoring(MonitoringFamilyBase["AssetValuationModel"]):
         import numpy as np
 
         y = np.asarray(y, dtype=np.float64)
-        p = np.asarray(scores, dtype=np.float64)
+        p = np.asarray(scores, dtype=np.float64).copy()
+        if outputs is not None and len(outputs) == len(y):  # batch jobs log no score: the answer holds the prediction
+            logged = np.array([_bound(o, "prediction") for o in outputs])
+            p = np.where(np.isfinite(p), p, logged) if len(p) == len(y) else logged
         ok = np.isfinite(y) & np.isfinite(p)
         nz = ok & (y != 0)
         if not nz.any():

@@ -169,17 +169,14 @@ class AssetPredictor:
 
 
 class AssetValuationServing(ServingFamilyBase["AssetValuationModel"]):
-    """The model comes out of the logged pyfunc; the score is the prediction (no [0, 1] scale, so no score
-    histogram); feedback is the realised value."""
+    """The model comes out of the logged pyfunc; the predictor's score is the prediction (no [0, 1] scale, so no
+    score histogram); feedback is the realised value."""
 
     name = "asset-valuation"
     answer_model = AssetValuation
     answer_columns = ("prediction", "prediction_lower", "prediction_upper", "interval_level", "reasons")
-    score_range = None
-
-    @property
-    def score_column(self) -> str | None:
-        return "prediction"
+    score_range = None  # values share no scale: no score histogram, and batch jobs log no score column (the
+    # prediction log keeps the answers, whose prediction monitoring reads)
 
     def load(self, model_dir: Path) -> AssetValuationModel:
         from families.asset_valuation.pyfunc import load_asset_model

@@ -153,7 +153,8 @@ class AssetValuationFamily(TrainingFamilyBase["AssetValuationModel"]):
                           target_kind="numeric")
 
     def conform(self, raw: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-        """The platform's conform on the rows that have a target (rows with an empty one are dropped and counted)."""
+        """The platform's conform on the rows that have a target (rows with an empty one are dropped and counted);
+        a date cell of only spaces is empty."""
         from features.spec import conform
 
         if spec.target is not None and spec.target in raw.columns:
@@ -163,7 +164,9 @@ class AssetValuationFamily(TrainingFamilyBase["AssetValuationModel"]):
             if empty.any():
                 logger.info("dropped %d row(s) with an empty target '%s'", int(empty.sum()), spec.target)
                 raw = raw.loc[~empty]
-        return conform(raw, spec)
+        blank = {c: raw[c].where(~_empty(raw[c]), None) for c in spec.datetime if c in raw.columns
+                 and raw[c].dtype == object}
+        return conform(raw.assign(**blank) if blank else raw, spec)  # a date of only spaces is an empty cell
 
     def split(self, frame: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The latest sales as the holdout when the spec has a time column, else a seeded random split."""
