@@ -129,6 +129,7 @@ class AssetPredictor:
         self.top = reasons
         self.inputs = model.input_columns
         self.shap = ShapTables(model) if reasons > 0 else None
+        self.window = _year_window(model)
 
     def __call__(self, records: Sequence[Record], explain: bool = True) -> tuple[list[dict[str, object]], np.ndarray]:
         import numpy as np
@@ -141,6 +142,8 @@ class AssetPredictor:
         except DataError as exc:
             column = m.time_column or ""
             raise InvalidRecords(str(exc), [{"field": column, "message": str(exc), "type": "value"}]) from None
+        if m.time_column:
+            self._check_dates(X, records)
         segments = m.segments_of_records(records)
         margin = m.margin_of(X, m.routes_of(segments))
         asked = [r.get(INTERVAL_FIELD) for r in records]
@@ -166,6 +169,41 @@ class AssetPredictor:
             for i in range(len(records))
         ]
         return answers, pred
+
+
+    def _check_dates(self, X: np.ndarray, records: Sequence[Record]) -> None:
+        """Dates from 1900 to 2100 only: the trend is continued from the training dates, so a date centuries
+        away is a typo that would give an absurd value (the family's expectations hold training data to the same)."""
+        import numpy as np
+
+        from families.asset_valuation.expectations import YEARS
+
+        lo, hi = self.window
+        years = X[:, -2]
+        bad = np.flatnonzero(~np.isnan(years) & ((years < lo) | (years > hi)))
+        if len(bad):
+            column = str(self.model.time_column)
+            value = records[int(bad[0])].get(column)
+            raise InvalidRecords(
+                f"'{column}' {value!r} is outside {YEARS[0]}-{YEARS[1]}; give the sale date (ISO 8601), or null when unknown",
+                [{"field": column, "message": f"must be a date from {YEARS[0]} to {YEARS[1]}", "type": "value"}],
+            )
+
+
+def _year_window(model: AssetValuationModel) -> tuple[float, float]:
+    """The allowed dates as years since the model's origin (see ``AssetPredictor._check_dates``)."""
+    import pandas as pd
+
+    from families.asset_valuation.expectations import YEARS
+    from families.asset_valuation.model import DAYS_PER_YEAR
+
+    if model.origin is None:
+        return float("-inf"), float("inf")
+    origin = pd.Timestamp(model.origin)
+    return tuple(  # type: ignore[return-value]
+        (pd.Timestamp(day) - origin).total_seconds() / 86_400 / DAYS_PER_YEAR
+        for day in (f"{YEARS[0]}-01-01", f"{YEARS[1]}-12-31")
+    )
 
 
 class AssetValuationServing(ServingFamilyBase["AssetValuationModel"]):

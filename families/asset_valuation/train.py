@@ -266,7 +266,7 @@ class AssetValuationFamily(TrainingFamilyBase["AssetValuationModel"]):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=wrapped,
-                signature=infer_signature(example, output, params={"interval": float(model.level)}),
+                signature=_optional_inputs(infer_signature(example, output, params={"interval": float(model.level)})),
                 input_example=example,
                 code_paths=code_paths,
                 pip_requirements=pip_requirements("mlflow", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow"),
@@ -369,6 +369,16 @@ def input_example(model: AssetValuationModel, frame: pd.DataFrame, rows: int = 5
         levels[-1] = float("nan")
     example[INTERVAL_FIELD] = levels
     return example
+
+
+def _optional_inputs(signature: Any) -> Any:
+    """The signature with every input optional: any cell may be empty in real data (the model takes NaN), so
+    ``mlflow models serve`` must not refuse a null because the few example rows had none."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
 def _jsonable(value: Any) -> Any:

@@ -287,3 +287,16 @@ def test_the_pyfunc_answers_values_and_intervals_and_loads_back(model, data, tmp
         np.testing.assert_allclose(back.predict(test_df.head(4)), pred, rtol=1e-12)
     finally:
         mlflow.set_tracking_uri("")
+
+
+def test_dates_centuries_away_are_refused_not_extrapolated(model, data) -> None:  # noqa: ANN001
+    from serving.errors import InvalidRecords
+    from serving.family import get_serving_family
+
+    _, test_df, spec = data
+    built = get_serving_family(NAME).build(model, _ctx(spec))
+    record = {**_records(input_example(model, test_df, 1))[0], "interval": None}
+    answers, scores = built.predictor([{**record, TIME: "2099-06-30"}, {**record, TIME: None}])
+    assert np.isfinite(scores).all()
+    with pytest.raises(InvalidRecords, match="outside 1900-2100"):
+        built.predictor([{**record, TIME: "9999-12-31"}])
