@@ -145,7 +145,15 @@ class AssetPredictor:
         if m.time_column:
             self._check_dates(X, records)
         segments = m.segments_of_records(records)
-        margin = m.margin_of(X, m.routes_of(segments))
+        routes = m.routes_of(segments)
+        phi: np.ndarray | None = None
+        if explain and self.top > 0 and len(records):
+            # the contributions sum to the prediction (base + contributions): no second pass over the trees
+            phi, base = m.contributions_of(X, routes, self.shap)
+            value = base + phi.sum(axis=1)
+            margin = np.log(np.maximum(value, np.finfo(np.float64).tiny)) if m.log_target else value
+        else:
+            margin = m.margin_of(X, routes)
         asked = [r.get(INTERVAL_FIELD) for r in records]
         levels = np.array([self.level if a is None else check_level(a, "interval") for a in asked], dtype=np.float64)
         pred = np.empty(len(records))
@@ -155,8 +163,7 @@ class AssetPredictor:
             rows = levels == level
             pred[rows], lower[rows], upper[rows] = m.interval_of(margin[rows], segments[rows], float(level))
         reasons: list[list[dict[str, object]]] = [[] for _ in records]
-        if explain and self.top > 0 and len(records):
-            phi, _ = m.contributions_of(X, m.routes_of(segments), self.shap)
+        if phi is not None:
             order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, : self.top]
             for i, rec in enumerate(records):
                 reasons[i] = [
@@ -169,7 +176,6 @@ class AssetPredictor:
             for i in range(len(records))
         ]
         return answers, pred
-
 
     def _check_dates(self, X: np.ndarray, records: Sequence[Record]) -> None:
         """Dates from 1900 to 2100 only: the trend is continued from the training dates, so a date centuries
