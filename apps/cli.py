@@ -217,14 +217,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     src, dst = check_paths(args.input, args.output)  # before any server is asked
     if args.chunk_rows < 1:
         raise LedgerlineError(f"--chunk-rows must be at least 1, not {args.chunk_rows}")
+    if args.interval is not None and not 0.0 < args.interval < 1.0:
+        raise LedgerlineError(f"--interval must be a level between 0 and 1 (e.g. 0.8 or 0.9), not {args.interval}")
     if not 0.0 <= args.max_error_share <= 1.0:
         raise LedgerlineError(f"--max-error-share must be between 0 and 1 (0.01 = 1%), not {args.max_error_share}")
     settings = _settings()
     loaded = load_champion(settings, offline_settings(), args.name)
+    options: dict[str, object] = {}
     if args.no_explain:  # the family leaves its explanations (credit: reason codes) out, and skips computing them
+        options["explain"] = False
+    if args.interval is not None:  # the level of the intervals of a family that gives them
+        options["interval"] = args.interval
+    if options:
         import dataclasses
 
-        loaded.ctx = dataclasses.replace(loaded.ctx, options={**loaded.ctx.options, "explain": False})
+        loaded.ctx = dataclasses.replace(loaded.ctx, options={**loaded.ctx.options, **options})
 
     def progress(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -317,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fail when more than this share of rows is rejected (default 0.01 = 1%%)")
     sc.add_argument("--no-explain", action="store_true",
                     help="leave the explanations out (credit: reason codes), as the API's ?explain=false: faster")
+    sc.add_argument("--interval", type=float, default=None,
+                    help="the level of the prediction intervals, for families that give them (e.g. 0.9; default: "
+                    "the version's own)")
     sc.set_defaults(func=cmd_score)
 
     d = sub.add_parser("demo", help="start the MLflow UI and run the whole loop on generated data")

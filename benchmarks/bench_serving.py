@@ -31,6 +31,9 @@ for every served family:
   MLflow gets the same rows as ``dataframe_records`` (its pyfunc, ``families.spending_forecast.pyfunc``,
   answers each row's series with its points and bounds, like ours), so the batch columns are
   series/s for both. The issue's target for ours is p99 at most 20 ms for single series;
+* asset-valuation (``bench-asset``): generated sales with empty cells, each record at an 80 %
+  interval; ours answers the value, the interval and the top 3 reasons (TreeSHAP tables) and logs
+  it, MLflow's pyfunc (``families.asset_valuation.pyfunc``) the value and the interval;
 
 with ``wrk`` (installed with apt-get when missing), sampling the peak RSS of each
 server's whole process tree. Ours runs as in production: prediction log on (with its
@@ -56,13 +59,15 @@ Besides the table (one row per server and model: single-record requests/s, p50, 
 
 One line per model gives ours over MLflow's; the last line is
 ``throughput_ratio=<x> batch_ratio=<y> p99_ms=<z>``: x the lowest single-record ratio over
-the measured families (the default credit model, the anomaly, category and forecast models;
+the measured families (the default credit model, the anomaly, category, forecast and asset models;
 forecast's enters too, as both servers answer the same question, one series' points and
 bounds), y the default credit model's 1,000-record batch ratio (reason codes and the
 prediction log on; the first measured family's model when credit-risk is not measured), z
 the highest p99 of ours over the families (single record, 8 connections).
 
     python benchmarks/bench_serving.py [--workers 2] [--duration 20] [--rows 20000] [--families spending-forecast]
+
+The machinery is in ``benchmarks/serving_harness.py``, the request bodies in ``benchmarks/serving_bodies.py``.
 """
 
 from __future__ import annotations
@@ -73,26 +78,37 @@ import math
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from serving_bodies import ANOMALY, ASSET, FORECAST, FORECAST_SERIES, MAKERS, STREAM_ROWS
+from serving_harness import (
+    BATCH,
+    BATCHES,
+    CONNECTIONS,
+    ServerResult,
+    count_rows,
+    delete_profiles,
+    drive,
+    drop_app_db,
+    ensure_wrk,
+    free_port,
+    log,
+    make_app_db,
+    redis_profiles,
+    stop_group,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODEL = "bench-credit"
-ANOMALY = "bench-anomaly"
-FORECAST = "bench-forecast"
 # registered name -> (family, hyper-parameter overrides)
 MODELS: dict[str, tuple[str, dict[str, object]]] = {
     MODEL: ("credit-risk", {"model_choice": "xgboost"}),  # the TreeSHAP fast path, not the scorecard
@@ -102,384 +118,11 @@ MODELS: dict[str, tuple[str, dict[str, object]]] = {
     # answers come from the precomputed table, so the candidate models do not change serving cost;
     # without Prophet the 1,000 series train in seconds
     FORECAST: ("spending-forecast", {"models": "snaive,theta"}),
+    ASSET: ("asset-valuation", {}),
 }
 #: each family's model for the summary line (the others are diagnostics, e.g. the depth-6 credit model)
 FAMILY_MODELS = {"credit-risk": MODEL, "transaction-anomaly": ANOMALY, "transaction-category": "bench-category",
-                 "spending-forecast": FORECAST}
-FORECAST_SERIES = 1000  # monthly series of the forecast model: a 1,000-series request names each once
-STREAM_ROWS = 120_000  # the anomaly stream: about 2,000 customers over 90 days
-REDIS_URL = os.environ.get("LEDGERLINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-CONNECTIONS = 8
-BATCH = 1000
-BATCHES = (100, BATCH)
-MIN_COMPLETED = 5  # a batch measurement with fewer completed requests is repeated for longer
-PG_ADMIN = os.environ.get("LEDGERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-WRK_LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-%(headers)s
--- one request body per line; each thread starts at its own line and steps by the thread count,
--- so a stream of transactions is sent once, in order, across the threads
-local bodies = {}
-for line in io.lines("%(body)s") do bodies[#bodies + 1] = line end
-local threads = 0
-setup = function(thread)
-  thread:set("tid", threads)
-  threads = threads + 1
-end
-local i = 0
-init = function(args)
-  i = %(offset)d + (tid or 0)
-end
-request = function()
-  local b = bodies[(i %% #bodies) + 1]
-  i = i + %(threads)d
-  return wrk.format(nil, nil, nil, b)
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT {\"requests\": %%d, \"duration_us\": %%d, \"status_errors\": %%d, \"socket_errors\": %%d, " ..
-    "\"p50_us\": %%d, \"p99_us\": %%d, \"mean_us\": %%f}\n",
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.mean))
-end
-"""
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    seconds: float
-    status_errors: int
-    socket_errors: int
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def rps(self) -> float:
-        """Successful (2xx) requests per second."""
-        return (self.requests - self.status_errors) / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class ServerResult:
-    name: str
-    model: str
-    single: LoadResult
-    batches: dict[int, LoadResult]
-    peak_rss_mb: float
-    rows_answered: int  # records in completed 2xx answers the server logs, warm-ups included
-
-    @property
-    def batch(self) -> LoadResult:
-        return self.batches[BATCH]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    log("wrk not found; installing it with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
-    path = shutil.which("wrk")
-    if not path:
-        raise SystemExit("wrk could not be installed; install it (apt-get install wrk) and run again")
-    return path
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}) before {url} answered; log: {log_path}\n"
-                             + log_path.read_text()[-3000:])
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f}s; log: {log_path}\n" + log_path.read_text()[-3000:])
-
-
-def group_rss_mb(pgid: int) -> float:
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[2] != str(pgid):
-                continue
-            status = (stat.parent / "status").read_text()
-        except (OSError, IndexError):
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
-@contextmanager
-def rss_sampler(pgid: int) -> Iterator[list[float]]:
-    peak = [0.0]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], group_rss_mb(pgid))
-            stop.wait(0.25)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        t.join()
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # uvicorn workers may outlive the supervisor by a moment
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-
-
-def run_wrk(wrk: str, url: str, body: Path, headers: dict[str, str], seconds: int, tmp: Path, offset: int = 0,
-            threads: int = 2) -> LoadResult:
-    """``body``: one request body per line, sent in turn from line ``offset`` on (cycling at the end)."""
-    lua = tmp / f"wrk-{body.stem}-{secrets.token_hex(3)}.lua"
-    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    lua.write_text(WRK_LUA % {"headers": header_lines, "body": str(body), "offset": offset, "threads": threads})
-    cmd = [wrk, f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"wrk printed no result:\n{out}")
-    r = json.loads(line[len("RESULT "):])
-    return LoadResult(
-        requests=r["requests"],
-        seconds=r["duration_us"] / 1e6,
-        status_errors=r["status_errors"],
-        socket_errors=r["socket_errors"],
-        p50_ms=r["p50_us"] / 1000,
-        p99_ms=r["p99_us"] / 1000,
-    )
-
-
-def drive(name: str, model: str, wrk: str, url: str, bodies: dict[int, Path], headers: dict[str, str], pgid: int,
-          duration: int, tmp: Path, single_url: str | None = None) -> ServerResult:
-    """Single records, then each batch size; ``bodies`` maps records per request -> a file of request bodies
-    (one per line; a stream goes on where the warm-up stopped). ``single_url``: where single records go
-    when not to ``url`` (the forecast route, which does not log its answers)."""
-    answered = 0
-    batches: dict[int, LoadResult] = {}
-    with rss_sampler(pgid) as peak:
-        w1 = run_wrk(wrk, single_url or url, bodies[1], headers, 3, tmp)  # warm-up
-        s = run_wrk(wrk, single_url or url, bodies[1], headers, duration, tmp, offset=w1.requests)
-        if single_url is None:
-            answered += sum(r.requests - r.status_errors for r in (w1, s))
-        log(f"{name} [{model}]: single {s.rps:,.0f} req/s, p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
-            f"{s.status_errors} non-2xx, {s.socket_errors} socket errors")
-        for n in sorted(k for k in bodies if k > 1):
-            w2 = run_wrk(wrk, url, bodies[n], headers, 3, tmp)
-            b = run_wrk(wrk, url, bodies[n], headers, duration, tmp, offset=w2.requests)
-            answered += n * sum(r.requests - r.status_errors for r in (w2, b))
-            if b.requests - b.status_errors < MIN_COMPLETED:  # seconds per request (MLflow's forecast pyfunc)
-                longer = max(4 * duration, 30)
-                log(f"{name} [{model}]: only {b.requests - b.status_errors} {n}-row requests completed in "
-                    f"{duration}s; measuring again for {longer}s")
-                b = run_wrk(wrk, url, bodies[n], headers, longer, tmp, offset=w2.requests + b.requests)
-                answered += n * (b.requests - b.status_errors)
-            batches[n] = b
-            log(f"{name} [{model}]: {n}-row batch {b.rps * n:,.0f} rows/s ({b.rps:.1f} req/s, p99 {b.p99_ms:.0f} ms), "
-                f"{b.status_errors} non-2xx, {b.socket_errors} socket errors")
-    return ServerResult(name, model, s, batches, peak[0], answered)
-
-
-def write_bodies(path: Path, bodies: list[object]) -> Path:
-    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
-    return path
-
-
-def credit_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
-    """One body per size for ours and for MLflow (the same records)."""
-    from families.credit_risk.data import credit_spec, generate_loan_applications
-    from features.spec import conform
-
-    spec = credit_spec()
-    frame = conform(generate_loan_applications(BATCH, 11), spec)[spec.feature_names]
-    records = json.loads(frame.to_json(orient="records"))
-    ours: dict[int, Path] = {}
-    theirs: dict[int, Path] = {}
-    for n in (1, *BATCHES):
-        ours[n] = write_bodies(tmp / f"credit-ours-{n}.jsonl", [records[0] if n == 1 else records[:n]])
-        theirs[n] = write_bodies(tmp / f"credit-mlflow-{n}.jsonl", [{"dataframe_records": records[:n]}])
-    return ours, theirs
-
-
-def anomaly_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
-    """A transaction stream in time order, a third for each request size (single, 100, 1,000 rows); ours
-    gets the raw transactions, MLflow the behavioural feature vectors of the same stream (computed offline
-    with the same functions, what MLflow's logged signature takes)."""
-    from families.transaction_anomaly.behaviour import FEATURE_NAMES, compute_offline
-    from families.transaction_anomaly.data import generate_transactions
-
-    df = generate_transactions(STREAM_ROWS, seed=21)
-    feats = compute_offline(df)[list(FEATURE_NAMES)]
-    raw = df.drop(columns=["is_fraud", "fraud_pattern"]).assign(timestamp=df["timestamp"].map(lambda t: t.isoformat()))
-    raw_records = json.loads(raw.to_json(orient="records"))
-    feat_records = json.loads(feats.to_json(orient="records"))
-    third = len(df) // 3
-    ours: dict[int, Path] = {}
-    theirs: dict[int, Path] = {}
-    for k, n in enumerate((1, *BATCHES)):
-        lo, hi = k * third, (k + 1) * third
-        chunks = [(raw_records[i:i + n], feat_records[i:i + n]) for i in range(lo, hi - n + 1, n)]
-        ours[n] = write_bodies(tmp / f"anomaly-ours-{n}.jsonl", [c[0][0] if n == 1 else c[0] for c in chunks])
-        theirs[n] = write_bodies(tmp / f"anomaly-mlflow-{n}.jsonl", [{"dataframe_records": c[1]} for c in chunks])
-    return ours, theirs
-
-
-def category_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
-    """Generated statement lines (merchants the model may or may not know), the same records for both;
-    ours answers with the top 3, the driving n-grams and correction rules (none here), and logs it."""
-    from families.transaction_category.data import generate_statement_lines
-
-    df = generate_statement_lines(BATCH, seed=31)[["transaction_id", "description", "amount", "currency", "country"]]
-    ours_records = json.loads(df.to_json(orient="records"))  # ours also takes the line's id (into the log)
-    records = json.loads(df.drop(columns=["transaction_id"]).to_json(orient="records"))  # the model signature's columns
-    ours: dict[int, Path] = {}
-    theirs: dict[int, Path] = {}
-    for n in (1, *BATCHES):
-        ours[n] = write_bodies(tmp / f"category-ours-{n}.jsonl", ours_records[:200] if n == 1 else [ours_records[:n]])
-        theirs[n] = write_bodies(tmp / f"category-mlflow-{n}.jsonl",
-                                 [{"dataframe_records": [r]} for r in records[:200]] if n == 1 else [{"dataframe_records": records[:n]}])
-    return ours, theirs
-
-
-def forecast_bodies(tmp: Path) -> tuple[dict[int, Path], dict[int, Path]]:
-    """The registered forecast model's series in a shuffled order, the full horizon, intervals 0.8 and 0.95
-    in turn; the same rows for both. Ours: one series per request on ``/forecast``, 100 and 1,000 series per
-    request on ``/predict``; MLflow: the same rows as ``dataframe_records`` (its pyfunc answers every row's
-    series with its points and bounds, as ours does)."""
-    import random
-
-    from families.spending_forecast.model import load_forecast_model
-
-    fm = load_forecast_model(f"models:/{FORECAST}@champion")
-    ids = fm.series_ids
-    random.Random(41).shuffle(ids)
-    records = [{"series_id": sid, "horizon": fm.horizon, "interval": (0.8, 0.95)[i % 2]} for i, sid in enumerate(ids)]
-    ours: dict[int, Path] = {}
-    theirs: dict[int, Path] = {}
-    for n in (1, *BATCHES):
-        chunks = [records[i:i + n] for i in range(0, len(records) - n + 1, n)]
-        ours[n] = write_bodies(tmp / f"forecast-ours-{n}.jsonl", [c[0] if n == 1 else c for c in chunks])
-        theirs[n] = write_bodies(tmp / f"forecast-mlflow-{n}.jsonl", [{"dataframe_records": c} for c in chunks])
-    return ours, theirs
-
-
-def redis_profiles(tmp: Path) -> tuple[str, str, bool]:
-    """(profile store URL, key prefix, is Redis): Redis when it answers, else each worker's memory."""
-    prefix = f"ll-bench-{secrets.token_hex(4)}:"
-    try:
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.ping()
-        client.close()
-        return REDIS_URL, prefix, True
-    except Exception as exc:
-        log(f"Redis not available at {REDIS_URL} ({exc}); profiles stay in each worker's memory")
-        return "memory", prefix, False
-
-
-def delete_profiles(url: str, prefix: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    n = 0
-    try:
-        for key in client.scan_iter(match=prefix + "*", count=1000):
-            n += int(client.delete(key))  # type: ignore[arg-type]
-    finally:
-        client.close()
-    return n
-
-
-def make_app_db(tmp: Path) -> tuple[str, str | None]:
-    """A fresh Postgres database when one answers (production-like), else SQLite."""
-    try:
-        import psycopg2
-        from sqlalchemy.engine import make_url
-
-        admin = make_url(PG_ADMIN)
-        conn = psycopg2.connect(host=admin.host or "127.0.0.1", port=admin.port or 5432, user=admin.username or "postgres",
-                                password=admin.password, dbname=admin.database or "postgres", connect_timeout=3)
-        conn.autocommit = True
-        name = f"ll_bench_{secrets.token_hex(4)}"
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        url = admin.set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-        return url, name
-    except Exception as exc:
-        log(f"Postgres not available ({exc}); the prediction log goes to SQLite")
-        return f"sqlite:///{tmp / 'app.db'}", None
-
-
-def drop_app_db(name: str | None) -> None:
-    if name is None:
-        return
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(PG_ADMIN)
-    conn = psycopg2.connect(host=admin.host or "127.0.0.1", port=admin.port or 5432, user=admin.username or "postgres",
-                            password=admin.password, dbname=admin.database or "postgres", connect_timeout=3)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    conn.close()
-
-
-def count_rows(url: str) -> int:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as c:
-            return int(c.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
-    finally:
-        engine.dispose()
+                 "spending-forecast": FORECAST, "asset-valuation": ASSET}
 
 
 def _ratio(ours: float, theirs: float) -> float:
@@ -561,6 +204,8 @@ def run_ours(b: Bench, name: str, bodies: dict[int, Path], wal: str = "write", e
             details = json.loads(r.read())["models"][name]["details"]
         if "reason_code_path" in details:
             what = f"reason codes on via {details['reason_code_path']}"
+        elif "interval" in details and "reasons" in details:
+            what = f"{details['interval']:.0%} intervals, {details['reasons']} reasons per answer"
         elif "freq" in details:
             what = f"{details['series']} series, freq {details['freq']}, horizon {details['horizon']}"
         else:
@@ -637,9 +282,7 @@ def main() -> int:
                                                          params=overrides or None), lambda m: None)
             log(f"{name} v{result.version} is @champion={result.champion}")
 
-        makers = {"credit-risk": credit_bodies, "transaction-anomaly": anomaly_bodies,
-                  "transaction-category": category_bodies, "spending-forecast": forecast_bodies}
-        bodies = {family: makers[family](tmp) for family in FAMILY_MODELS}
+        bodies = {family: MAKERS[family](tmp) for family in FAMILY_MODELS}
         b = Bench(wrk, args, tmp, tracking, app_db_url, pg_name, profile_url, profile_prefix)
         for name, (family, _) in MODELS.items():
             ours_bodies, mlflow_bodies = bodies[family]
@@ -708,11 +351,11 @@ def main() -> int:
         ratios[name] = (_ratio(us.single.rps, ml.single.rps), _ratio(us.batch.rps, ml.batch.rps), us.single.p99_ms)
         print(f"{name}: throughput_ratio={ratios[name][0]:.2f} batch_ratio={ratios[name][1]:.2f} "
               f"p99_ms={ratios[name][2]:.1f}")
-    family = [ratios[m] for m in FAMILY_MODELS.values()]
+    per_family = [ratios[m] for m in FAMILY_MODELS.values()]
     batch_model = MODEL if MODEL in ratios else next(iter(FAMILY_MODELS.values()))
-    known = [r[0] for r in family if not math.isnan(r[0])]
+    known = [r[0] for r in per_family if not math.isnan(r[0])]
     print(f"throughput_ratio={min(known) if known else math.nan:.2f} batch_ratio={ratios[batch_model][1]:.2f} "
-          f"p99_ms={max(r[2] for r in family):.1f}")
+          f"p99_ms={max(r[2] for r in per_family):.1f}")
     return 0
 
 

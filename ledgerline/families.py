@@ -35,6 +35,7 @@ FAMILIES: dict[str, str] = {
     "transaction-anomaly": "transaction_anomaly",
     "transaction-category": "transaction_category",
     "spending-forecast": "spending_forecast",
+    "asset-valuation": "asset_valuation",
 }
 
 #: layer -> the module of a family's folder that holds that layer's plug-in (``FAMILY``)

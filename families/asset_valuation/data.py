@@ -6,11 +6,10 @@ years (``sale_date`` as ISO date strings, 2022-01-01 to 2024-12-31) with a marke
 lognormal-ish ``price``: log price is additive in the features plus the trend plus noise, and the
 type changes the price per square metre and how much the features matter.
 
-:func:`default_spec` is its :class:`~features.spec.DatasetSpec`. A spec's ``target`` is a
-classification target (it needs a ``positive_label``), so a regression target is declared with
-roles instead: ``roles = {"target": "price", "timestamp": "sale_date", "segment": "asset_type"}``,
-``price`` listed under ``passthrough`` (kept in snapshots, never an input) and
-``extra = {"task": "regression"}``. :func:`families.asset_valuation.fit.columns_of` reads it back.
+:func:`default_spec` is its :class:`~features.spec.DatasetSpec`: a numeric target
+(``target="price"``, ``target_kind="numeric"``: the label codec is
+:class:`~features.labels.NumericCodec`) and the roles ``time`` (the sale date) and ``segment`` (the
+asset type). :func:`families.asset_valuation.fit.columns_of` reads them back.
 """
 
 from __future__ import annotations
@@ -125,11 +124,12 @@ def generate(rows: int, seed: int) -> pd.DataFrame:
 
 
 def default_spec(model_name: str = "asset-valuation") -> DatasetSpec:
-    """The hand-written spec of the generated sales (the target is declared by role, see the module doc)."""
+    """The hand-written spec of the generated sales: a numeric target, the time and segment columns by role."""
     return DatasetSpec(
         name=model_name,
-        target=None,
+        target=TARGET,
         positive_label=None,
+        target_kind="numeric",
         id_column=ID,
         min_rows=200,
         columns=(
@@ -148,7 +148,5 @@ def default_spec(model_name: str = "asset-valuation") -> DatasetSpec:
             ColumnSpec("city", "categorical", values=CITIES),
             ColumnSpec("condition", "categorical", values=CONDITIONS, max_null_fraction=0.1),
         ),
-        passthrough=(TARGET,),
-        roles={"target": TARGET, "timestamp": TIME, "segment": SEGMENT},
-        extra={"task": "regression"},
+        roles={"time": TIME, "segment": SEGMENT},
     )

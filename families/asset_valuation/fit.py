@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -104,21 +105,30 @@ class AssetColumns:
 
 
 def columns_of(spec: DatasetSpec) -> AssetColumns:
-    """The columns of a spec: the target and time/segment by role (see ``data.default_spec``)."""
+    """The columns of a spec: its numeric target, and the time and segment columns by role.
+
+    The time column is the role ``time`` (``timestamp`` in specs written before), else the spec's only
+    datetime column; datetime columns are never numeric features.
+    """
     roles = dict(spec.roles)
-    target = roles.get("target") or spec.target
+    target = spec.target or roles.get("target")  # roles: specs written before numeric targets existed
     if not target:
         raise DataError(
-            f"spec '{spec.name}' names no target: add roles: {{target: <price column>}} and list the column "
-            "under passthrough"
+            f"spec '{spec.name}' names no target: set target: <price column> and target_kind: numeric "
+            "(ledgerline train asset-valuation --target COLUMN)"
         )
-    time = roles.get("timestamp")
+    if spec.target is not None and spec.target_kind not in ("numeric", None):
+        raise DataError(
+            f"spec '{spec.name}': asset valuation predicts a number, but the target '{target}' is {spec.target_kind}; "
+            "set target_kind: numeric"
+        )
+    time = roles.get("time") or roles.get("timestamp")
     if time is None and len(spec.datetime) == 1:
         time = spec.datetime[0]
     segment = roles.get("segment")
     return AssetColumns(
         target=target,
-        numeric=tuple(spec.numeric),
+        numeric=tuple(c for c in spec.numeric if c != target),
         categorical=tuple(c for c in spec.categorical if c != segment),
         time=time,
         segment=segment,
@@ -283,7 +293,7 @@ def _trend_slope(X: np.ndarray, z: np.ndarray, years: np.ndarray, params: AssetP
     known = np.flatnonzero(~np.isnan(years))
     if len(known) < 20 or np.ptp(years[known]) < 1 / 12:
         return 0.0
-    quick = AssetParams(**{**params.as_dict(), "learning_rate": 0.2, "max_depth": min(params.max_depth, 4)})
+    quick = dataclasses.replace(params, learning_rate=0.2, max_depth=min(params.max_depth, 4))
     half = np.random.default_rng(params.seed).permutation(known)
     folds = (half[: len(half) // 2], half[len(half) // 2 :])
     resid = np.empty(len(z))

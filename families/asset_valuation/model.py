@@ -31,7 +31,8 @@ between the prediction and the base value ``exp(bias)`` in proportion to them:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,13 @@ from ledgerline.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+#: ``(route, booster, rows of the booster's matrix) -> (contributions per input column, bias)``, in model space
+TreeContributions = Callable[[str, Any, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
 DAYS_PER_YEAR = 365.25
 DEFAULT_LEVEL = 0.8
+#: the optional input field (and pyfunc param) that asks for another interval level
+INTERVAL_FIELD = "interval"
 
 
 def parse_dates(values: pd.Series, column: str) -> pd.Series:
@@ -64,6 +70,28 @@ def parse_dates(values: pd.Series, column: str) -> pd.Series:
             "or pass another time column"
         )
     return parsed.dt.tz_localize(None)
+
+
+def _iso_datetime(value: object, column: str) -> datetime:
+    """One time value (ISO 8601 text, datetime or date) as a naive UTC datetime; junk is a DataError."""
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, date):
+        when = datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise DataError(
+                f"'{column}' value {text[:40]!r} is not a date; write it as ISO 8601 (2024-03-31 or "
+                "2024-03-31T12:00:00), or leave it empty when unknown"
+            ) from None
+    if when.tzinfo is not None:
+        from datetime import UTC
+
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
 
 
 def date_features(dates: pd.Series, origin: pd.Timestamp) -> np.ndarray:
@@ -147,11 +175,44 @@ class AssetValuationModel:
             X = np.hstack([X, date_features(parse_dates(frame[self.time_column], self.time_column), self.origin)])
         return X
 
+    def matrix_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`matrix` for JSON-like records (no pandas: the serving fast path); the same numbers.
+
+        A record's time value is an ISO 8601 text (or a datetime/date), None when unknown; junk is a DataError.
+        """
+        X = self.features.transform_records(records)
+        if not self.time_column:
+            return X
+        column = self.time_column
+        assert self.origin is not None
+        origin = self.origin.to_pydatetime()
+        dates = np.full((len(records), 2), np.nan, dtype=np.float32)
+        for i, rec in enumerate(records):
+            value = rec.get(column)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            when = _iso_datetime(value, column)
+            dates[i, 0] = (when - origin).total_seconds() / 86_400 / DAYS_PER_YEAR
+            dates[i, 1] = when.month
+        return np.hstack([X, dates])
+
+    def segments_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Each record's segment as text ('' without a segment column or when empty)."""
+        column = self.segment_column
+        if not column:
+            return np.full(len(records), "", dtype=object)
+        return np.array(["" if (v := r.get(column)) is None else str(v) for r in records], dtype=object)
+
+    def routes_of(self, segments: np.ndarray) -> np.ndarray:
+        """Which booster serves each segment: its name, or '' for the pooled model."""
+        return np.array([s if s in self.segment_models else "" for s in segments], dtype=object)
+
     def _years(self, X: np.ndarray) -> np.ndarray:
         """Years since the origin (column of the matrix); a missing date is the latest training date."""
         if not self.time_column:
             return np.zeros(len(X))
         years = X[:, -2].astype(np.float64)
+        assert self.end is not None and self.origin is not None  # set whenever there is a time column
         last = (self.end - self.origin).total_seconds() / 86_400 / DAYS_PER_YEAR
         return np.where(np.isnan(years), last, years)
 
@@ -180,6 +241,32 @@ class AssetValuationModel:
     def _to_target(self, margin: np.ndarray) -> np.ndarray:
         return np.exp(margin) if self.log_target else margin
 
+    def margin_of(self, X: np.ndarray, routes: np.ndarray) -> np.ndarray:
+        """Predictions in model space (log value for a log target), trend included, for a matrix."""
+        return self._margin(X, routes)
+
+    def interval_of(
+        self, margin: np.ndarray, segments: np.ndarray, level: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prediction, lower, upper) in target units from model-space predictions and each row's segment."""
+        lo = np.empty(len(margin))
+        hi = np.empty(len(margin))
+        for name in np.unique(segments) if len(segments) else ():
+            rows = segments == name
+            lo[rows], hi[rows] = self.quantiles(str(name), level)
+        pred = self._to_target(margin)
+        lower, upper = self._to_target(margin + lo), self._to_target(margin + hi)
+        return pred, np.minimum(lower, pred), np.maximum(upper, pred)
+
+    def quantiles(self, segment: str, level: float) -> tuple[float, float]:
+        """The conformal (lower, upper) offsets in model space of a segment at ``level`` (cached per pair)."""
+        cache: dict[tuple[str, float], tuple[float, float]] = self.__dict__.setdefault("_quantile_cache", {})
+        key = (segment, float(level))
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = conformal_quantiles(self.segment_scores.get(segment, self.scores), level)
+        return found
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Point predictions in target units (for a log target: exp of the predicted log value, a median)."""
         if len(frame) == 0:
@@ -193,17 +280,8 @@ class AssetValuationModel:
         level = check_level(self.level if level is None else level)
         if len(frame) == 0:
             return np.zeros(0), np.zeros(0), np.zeros(0)
-        routes = self.routes(frame)
-        margin = self._margin(self.matrix(frame), routes)
-        seg = self.segments(frame)
-        lo = np.empty(len(frame))
-        hi = np.empty(len(frame))
-        for name in np.unique(seg):
-            rows = seg == name
-            lo[rows], hi[rows] = conformal_quantiles(self.segment_scores.get(name, self.scores), level)
-        pred = self._to_target(margin)
-        lower, upper = self._to_target(margin + lo), self._to_target(margin + hi)
-        return pred, np.minimum(lower, pred), np.maximum(upper, pred)
+        margin = self._margin(self.matrix(frame), self.routes(frame))
+        return self.interval_of(margin, self.segments(frame), level)
 
     # ------------------------------------------------------------ reason codes
     def contributions(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -212,35 +290,56 @@ class AssetValuationModel:
         ``base + contributions.sum(axis=1) == predict(frame)`` (up to float error). See the module doc
         for the conversion of a log model's contributions to target units.
         """
-        import xgboost as xgb
+        phi, base = self.contributions_of(self.matrix(frame), self.routes(frame))
+        return pd.DataFrame(phi, columns=self.input_columns, index=frame.index), base
 
-        X = self.matrix(frame)
-        routes = self.routes(frame)
-        n_tab = len(self.features.feature_names_out_)
+    def contributions_of(
+        self, X: np.ndarray, routes: np.ndarray, tree_contributions: TreeContributions | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`contributions` for a matrix: (n, input columns) contributions in target units and the base values.
+
+        ``tree_contributions(route, booster, rows)`` gives one booster's (contributions per input column, bias)
+        in model space; the default is XGBoost's ``pred_contribs`` (serving passes precomputed TreeSHAP tables).
+        """
+        contribs = tree_contributions or self.booster_contributions
         names = self.input_columns
         phi = np.zeros((len(X), len(names)))
         bias = np.zeros(len(X))
         for name in np.unique(routes):
             rows = routes == name
             booster = self.segment_models[name] if name else self.pooled
-            c = booster.predict(xgb.DMatrix(X[rows], missing=np.nan), pred_contribs=True)
-            phi[rows, : len(self.features.input_features_)] = self.features.aggregate_contributions(c[:, :n_tab])
-            if self.time_column:
-                phi[rows, -1] = c[:, n_tab : n_tab + 2].sum(axis=1)
-            bias[rows] = c[:, -1]
+            phi[rows], bias[rows] = contribs(str(name), booster, X[rows])
         if self.time_column and self.trend_per_year:
             years = self._years(X)
             centre = float(self.info.get("mean_years", 0.0))
             phi[:, -1] += self.trend_per_year * (years - centre)
             bias += self.trend_per_year * centre
         if not self.log_target:
-            return pd.DataFrame(phi, columns=names, index=frame.index), bias
+            return phi, bias
         base = np.exp(bias)
         pred = np.exp(bias + phi.sum(axis=1))
         total = phi.sum(axis=1)
         safe = np.abs(total) > 1e-9
         scale = np.where(safe, (pred - base) / np.where(safe, total, 1.0), pred)
-        return pd.DataFrame(phi * scale[:, None], columns=names, index=frame.index), base
+        return phi * scale[:, None], base
+
+    def input_map(self) -> np.ndarray:
+        """(booster columns, input columns): how the booster's columns sum onto the input columns (the date
+        features onto the time column)."""
+        n_tab = len(self.features.feature_names_out_)
+        n_inputs = len(self.features.input_features_)
+        out = np.zeros((len(self.feature_names), len(self.input_columns)))
+        out[:n_tab, :n_inputs] = self.features.aggregate_contributions(np.eye(n_tab))
+        if self.time_column:
+            out[n_tab:, -1] = 1.0
+        return out
+
+    def booster_contributions(self, route: str, booster: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One booster's exact TreeSHAP contributions per input column (model space, no trend) and its bias."""
+        import xgboost as xgb
+
+        c = booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
+        return c[:, :-1] @ self.input_map(), c[:, -1]
 
     def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[tuple[str, float]]]:
         """Per row, the ``top`` input columns with the largest absolute contribution (target units), largest first."""
