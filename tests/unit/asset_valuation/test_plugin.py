@@ -270,12 +270,18 @@ def test_the_family_expectations_pass_generated_data_and_catch_implausible_dates
     assert not report.success and any(f"{TIME}__year" in str(f) for f in report.failures)
 
 
-def test_the_pyfunc_answers_values_and_intervals_and_loads_back(model, data, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_pyfunc_answers_values_and_intervals_and_loads_back(model, data, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import mlflow
+    import mlflow.tracking.fluent
 
     _, test_df, spec = data
+    # an experiment of this test's own store: another test may have left an active experiment of its server
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
+        mlflow.set_experiment("asset-pyfunc")
         with mlflow.start_run():
             uri = TRAIN.log_model(model, test_df, spec)
         loaded = mlflow.pyfunc.load_model(uri)
