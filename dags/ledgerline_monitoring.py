@@ -3,7 +3,8 @@
 served_models -> monitor (mapped: drift + performance jobs, one decision per model) ->
 plan_retrains (decisions still waiting for a retrain) -> trigger_retrain (mapped
 TriggerDagRunOperator: ``ledgerline_retrain_<family>`` with conf ``reason``, ``model_name``,
-``decision_id``) -> mark_acted (the decision records the DAG run that acts on it).
+``decision_id``; its logical date is the decision's, so the retrain reads the data as of the
+monitoring run's date, also for a backfilled one) -> mark_acted (the decision records the DAG run that acts on it).
 
 The triggered run id is derived from the decision id, so a retried or repeated trigger
 finds the run it already created instead of starting a second one; the 3-day cooldown
@@ -67,7 +68,6 @@ def ledgerline_monitoring() -> None:
     plan = plan_retrains(models, monitor.expand(model=models))
     trigger = TriggerDagRunOperator.partial(
         task_id="trigger_retrain",
-        logical_date=None,  # an event, not a schedule slot: the retrain run snapshots the day it runs
         skip_when_already_exists=True,
     ).expand_kwargs(plan)
     trigger >> mark_acted(plan)

@@ -89,7 +89,11 @@ def monitor(settings: Settings, model: Mapping[str, str], now: datetime | None) 
 
 
 def retrain_plan(settings: Settings, models: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
-    """TriggerDagRunOperator kwargs for every retrain decision not acted on yet (today's and missed ones)."""
+    """TriggerDagRunOperator kwargs for every retrain decision not acted on yet (today's and missed ones).
+
+    The triggered run's logical date is the decision's time (the monitoring run's logical date), so a
+    retrain asked for by monitoring on date D snapshots the data of D, also when D is in the past.
+    """
     from monitoring.jobs import pending_retrain_decisions
     from training.pipeline import TRIGGERS
 
@@ -98,10 +102,13 @@ def retrain_plan(settings: Settings, models: Sequence[Mapping[str, str]]) -> lis
         for d in pending_retrain_decisions(settings, model["model_name"]):
             reason = next((r for r in re.split(r"[^a-z]+", str(d.reason or "")) if r in TRIGGERS), "schedule")
             decision_id = _decision_dict(d, model["family"])["decision_id"]
+            decided_at = d.decided_at.isoformat() if isinstance(d.decided_at, datetime) else d.decided_at
             plan.append(
                 {
                     "trigger_dag_id": retrain_dag_id(model["family"]),
                     "trigger_run_id": triggered_run_id(reason, model["model_name"], decision_id),
+                    # the retrain reads the data as of the decision (a backfilled monitoring run's date, not today)
+                    "logical_date": decided_at,
                     "conf": {"reason": reason, "model_name": model["model_name"], "decision_id": decision_id},
                 }
             )
