@@ -66,6 +66,7 @@ class Terminated(Exception):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
     raise Terminated()
 
 
@@ -118,19 +119,25 @@ def has_sources() -> bool:
     return importlib.util.find_spec("training.sources") is not None
 
 
-def cli_train(bench: Bench, env: dict[str, str], settings: Any, model: str, data: Path, spec: Path, day: str, tag: str) -> str:
-    """``ledgerline train`` (the CLI path) on ``data`` (a source config YAML, or a file); returns the version."""
-    from ledgerline.mlflow_server import start_process
-    from ledgerline.registry import client
+class CliTrain:
+    """``ledgerline train`` (the CLI path) on ``data`` (a source config YAML, or a file), in the background."""
 
-    log_path = bench.tmp / f"cli-train-{tag}.log"
-    how = "--source" if data.suffix == ".yaml" else "--data"
-    proc = start_process([str(BIN / "ledgerline"), "train", FAMILY, how, str(data), "--spec", str(spec),
-                          "--model-name", model, "--logical-date", day], env=env, log_path=log_path)
-    bench.track(proc)
-    if proc.wait() != 0:
-        raise SystemExit(f"ledgerline train ({tag}) failed:\n{log_path.read_text()[-3000:]}")
-    return str(max((v.version for v in client(settings).search_model_versions(f"name = '{model}'")), key=int))
+    def __init__(self, bench: Bench, env: dict[str, str], model: str, data: Path, spec: Path, day: str) -> None:
+        from ledgerline.mlflow_server import start_process
+
+        self.model, self.log_path = model, bench.tmp / f"cli-train-{model}.log"
+        how = "--source" if data.suffix == ".yaml" else "--data"
+        self.proc = start_process([str(BIN / "ledgerline"), "train", FAMILY, how, str(data), "--spec", str(spec),
+                                   "--model-name", model, "--logical-date", day], env=env, log_path=self.log_path)
+        bench.track(self.proc)
+
+    def version(self, settings: Any) -> str:
+        """Wait for it; the version it registered."""
+        from ledgerline.registry import client
+
+        if self.proc.wait() != 0:
+            raise SystemExit(f"ledgerline train {self.model} failed:\n{self.log_path.read_text()[-3000:]}")
+        return str(max((v.version for v in client(settings).search_model_versions(f"name = '{self.model}'")), key=int))
 
 
 class Scorer:
@@ -335,10 +342,29 @@ def run(args: argparse.Namespace, bench: Bench, t_start: float) -> str:  # noqa:
         stack.set_variable("ledgerline_data__credit_risk", str(first_window))
     log(f"week 0: first weekly retrain (logical date {clock - timedelta(hours=1):%Y-%m-%d %H:%M}) and the stale model "
         "(ledgerline train on the same window)")
+    stale = CliTrain(bench, cli_env, f"{MODEL}-stale", first_window, spec, f"{clock - timedelta(days=1):%Y-%m-%d}")
     retrain(clock, "bench-week-00")
-    stale_version = cli_train(bench, cli_env, settings, f"{MODEL}-stale", first_window, spec, f"{clock - timedelta(days=1):%Y-%m-%d}", "stale")
+    stale_version = stale.version(settings)
     log(f"  champion v{champion(settings, MODEL)}; stale model v{stale_version}; ledger: "
         f"{week_decisions(settings, clock, new_ledger_rows())}")
+
+    eval_weeks = [HISTORY_WEEKS + t - 1 for t in range(args.weeks - EVAL_WEEKS + 1, args.weeks + 1)]
+    oracle: CliTrain | None = None
+
+    def start_oracle() -> CliTrain:
+        """The oracle: post-shift applications up to the evaluated weeks, every outcome (known or not)."""
+        import pandas as pd
+
+        if sql_mode:  # an expanding window from the shift
+            data = bank.write_source(tmp / "oracle.sources.yaml", bank_url, bank.ORACLE_QUERY,
+                                     {"kind": "expanding", "start": week_start(shift).date().isoformat()})
+        else:
+            data = tmp / "oracle.parquet"
+            rows = pd.concat([frames[w] for w in range(shift, eval_weeks[0])])
+            rows[["application_id", *bank.FEATURES, "default"]].to_parquet(data, index=False)
+        log(f"  oracle: ledgerline train (in the background) on the post-shift applications of weeks "
+            f"{shift - HISTORY_WEEKS + 1}..{eval_weeks[0] - HISTORY_WEEKS}, every outcome")
+        return CliTrain(bench, cli_env, f"{MODEL}-oracle", data, spec, f"{week_start(eval_weeks[0]) - timedelta(days=1):%Y-%m-%d}")
 
     scorer = Scorer()
     served: list[Any] = []
@@ -350,6 +376,8 @@ def run(args: argparse.Namespace, bench: Bench, t_start: float) -> str:  # noqa:
         if version is None:
             raise SystemExit(f"{MODEL} has no @champion before traffic week {t}")
         add_week(w)
+        if w == eval_weeks[0] - 1:
+            oracle = start_oracle()
         arrived = bank.reveal(bank_engine, clock)
         scores = scorer.score(MODEL, version, frames[w])
         served.append(bank.log_served(app_engine, MODEL, version, frames[w], scores))
@@ -375,20 +403,8 @@ def run(args: argparse.Namespace, bench: Bench, t_start: float) -> str:  # noqa:
         table.append((t, version, auc, decisions))
 
     # --- references: stale (frozen before the shift) and oracle (post-shift only), on the last weeks
-    eval_weeks = [HISTORY_WEEKS + t - 1 for t in range(args.weeks - EVAL_WEEKS + 1, args.weeks + 1)]
-    import pandas as pd
-
-    oracle_rows = pd.concat([frames[w] for w in range(shift, eval_weeks[0])])
-    if sql_mode:  # an expanding window from the shift, every outcome (known or not)
-        oracle_file = bank.write_source(tmp / "oracle.sources.yaml", bank_url, bank.ORACLE_QUERY,
-                                        {"kind": "expanding", "start": week_start(shift).date().isoformat()})
-    else:
-        oracle_file = tmp / "oracle.parquet"
-        oracle_rows[["application_id", *bank.FEATURES, "default"]].to_parquet(oracle_file, index=False)
-    log(f"oracle: ledgerline train on {len(oracle_rows):,} post-shift applications (all labels), weeks "
-        f"{shift - HISTORY_WEEKS + 1}..{eval_weeks[0] - HISTORY_WEEKS}")
-    oracle_version = cli_train(bench, cli_env, settings, f"{MODEL}-oracle", oracle_file, spec,
-                               f"{week_start(eval_weeks[0]) - timedelta(days=1):%Y-%m-%d}", "oracle")
+    assert oracle is not None
+    oracle_version = oracle.version(settings)
     stale_aucs = [_auc(frames[w]["default"], scorer.score(f"{MODEL}-stale", stale_version, frames[w])) for w in eval_weeks]
     oracle_aucs = [_auc(frames[w]["default"], scorer.score(f"{MODEL}-oracle", oracle_version, frames[w])) for w in eval_weeks]
     versions, dups = duplicates(settings, MODEL)
