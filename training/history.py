@@ -51,21 +51,32 @@ def version_run_id(settings: Settings, model_name: str, version: str) -> str:
     return str(run_id)
 
 
-def training_data(settings: Settings, model_name: str, version: str, run_id: str | None = None) -> TrainingData:
-    """The rows ``model_name`` v``version`` was trained on and its spec (see the module's docstring)."""
+def version_spec(settings: Settings, model_name: str, version: str, run_id: str | None = None) -> DatasetSpec:
+    """The spec ``model_name`` v``version``'s run logged (``data/spec.yaml``): cheap, before reading any rows."""
     import yaml
     from mlflow.exceptions import MlflowException
 
     c = client(settings)
     run_id = run_id or version_run_id(settings, model_name, version)
-    run = c.get_run(run_id)
-    what = f"{model_name} v{version} (run {run_id})"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             spec_path = Path(c.download_artifacts(run_id, "data/spec.yaml", tmp))
         except (MlflowException, OSError) as exc:
-            raise DataError(f"{what} logged no data/spec.yaml, so its training data cannot be read") from exc
-        spec = DatasetSpec.from_dict(yaml.safe_load(spec_path.read_text()), source=f"run {run_id} data/spec.yaml")
+            raise DataError(f"{model_name} v{version} (run {run_id}) logged no data/spec.yaml, "
+                            "so its training data cannot be read") from exc
+        return DatasetSpec.from_dict(yaml.safe_load(spec_path.read_text()), source=f"run {run_id} data/spec.yaml")
+
+
+def training_data(settings: Settings, model_name: str, version: str, run_id: str | None = None,
+                  spec: DatasetSpec | None = None) -> TrainingData:
+    """The rows ``model_name`` v``version`` was trained on and its spec (see the module's docstring)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    run_id = run_id or version_run_id(settings, model_name, version)
+    spec = spec or version_spec(settings, model_name, version, run_id)
+    run = c.get_run(run_id)
+    what = f"{model_name} v{version} (run {run_id})"
     snapshot_uri = run.data.tags.get(lineage.SNAPSHOT_URI)
     logical_date = run.data.tags.get(lineage.LOGICAL_DATE)
     if snapshot_uri and Path(snapshot_uri).exists():

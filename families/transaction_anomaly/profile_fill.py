@@ -93,26 +93,31 @@ def fill_profiles(
     from families.transaction_anomaly.behaviour import replay_customers
     from families.transaction_anomaly.data import dataset_from_spec, has_behaviour_roles
     from features.spec import conform
-    from training.history import training_data
+    from training.history import training_data, version_run_id, version_spec
 
     own = TransactionAnomalySettings.of(settings.families)
     what = f"customer profiles of {model_name} were NOT filled from v{version}'s training window"
+    try:
+        run_id = run_id or version_run_id(settings, model_name, version)
+        spec = version_spec(settings, model_name, version, run_id)
+    except LedgerlineError as exc:
+        raise ProfilesNotFilled(f"{what}: {exc}") from exc
+    if not has_behaviour_roles(spec):
+        return None  # the model scores the columns given: it keeps no profiles
     if own.profile_store_url == "memory":
         raise ProfilesNotFilled(f"{what}: the serving API keeps them in its own memory (profile_store_url=memory), "
                                 "which nothing outside it can fill; they build up from traffic", retryable=False)
-    try:
-        data = training_data(settings, model_name, version, run_id)
-    except LedgerlineError as exc:
-        raise ProfilesNotFilled(f"{what}: {exc}") from exc
-    if not has_behaviour_roles(data.spec):
-        return None
     client = _connect(own.profile_store_url)
     where = f"Redis at {redacted(own.profile_store_url)}"
     try:
         try:
-            client.ping()
+            client.ping()  # before reading the window: an outage is named at once
         except (RedisError, OSError) as exc:
             raise ProfilesNotFilled(f"{what}: {where} is unreachable ({exc})") from exc
+        try:
+            data = training_data(settings, model_name, version, run_id, spec)
+        except LedgerlineError as exc:
+            raise ProfilesNotFilled(f"{what}: {exc}") from exc
         dataset = dataset_from_spec(data.spec)
         frame = conform(data.frame, data.spec)
         total = int(frame[dataset.customer_column].astype(str).nunique())

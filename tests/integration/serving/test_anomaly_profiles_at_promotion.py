@@ -192,3 +192,55 @@ def test_with_redis_down_the_champion_moves_the_ledger_says_profiles_not_filled_
     assert v2_customers <= set(stored(good))
     assert main(["profiles", "load", MODEL, "--version", "x"]) == 2
     fill_profiles(good, MODEL, champion.version)  # leave v1's window for the other tests
+
+
+def test_without_its_snapshot_the_window_comes_from_a_data_file_logged_to_the_run_else_the_fill_says_so(
+    champion: Any, tmp_path: Path
+) -> None:
+    from families.transaction_anomaly.profile_fill import ProfilesNotFilled, on_champion_note
+    from ledgerline.registry import client
+
+    settings = champion.settings
+    snapshot = Path(champion.snapshot_uri)
+    aside = tmp_path / "aside.parquet"
+    before = stored(settings)
+    snapshot.rename(aside)
+    try:
+        with pytest.raises(ProfilesNotFilled, match="is gone, and the run logged no data file"):
+            fill_profiles(settings, MODEL, champion.version)
+        lines: list[str] = []
+        note = on_champion_note(settings, MODEL, champion.version, champion.run_id, lines.append)
+        assert note is not None and note.startswith("WARNING: customer profiles of") and "NOT filled" in note
+        assert lines == [note] and stored(settings) == before
+
+        logged = tmp_path / "window.parquet"
+        pd.read_parquet(aside).to_parquet(logged, index=False)
+        client(settings).log_artifact(champion.run_id, str(logged), "data")
+        report = fill_profiles(settings, MODEL, champion.version)
+        assert report is not None and report.source == f"runs:/{champion.run_id}/data/window.parquet"
+        assert stored(settings) == before  # the same rows: the same profiles
+    finally:
+        aside.rename(snapshot)
+
+    memory = settings.model_copy(update={"families": {**settings.families, "transaction-anomaly": {
+        "profile_store_url": "memory"}}})
+    with pytest.raises(ProfilesNotFilled, match="memory") as exc:
+        fill_profiles(memory, MODEL, champion.version)
+    assert exc.value.retryable is False
+    assert "profiles load" not in (on_champion_note(memory, MODEL, champion.version, None, lambda _m: None) or "")
+
+
+def test_a_hook_that_breaks_never_stops_the_promotion_it_becomes_a_loud_note(
+    champion: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from families.transaction_anomaly.train import TransactionAnomalyFamily
+    from training.promotion import prepare_champion
+
+    def broken(*_args: Any) -> str:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(TransactionAnomalyFamily, "on_champion", broken)
+    lines: list[str] = []
+    notes = prepare_champion(champion.settings, MODEL, champion.version, progress=lines.append)
+    assert notes == lines == [f"WARNING: transaction-anomaly on-champion step for v{champion.version} FAILED and was "
+                              "not done: disk on fire"]
