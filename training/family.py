@@ -177,6 +177,16 @@ class TrainingFamily(Protocol[M]):
         LedgerlineError names what to fix. The default: they go with ``--data`` (a generator names its own columns)."""
         ...
 
+    def on_champion(self, settings: Settings, model_name: str, version: str, run_id: str | None,
+                    progress: Callable[[str], None]) -> str | None:
+        """Called when ``version`` is about to become ``@champion`` (a gate pass, a manual promotion, a
+        rollback), before the alias moves: prepare what serving needs besides the model (e.g. online
+        state rebuilt from the version's training window, :mod:`training.history`). Returns a note for the
+        ledger row's reasons (None: nothing to say). It must not raise for an outage of its own machinery:
+        the model is fine and the champion moves anyway, so say in the note, loudly, what was not done and
+        how to do it later. The default does nothing."""
+        ...
+
 
 class TrainingFamilyBase(Generic[M]):
     """Defaults of the optional :class:`TrainingFamily` hooks; a family's plug-in subclasses it with its
@@ -215,6 +225,10 @@ class TrainingFamilyBase(Generic[M]):
 
     def lineage(self, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
         return {}
+
+    def on_champion(self, settings: Settings, model_name: str, version: str, run_id: str | None,
+                    progress: Callable[[str], None]) -> str | None:
+        return None
 
 
 @runtime_checkable
