@@ -51,8 +51,7 @@ class Window:
 
     def describe(self) -> str:
         if self.kind == "sliding":
-            weeks, rest = divmod(self.days or 0, 7)
-            return f"sliding {weeks} weeks" if weeks and not rest else f"sliding {self.days} days"
+            return f"sliding {self.days} days"
         return f"expanding from {self.start}"
 
 
@@ -122,12 +121,12 @@ class SourceConfig:
                 f"{origin}: sources must be a non-empty list, e.g. [{{kind: sql, url: ..., query: ...}}, {{kind: predictions}}]"
             )
         sources = tuple(_source(item, i, origin, base_dir) for i, item in enumerate(items, start=1))
+        if sum(isinstance(s, PredictionsSource) for s in sources) > 1:
+            raise SourceConfigError(f"{origin}: give {{kind: predictions}} once (it reads the whole window)")
         keys = [source_key(s, sources) for s in sources]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise SourceConfigError(f"{origin}: source names {dupes} are used twice; give each source its own name")
-        if sum(isinstance(s, PredictionsSource) for s in sources) > 1:
-            raise SourceConfigError(f"{origin}: give {{kind: predictions}} once (it reads the whole window)")
         base = data.get("base")
         if base is not None:
             if not isinstance(base, str) or not base.strip():
@@ -150,7 +149,8 @@ def source_key(source: Source, sources: tuple[Source, ...]) -> str:
     same = [s for s in sources if s.kind == source.kind and not s.name]
     if len(same) == 1:
         return source.kind
-    return f"{source.kind}_{sources.index(source) + 1}"
+    position = next(i for i, s in enumerate(sources) if s is source)  # by identity: two sources may be equal
+    return f"{source.kind}_{position + 1}"
 
 
 def load_source_config(path: str | Path) -> SourceConfig:

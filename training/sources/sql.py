@@ -4,6 +4,7 @@ parameters (``:start``, ``:end``: UTC datetimes, end exclusive; ``:ds``: the win
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -97,6 +98,10 @@ def read_sql(source: SqlSource, interval: Interval) -> pd.DataFrame:
 
     url = connection_url(source)
     parsed = sa.make_url(url)
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 gives a bare postgresql:// (and an Airflow postgres:// connection) psycopg 3; the lock
+        # file ships psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg2")
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
