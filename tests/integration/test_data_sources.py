@@ -280,3 +280,26 @@ def test_train_with_a_source_trains_the_window_then_says_nothing_new_and_names_a
     assert "pw9" not in err and "\n" not in err
     assert [v.version for v in c.search_model_versions(f"name='{name}'")] == [mv.version]
     assert sorted(p.name for p in (tmp_path / "data" / "snapshots" / name).iterdir()) == ["2026-10-11"]
+
+
+def test_the_retrain_dags_ingest_is_skipped_for_an_empty_window_and_keys_a_mid_day_window_by_its_time(
+    session_settings, bank, tmp_path
+) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from apps import orchestration as orch
+
+    url, _ = bank
+    settings = session_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    params = {"source": {"window": {"kind": "sliding", "days": 10}, "sources": [{"kind": "sql", "url": url, "query": QUERY}]},
+              "target": "default", "positive_label": "1", "model_name": f"loans-dag-{uuid.uuid4().hex[:6]}"}
+
+    def job(day: str, end: datetime) -> orch.RetrainJob:
+        return orch.retrain_job("credit-risk", params, when=day, dag_run="d/r", lookup={}.get, interval_start=end, interval_end=end)
+
+    with pytest.raises(AirflowSkipException, match=r"nothing new: no rows in the window 2026-12-25T03:00:00Z\.\.2027-01-04T03:00:00Z"):
+        with orch.fail_fast():
+            orch.ingest(settings, job("2027-01-04", datetime(2027, 1, 4, 3, tzinfo=UTC)))
+    assert not (tmp_path / "data" / "snapshots").exists()
+    uri = orch.ingest(settings, job("2026-10-12", datetime(2026, 10, 12, 3, tzinfo=UTC)))
+    assert f"/{params['model_name']}/2026-10-12T0300Z/" in uri

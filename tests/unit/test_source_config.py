@@ -142,3 +142,34 @@ def test_the_request_builder_takes_a_source_and_finds_one_beside_the_spec(tmp_pa
         train_request("credit-risk", source=str(cfg))
     with pytest.raises(LedgerlineError, match="interval end 'monday' is not an ISO date"):
         train_request("credit-risk", source=str(cfg), target="default", positive_label="1", interval_end="monday")
+
+
+def test_the_retrain_job_takes_a_source_and_the_runs_data_interval(tmp_path) -> None:
+    from apps.orchestration import retrain_job
+
+    cfg = tmp_path / "loans.sources.yaml"
+    cfg.write_text("window: {kind: sliding, days: 28}\nsources:\n  - {kind: predictions}\n")
+    mapping = {"window": {"kind": "sliding", "days": 7}, "sources": [SQL]}
+    base = {"target": "default", "positive_label": "1"}
+
+    def job(params: dict, env: dict | None = None, **kw):  # noqa: ANN202
+        return retrain_job("credit-risk", {**base, **params}, when="2026-10-12", dag_run="d/r",
+                           lookup=(env or {}).get, **kw)
+
+    scheduled = job({"source": mapping}, interval_start=datetime(2026, 10, 12, 3, tzinfo=UTC),
+                    interval_end=datetime(2026, 10, 12, 3, tzinfo=UTC))
+    req = scheduled.request()
+    assert req.sources is not None and req.sources.window.days == 7 and req.sources.origin == "source param"
+    assert scheduled.interval_end == req.interval_end == "2026-10-12T03:00:00+00:00"
+    assert scheduled.interval_start == "2026-10-12T03:00:00+00:00"
+    # a run without a data interval ends at when it ran; the param interval_end wins over both
+    assert job({"source_path": str(cfg)}).interval_end == "2026-10-12T00:00:00+00:00"
+    assert job({"source_path": str(cfg), "interval_end": "2026-10-05"},
+               interval_end=datetime(2026, 10, 12, 3, tzinfo=UTC)).interval_end == "2026-10-05T00:00:00+00:00"
+    from_env = job({}, {"LEDGERLINE_SOURCE__CREDIT_RISK": str(cfg)}).request()
+    assert from_env.sources is not None and from_env.sources.origin == f"source config {cfg}"
+    assert retrain_job("credit-risk", {}, when="2026-10-12", dag_run="d/r", lookup={}.get).request().sources is None
+    with pytest.raises(LedgerlineError, match="give the param source .* or source_path .*, not both"):
+        job({"source": mapping, "source_path": str(cfg)})
+    with pytest.raises(LedgerlineError, match="window kind must be one of"):
+        job({"source": {"window": {"kind": "tumbling"}, "sources": [SQL]}})
