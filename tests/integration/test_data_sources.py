@@ -63,7 +63,8 @@ def _config(*sources: dict, days: int = 7, base: str | None = None) -> SourceCon
 
 
 def _read(settings: Settings, cfg: SourceConfig, interval: Interval = WINDOW, **kw):
-    return read_window(settings, cfg, model_name=kw.pop("model_name", "loans"), family="credit-risk", interval=interval, **kw)
+    return read_window(settings, cfg, model_name=kw.pop("model_name", "loans"), family=kw.pop("family", "credit-risk"),
+                       interval=interval, **kw)
 
 
 def test_a_sql_source_reads_the_window_in_chunks_and_the_same_window_gives_the_same_digest(settings, bank) -> None:
@@ -303,3 +304,28 @@ def test_the_retrain_dags_ingest_is_skipped_for_an_empty_window_and_keys_a_mid_d
     assert not (tmp_path / "data" / "snapshots").exists()
     uri = orch.ingest(settings, job("2026-10-12", datetime(2026, 10, 12, 3, tzinfo=UTC)))
     assert f"/{params['model_name']}/2026-10-12T0300Z/" in uri
+
+
+def test_a_forecast_models_production_rows_are_the_realised_values_of_the_window(tmp_path, fresh_app_db_url) -> None:
+    from datetime import date
+
+    from families.spending_forecast import tables
+    from families.spending_forecast.data import series_dataset_spec
+
+    settings = Settings(app_db_url=fresh_app_db_url, data_dir=tmp_path / "data", home=tmp_path / "home")  # type: ignore[call-arg]
+    inside = WINDOW.start + timedelta(days=1)
+    rows = [
+        {"model_name": "spend", "series_id": "groceries", "ds": date(2026, 10, 6), "y": 120.5, "received_at": inside},
+        {"model_name": "spend", "series_id": "dining", "ds": date(2026, 10, 11), "y": 80.0, "received_at": inside},
+        {"model_name": "spend", "series_id": "dining", "ds": date(2026, 10, 1), "y": 1.0, "received_at": inside},  # before
+        {"model_name": "spend", "series_id": "rent", "ds": date(2026, 10, 7), "y": 2.0, "received_at": END},  # too late
+        {"model_name": "other", "series_id": "rent", "ds": date(2026, 10, 7), "y": 3.0, "received_at": inside},
+    ]
+    with db.engine_for(fresh_app_db_url).begin() as conn:
+        conn.execute(sa.insert(tables.forecast_actuals), rows)
+    read = _read(settings, _config({"kind": "predictions"}), model_name="spend", family="spending-forecast",
+                 spec=series_dataset_spec("spend"))
+    assert read.counts == {"predictions": 2}
+    got = read.frame.sort_values("series_id").reset_index(drop=True)
+    assert got.to_dict(orient="list") == {"series_id": ["dining", "groceries"],
+                                          "ds": [pd.Timestamp("2026-10-11"), pd.Timestamp("2026-10-06")], "y": [80.0, 120.5]}

@@ -91,7 +91,7 @@ class PredictionsSource:
     kind: Literal["predictions"] = "predictions"
 
     def detail(self) -> str:
-        return "labelled prediction log"
+        return ""
 
 
 Source = SqlSource | FilesSource | PredictionsSource
@@ -135,7 +135,7 @@ class SourceConfig:
         return cls(window=window, sources=sources, base=base, origin=origin, raw=dict(data))
 
     def describe(self) -> str:
-        parts = [f"{source_key(s, self.sources)}={s.kind}:{s.detail()}" for s in self.sources]
+        parts = [f"{source_key(s, self.sources)}={s.kind}" + (f":{s.detail()}" if s.detail() else "") for s in self.sources]
         if self.base:
             parts.insert(0, f"base={self.base}")
         return f"{self.window.describe()}; " + ", ".join(parts)

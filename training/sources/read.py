@@ -43,7 +43,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def source_label(index: int, source: Source) -> str:
-    return f"source {index} ({source.kind} {source.detail()})"
+    detail = source.detail()
+    return f"source {index} ({source.kind}{' ' + detail if detail else ''})"
 
 
 def _read_source(
