@@ -50,9 +50,14 @@ def _env_name(conn_id: str) -> str:
 
 def _from_json(text: str) -> str:
     """An Airflow connection in its JSON form -> a URL."""
+    return _from_fields(json.loads(text))
+
+
+def _from_fields(data: dict[str, Any]) -> str:
+    """An Airflow connection's fields (conn_type, login, password, host, port, schema) -> a URL; its extras
+    (Airflow's own options) are not passed to the driver."""
     import sqlalchemy as sa
 
-    data = json.loads(text)
     kind = str(data.get("conn_type") or "postgres")
     return sa.URL.create(
         _SCHEMES.get(kind, kind),
@@ -84,7 +89,8 @@ def connection_url(source: SqlSource) -> str:
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
-        return _sqlalchemy(conn.get_uri())
+        fields = ("conn_type", "login", "password", "host", "port", "schema")
+        return _from_fields({f: getattr(conn, f, None) for f in fields})
     raise LedgerlineError(
         f"connection '{conn_id}' is not defined: outside Airflow set {_env_name(conn_id)}=postgresql://user:password@host/db"
     )
