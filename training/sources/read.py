@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ledgerline.errors import LedgerlineError, NothingNew, SourceError
 from training.sources.config import FilesSource, PredictionsSource, Source, SourceConfig, SqlSource, source_key
@@ -238,6 +238,3 @@ def _plain_objects(frame: pd.DataFrame) -> pd.DataFrame:
             out[name] = col.map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     return out
 
-
-def describe_counts(counts: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in counts.items())
