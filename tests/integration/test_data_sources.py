@@ -117,11 +117,20 @@ def test_a_failing_sql_source_is_one_line_naming_it_and_the_window_and_no_passwo
     assert _read(settings, _config({"kind": "sql", "conn_id": "bank_pg", "query": QUERY})).counts["sql"] > 300
 
 
-def test_an_empty_window_is_nothing_new_not_an_error(settings, bank) -> None:
-    url, _ = bank
+def test_an_empty_window_is_nothing_new_not_an_error_and_a_base_file_is_added_to_every_window(
+    settings, bank, tmp_path
+) -> None:
+    url, df = bank
+    base = tmp_path / "loans_2025.parquet"
+    old = generate_loan_applications(40, seed=99)
+    old["application_id"] = [f"OLD-{i}" for i in range(40)]
+    old[COLUMNS].to_parquet(base, index=False)
     later = Interval(datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 1, 8, tzinfo=UTC))
     with pytest.raises(NothingNew, match=r"nothing new: no rows in the window 2027-01-01\.\.2027-01-08 \(sliding 7 days\)"):
-        _read(settings, _config({"kind": "sql", "url": url, "query": QUERY}), later)
+        _read(settings, _config({"kind": "sql", "url": url, "query": QUERY}, base=str(base)), later)  # the base aside
+    read = _read(settings, _config({"kind": "sql", "url": url, "query": QUERY}, base=str(base)))
+    assert read.counts == {"base": 40, "sql": len(df[(df.applied_at >= WINDOW.start) & (df.applied_at < WINDOW.end)])}
+    assert len(read.frame) == sum(read.counts.values()) and read.frame["application_id"].str.startswith("OLD-").sum() == 40
 
 
 def _daily_files(folder, df: pd.DataFrame, fmt: str = "parquet", skip: tuple[str, ...] = ()) -> None:
@@ -270,8 +279,12 @@ def test_train_with_a_source_trains_the_window_then_says_nothing_new_and_names_a
     assert tags["ledgerline.window.start"] == "2026-10-02T00:00:00+00:00" and tags["ledgerline.window.end"] == END.isoformat()
     assert tags["ledgerline.logical_date"] == "2026-10-11"
 
-    assert main([*argv, "--logical-date", "2026-12-01"]) == 0  # no applications in that window
+    # a spec with a <stem>.sources.yaml beside it needs no --source; no applications in that window
+    spec = tmp_path / "loans.yaml"
+    spec.write_text("target: default\npositive_label: '1'\n")
+    assert main([*argv[:2], "--spec", str(spec), *argv[10:], "--model-name", name, "--logical-date", "2026-12-01"]) == 0
     out = capsys.readouterr().out
+    assert f"using source config {source} (found beside --spec" in out
     assert f"model {name}: nothing new: no rows in the window 2026-11-22..2026-12-02" in out
     broken = tmp_path / "broken.sources.yaml"
     broken.write_text("window: {kind: sliding, days: 10}\nsources:\n  - {kind: sql, url: 'postgresql://u:pw9@127.0.0.1:1/x', query: 'select 1'}\n")
