@@ -173,3 +173,21 @@ def test_the_retrain_job_takes_a_source_and_the_runs_data_interval(tmp_path) -> 
         job({"source": mapping, "source_path": str(cfg)})
     with pytest.raises(LedgerlineError, match="window kind must be one of"):
         job({"source": {"window": {"kind": "tumbling"}, "sources": [SQL]}})
+
+
+def test_the_categorisation_family_adds_no_production_rows_its_retrains_add_every_labelled_line_already() -> None:
+    import pandas as pd
+
+    from families.transaction_category.data import category_spec
+    from ledgerline.settings import Settings
+    from training.family import get_family
+    from training.sources.predictions import FEEDBACK, PREDICTION_ID
+
+    spec = category_spec("cats")
+    labelled = pd.DataFrame({**{c: ["x"] for c in spec.feature_names}, PREDICTION_ID: ["p1"], FEEDBACK: ["groceries"]})
+    iv = Interval(datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 10, 12, tzinfo=UTC))
+    rows = get_family("transaction-category").production_rows(Settings(), "cats", spec, labelled, interval=iv)  # type: ignore[call-arg]
+    assert rows.empty
+    # the generic hook would have made it a training row
+    generic = get_family("credit-risk").production_rows(Settings(), "cats", spec, labelled, interval=iv)  # type: ignore[call-arg]
+    assert len(generic) == 1 and generic.loc[0, spec.target] == "groceries"
