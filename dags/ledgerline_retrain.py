@@ -41,6 +41,12 @@ def _params() -> dict[str, Param]:
         "target": optional("string", "label column of data_path when there is no spec"),
         "positive_label": optional("string", "positive class of target when there is no spec"),
         "decision_id": Param(None, type=["null", "string", "integer"], description="monitoring decision that asked for this run"),
+        "source": Param(None, type=["null", "object"],
+                        description="data sources and window policy (the YAML of ledgerline train --source as an object: "
+                        "window, base, sources) instead of data_path"),
+        "source_path": optional("string", "a source config YAML file (default: LEDGERLINE_SOURCE__<FAMILY>)"),
+        "interval_end": optional("string", "end of the data window, ISO datetime (default: the run's data_interval_end, "
+                                 "else its run_after)"),
     }
 
 

@@ -11,7 +11,7 @@ leaves a FAILED run holding the validation evidence and nothing registered.
 
 from __future__ import annotations
 
-from ledgerline.errors import DataError
+from ledgerline.errors import DataError, NothingNew
 from ledgerline.registry import client
 from ledgerline.settings import Settings
 from training.chunked import (
@@ -57,10 +57,23 @@ from training.runs import Progress, fail_if_running, log_progress, step
 from training.validation import validate
 
 
+def nothing_new(settings: Settings, req: TrainRequest, exc: NothingNew, progress: Progress = log_progress) -> None:
+    """The run's data window is empty: nothing is trained or registered (the CLI and the retrain DAG both come
+    here before they stop). The seam for the ledger row saying so: this is where
+    ``training.registration.record_no_change(settings, req.name, action="nothing-new", reasons=[str(exc)],
+    trigger=req.trigger)`` goes once it exists."""
+    progress(f"{req.name}: {exc}")
+
+
 def run_training(settings: Settings, req: TrainRequest, progress: Progress = log_progress) -> TrainingResult:
-    """The whole loop for one dataset, as ``ledgerline train`` runs it."""
+    """The whole loop for one dataset, as ``ledgerline train`` runs it. An empty data window raises
+    :class:`~ledgerline.errors.NothingNew` (after :func:`nothing_new`), with nothing written."""
     with step(progress, "[1/4] ingest"):
-        prepared = prepare(settings, req, progress)
+        try:
+            prepared = prepare(settings, req, progress)
+        except NothingNew as exc:
+            nothing_new(settings, req, exc, progress)
+            raise
     if not req.force:
         unchanged = same_as_champion(settings, req, prepared)
         if unchanged is not None:
@@ -103,6 +116,7 @@ __all__ = [
     "MIN_REASON_CHARS",
     "MIN_TEST_CLASS_ROWS",
     "MIN_TRAINING_ROWS",
+    "NothingNew",
     "Prepared",
     "Progress",
     "PromotionRefused",
@@ -122,6 +136,7 @@ __all__ = [
     "gather_and_register",
     "load_chunk_plan",
     "manual_promote",
+    "nothing_new",
     "plan_chunks",
     "prepare",
     "prepared_from_uri",

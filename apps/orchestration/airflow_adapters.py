@@ -11,7 +11,7 @@ from typing import Any
 from apps.orchestration.config import SETTINGS_VARIABLE, env_lookup, settings_from
 from apps.orchestration.monitor_tasks import monitored_models, registry_family
 from apps.orchestration.retrain_tasks import RetrainJob, retrain_job
-from ledgerline.errors import LedgerlineError
+from ledgerline.errors import LedgerlineError, NothingNew
 from ledgerline.settings import Settings
 
 
@@ -23,6 +23,9 @@ class TaskRun:
     run_id: str
     when: datetime  # logical date, or run_after for runs without one (triggered by an event)
     params: dict[str, Any]
+    #: Airflow's data interval (None for a run without one; the end then is ``run_after``)
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -36,7 +39,22 @@ def current_run() -> TaskRun:
     dag_run = ctx["dag_run"]
     when = ctx.get("logical_date") or dag_run.run_after
     when = datetime.fromtimestamp(when.timestamp(), tz=UTC)  # a plain datetime, not pendulum's
-    return TaskRun(dag_id=dag_run.dag_id, run_id=dag_run.run_id, when=when, params=dict(ctx.get("params") or {}))
+    start: Any = ctx.get("data_interval_start")
+    end: Any = ctx.get("data_interval_end")
+    if end is None:  # a run with no data interval (triggered by an event): the window ends when it runs
+        start, end = None, dag_run.run_after
+    return TaskRun(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        when=when,
+        params=dict(ctx.get("params") or {}),
+        interval_start=_plain(start),
+        interval_end=_plain(end),
+    )
+
+
+def _plain(t: Any) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t.timestamp(), tz=UTC)
 
 
 def current_try() -> int:
@@ -63,7 +81,8 @@ def airflow_settings() -> Settings:
 def retrain_inputs(family: str) -> tuple[Settings, RetrainJob]:
     """Settings and the resolved job of the retrain run this task belongs to."""
     run = current_run()
-    return airflow_settings(), retrain_job(family, run.params, when=run.when, dag_run=run.key, lookup=airflow_lookup)
+    return airflow_settings(), retrain_job(family, run.params, when=run.when, dag_run=run.key, lookup=airflow_lookup,
+                                           interval_start=run.interval_start, interval_end=run.interval_end)
 
 
 def monitored_from_airflow(settings: Settings) -> list[dict[str, str]]:
@@ -74,10 +93,13 @@ def monitored_from_airflow(settings: Settings) -> list[dict[str, str]]:
 @contextmanager
 def fail_fast() -> Iterator[None]:
     """Our domain errors (bad data, failed validation, bad conf) fail the task without retries:
-    the same snapshot and conf would fail again. Anything else (network, database) is retried."""
-    from airflow.sdk.exceptions import AirflowFailException
+    the same snapshot and conf would fail again. Anything else (network, database) is retried.
+    An empty data window (NothingNew) is no failure: the task and the ones after it are skipped."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     try:
         yield
+    except NothingNew as exc:
+        raise AirflowSkipException(str(exc)) from exc
     except LedgerlineError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -56,6 +56,13 @@ class RetrainJob:
     max_chunks: int = DEFAULT_MAX_CHUNKS
     #: the family's own train options from the params (dest -> value, e.g. ("text_column", "memo"))
     options: tuple[tuple[str, Any], ...] = ()
+    #: data sources and window policy: the param ``source`` (a mapping) or a YAML path (param ``source_path``,
+    #: else Variable/env LEDGERLINE_SOURCE__<FAMILY>); None: ``data`` or the generator
+    source: Mapping[str, Any] | str | None = None
+    #: the run's data interval (Airflow's data_interval_start/end; a run without one ends at its run_after),
+    #: ISO datetimes in UTC; the window policy reads the window that ends at ``interval_end``
+    interval_start: str | None = None
+    interval_end: str | None = None
 
     def request(self) -> TrainRequest:
         from training.requests import train_request
@@ -72,6 +79,8 @@ class RetrainJob:
             rows=self.rows,
             seed=self.seed,
             options=dict(self.options),
+            source=self.source,
+            interval_end=self.interval_end,
         )
 
     def run_tags(self) -> dict[str, str]:
@@ -88,8 +97,13 @@ def retrain_job(
     when: datetime | str,
     dag_run: str,
     lookup: Lookup = env_lookup,
+    interval_start: datetime | str | None = None,
+    interval_end: datetime | str | None = None,
 ) -> RetrainJob:
-    """Resolve a retrain run: params/run conf first, then Variables/env (``lookup``), then defaults."""
+    """Resolve a retrain run: params/run conf first, then Variables/env (``lookup``), then defaults.
+
+    ``interval_start``/``interval_end`` are the run's data interval (Airflow's); without an end the window
+    ends at ``when``. The param ``interval_end`` (ISO datetime) overrides both (a backfill by hand)."""
     from ledgerline.families import FAMILIES
     from training.pipeline import TRIGGERS
 
@@ -112,6 +126,8 @@ def retrain_job(
     decision_id = params.get("decision_id")
     # the name becomes folders under the data dir and a registry key: refuse '../x' before any work
     model_name = check_model_name(first_given(params.get("model_name"), lookup(family_key("LEDGERLINE_MODEL_NAME", family)), family))
+    source = _source(family, params, lookup)
+    end = first_given(params.get("interval_end"), interval_end, when)
     return RetrainJob(
         family=family,
         model_name=model_name,
@@ -127,7 +143,31 @@ def retrain_job(
         decision_id=str(decision_id) if decision_id not in (None, "") else None,
         max_chunks=max_chunks,
         options=tuple((dest, params[dest]) for dest in _option_dests(family) if params.get(dest) not in (None, "", False)),
+        source=source,
+        interval_start=_iso(interval_start) if interval_start not in (None, "") else None,
+        interval_end=_iso(end),
     )
+
+
+def _iso(value: datetime | str) -> str:
+    from training.sources.window import parse_moment
+
+    return parse_moment(value, what="data interval bound").isoformat()
+
+
+def _source(family: str, params: Mapping[str, Any], lookup: Lookup) -> Mapping[str, Any] | str | None:
+    """The run's source config: the param ``source`` (an object), else ``source_path``, else the Variable/env
+    ``LEDGERLINE_SOURCE__<FAMILY>`` (a YAML path); checked now, before any task works."""
+    from training.sources import source_config
+
+    given, path = params.get("source"), params.get("source_path")
+    if given not in (None, "", {}) and path not in (None, ""):
+        raise LedgerlineError("give the param source (a mapping) or source_path (a YAML file), not both")
+    if given not in (None, "", {}) and not isinstance(given, Mapping):
+        raise LedgerlineError(f"the param source must be an object (window, base, sources), not {type(given).__name__}")
+    source = given if given not in (None, "", {}) else first_given(path, lookup(family_key("LEDGERLINE_SOURCE", family)))
+    source_config(source)  # a bad config fails the run here, naming what to fix
+    return source
 
 
 def _option_dests(family: str) -> list[str]:
@@ -149,9 +189,15 @@ def option_params(family: str) -> list[tuple[str, str, str]]:
 
 def ingest(settings: Settings, job: RetrainJob) -> str:
     """Write (or find) the immutable snapshot for the run's date; return its URI."""
-    from training.pipeline import prepare
+    from ledgerline.errors import NothingNew
+    from training.pipeline import nothing_new, prepare
 
-    prepared = prepare(settings, job.request())
+    req = job.request()
+    try:
+        prepared = prepare(settings, req)
+    except NothingNew as exc:  # the DAG's ingest task is skipped, and every task after it
+        nothing_new(settings, req, exc)
+        raise
     logger.info("snapshot %s (%d rows, reason=%s)", prepared.snapshot.uri, prepared.snapshot.rows, job.reason)
     return prepared.snapshot.uri
 
