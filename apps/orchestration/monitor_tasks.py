@@ -91,8 +91,9 @@ def monitor(settings: Settings, model: Mapping[str, str], now: datetime | None) 
 def retrain_plan(settings: Settings, models: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     """TriggerDagRunOperator kwargs for every retrain decision not acted on yet (today's and missed ones).
 
-    The triggered run's logical date is the decision's time (the monitoring run's logical date), so a
-    retrain asked for by monitoring on date D snapshots the data of D, also when D is in the past.
+    The triggered run's logical date and the end of its data window (conf ``interval_end``) are the
+    decision's time (the monitoring run's logical date), so a retrain asked for by monitoring on date D
+    reads the data as of D, also when D is in the past (a backfill).
     """
     from monitoring.jobs import pending_retrain_decisions
     from training.pipeline import TRIGGERS
@@ -107,9 +108,11 @@ def retrain_plan(settings: Settings, models: Sequence[Mapping[str, str]]) -> lis
                 {
                     "trigger_dag_id": retrain_dag_id(model["family"]),
                     "trigger_run_id": triggered_run_id(reason, model["model_name"], decision_id),
-                    # the retrain reads the data as of the decision (a backfilled monitoring run's date, not today)
+                    # the retrain reads the data as of the decision (a backfilled monitoring run's date, not today):
+                    # its logical date, and its window's end (a triggered run has no data interval of its own)
                     "logical_date": decided_at,
-                    "conf": {"reason": reason, "model_name": model["model_name"], "decision_id": decision_id},
+                    "conf": {"reason": reason, "model_name": model["model_name"], "decision_id": decision_id,
+                             "interval_end": decided_at},
                 }
             )
             logger.info("retrain %s (%s): decision %s", model["model_name"], reason, decision_id)

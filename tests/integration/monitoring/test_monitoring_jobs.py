@@ -95,7 +95,8 @@ def test_a_shifted_income_and_utilisation_window_gives_drift_names_them_and_deci
     assert [d.decision_id for d in pending_retrain_decisions(monitor_settings, name)] == [decision.decision_id]
     # the retrain DAG run it asks for reads the data as of the decision (a backfilled monitoring run's date, not today)
     (item,) = retrain_plan(monitor_settings, [{"model_name": name, "family": "credit-risk"}])
-    assert item["logical_date"] == NOW.isoformat() and item["conf"]["reason"] == "drift", item
+    assert item["logical_date"] == item["conf"]["interval_end"] == NOW.isoformat(), item
+    assert item["conf"]["reason"] == "drift", item
 
 
 def test_a_second_drift_within_the_cooldown_is_recorded_but_suppressed(monitor_settings, prediction_log) -> None:
