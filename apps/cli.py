@@ -96,7 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         champion = f"champion is v{result.champion}" if result.champion else "there is no champion yet"
         print(f"model {result.model_name} v{result.version}: "
               f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
-    print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    if result.run_id:
+        print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
 
 
@@ -204,7 +205,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no ledger entries for {args.name}")
     for r in rows:
-        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  v{r['version']:<4} {r['action']:<8} trigger={r['trigger']:<11} "
+        version = f"v{r['version']}" if r["version"] else "-"
+        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  {version:<5} {r['action']:<15} trigger={r['trigger']:<11} "
               f"champion {r['previous_champion'] or '-'} -> {r['champion_after'] or '-'}  {'; '.join(r['reasons'])}")
     return 0
 
@@ -287,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
     t.add_argument("--model-name", help="registered model name (default: the family name)")
     t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
-    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
+    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance, feedback")
     t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
     t.add_argument("--force", action="store_true",

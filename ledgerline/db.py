@@ -51,7 +51,8 @@ promotion_ledger = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model_name", sa.String(200), nullable=False, index=True),
     sa.Column("version", sa.String(32), nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),  # promote | reject | rollback | manual-promote
+    sa.Column("action", sa.String(32), nullable=False),  # promote | reject | rollback | manual-promote |
+    # retrain-request | unchanged | nothing-new (the last two: a run that registered nothing; a string, no migration)
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("previous_champion", sa.String(32), nullable=True),
     sa.Column("champion_after", sa.String(32), nullable=True),

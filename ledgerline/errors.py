@@ -39,5 +39,9 @@ class AlreadyTrained(LedgerlineError):
     """Not an error for the user: the champion was trained from the same snapshot, spec and parameters."""
 
 
+class NothingNew(LedgerlineError):
+    """Not an error for the user: the run's data window is empty, so there is nothing new to train on."""
+
+
 class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an Exception: nothing may swallow it
     """The process got SIGTERM; raised from the signal handler so open runs end FAILED on the way out."""

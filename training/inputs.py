@@ -25,7 +25,7 @@ from training.runs import Progress, log_progress
 
 logger = logging.getLogger(__name__)
 
-TRIGGERS = ("manual", "schedule", "drift", "performance")
+TRIGGERS = ("manual", "schedule", "drift", "performance", "feedback")
 MIN_TRAINING_ROWS = 200  # below this no spec's min_rows is trusted: metrics would be noise
 MIN_TEST_CLASS_ROWS = 10  # rows of each class the test split must hold
 

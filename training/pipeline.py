@@ -11,7 +11,7 @@ leaves a FAILED run holding the validation evidence and nothing registered.
 
 from __future__ import annotations
 
-from ledgerline.errors import DataError
+from ledgerline.errors import DataError, NothingNew
 from ledgerline.registry import client
 from ledgerline.settings import Settings
 from training.chunked import (
@@ -52,20 +52,37 @@ from training.promotion import (
     rollback,
     version_family,
 )
-from training.registration import Fit, TrainingResult, same_as_champion, train_and_register
+from training.registration import (
+    NO_CHANGE_ACTIONS,
+    NOTHING_NEW,
+    UNCHANGED,
+    Fit,
+    TrainingResult,
+    Unchanged,
+    record_no_change,
+    train_and_register,
+    unchanged_since,
+)
 from training.runs import Progress, fail_if_running, log_progress, step
 from training.validation import validate
 
 
 def run_training(settings: Settings, req: TrainRequest, progress: Progress = log_progress) -> TrainingResult:
     """The whole loop for one dataset, as ``ledgerline train`` runs it."""
-    with step(progress, "[1/4] ingest"):
-        prepared = prepare(settings, req, progress)
+    try:
+        with step(progress, "[1/4] ingest"):
+            prepared = prepare(settings, req, progress)
+    except NothingNew as exc:  # an empty window: not an error, nothing to train on
+        row = record_no_change(settings, req.name, action=NOTHING_NEW, reasons=[str(exc)], trigger=req.trigger)
+        progress(f"{req.name}: {exc}")
+        return nothing_new_result(req, str(exc), row["champion_after"])
     if not req.force:
-        unchanged = same_as_champion(settings, req, prepared)
+        unchanged = unchanged_since(settings, req, prepared)
         if unchanged is not None:
-            progress(f"{req.name}: {unchanged.decision.reasons[0]}")
-            return unchanged
+            record_no_change(settings, req.name, action=UNCHANGED, reasons=[unchanged.reason], trigger=req.trigger,
+                             run_id=unchanged.run_id, version=unchanged.version)
+            progress(f"{req.name}: {unchanged.reason}")
+            return unchanged.result(prepared.snapshot.uri)
     with step(progress, "[2/4] validate (Great Expectations)"):
         run_id = validate(settings, req, prepared, progress)
     try:
@@ -94,6 +111,15 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = log
     )
 
 
+def nothing_new_result(req: TrainRequest, reason: str, champion: str | None) -> TrainingResult:
+    """What ``run_training`` returns when the window held nothing new: nothing trained or registered."""
+    from training.gate import GateDecision
+
+    return TrainingResult(model_name=req.name, snapshot_uri="", run_id="", version=champion or "", metrics={},
+                          decision=GateDecision(True, [reason], {}, champion_version=champion), champion=champion,
+                          experiment_id="", skipped=True)
+
+
 __all__ = [
     "CHUNK_PLAN",
     "ChunkPlan",
@@ -103,12 +129,16 @@ __all__ = [
     "MIN_REASON_CHARS",
     "MIN_TEST_CLASS_ROWS",
     "MIN_TRAINING_ROWS",
+    "NOTHING_NEW",
+    "NO_CHANGE_ACTIONS",
     "Prepared",
     "Progress",
     "PromotionRefused",
     "TRIGGERS",
     "TrainRequest",
     "TrainingResult",
+    "UNCHANGED",
+    "Unchanged",
     "check_columns",
     "check_params",
     "check_rows",
@@ -122,17 +152,19 @@ __all__ = [
     "gather_and_register",
     "load_chunk_plan",
     "manual_promote",
+    "nothing_new_result",
     "plan_chunks",
     "prepare",
     "prepared_from_uri",
+    "record_no_change",
     "record_gate",
     "resolve_spec",
     "rollback",
     "run_training",
-    "same_as_champion",
     "split",
     "train_and_register",
     "train_chunk",
+    "unchanged_since",
     "validate",
     "version_family",
 ]
