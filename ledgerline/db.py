@@ -128,7 +128,7 @@ retrain_decisions = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("retrain", sa.Boolean, nullable=False),  # True only when not suppressed
-    sa.Column("reason", sa.String(32), nullable=True),  # drift | performance | schedule | NULL
+    sa.Column("reason", sa.String(32), nullable=True),  # performance | drift | feedback | schedule | NULL
     sa.Column("suppressed", sa.Boolean, nullable=False),  # a reason existed but the cooldown held it back
     sa.Column("evidence", JSONType, nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
