@@ -206,8 +206,10 @@ def _date_seed(base: int, logical_date: str | None) -> int:
 def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) -> Prepared:
     """Re-open a snapshot written by ``prepare`` (an Airflow task hands over only its URI)."""
     snap = snapshot_from_uri(snapshot_uri)
-    spec, frozen = resolve_spec(settings, req, snap.load())
-    return Prepared(snap, spec, frozen)
+    raw = snap.load()
+    spec, frozen = resolve_spec(settings, req, raw)
+    # the spec ``prepare`` gave (its label values recorded), so a DAG run logs what the CLI logs
+    return Prepared(snap, with_observed_labels(spec, raw), frozen)
 
 
 def split(frame: pd.DataFrame, spec: DatasetSpec, seed: int, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:

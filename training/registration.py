@@ -190,12 +190,13 @@ def _expected_params(settings: Settings, req: TrainRequest) -> dict[str, str]:
     return {**{k: str(v) for k, v in params.as_dict().items()}, "split_seed": str(seed)}
 
 
-def _trained_from(c: Any, mv: Any, digest: str, params: Mapping[str, str], spec: Mapping[str, Any]) -> Any | None:
-    """The training run of version ``mv`` when it was trained from ``digest``, ``params`` and ``spec``; else None."""
+def _trained_from(c: Any, mv: Any, prepared: Prepared, params: Mapping[str, str]) -> Any | None:
+    """The training run of version ``mv`` when it was trained from ``prepared`` (snapshot digest and spec)
+    and ``params``; else None."""
     if not mv.run_id:
         return None
     run = c.get_run(mv.run_id)
-    if run.data.tags.get(lineage.SNAPSHOT_DIGEST) != digest:
+    if run.data.tags.get(lineage.SNAPSHOT_DIGEST) != prepared.snapshot.digest:
         return None
     if any(run.data.params.get(k) != v for k, v in params.items()):
         return None
@@ -204,7 +205,20 @@ def _trained_from(c: Any, mv: Any, digest: str, params: Mapping[str, str], spec:
             logged = DatasetSpec.from_dict(load_yaml(Path(c.download_artifacts(mv.run_id, "data/spec.yaml", tmp))))
         except (LedgerlineError, OSError):
             return None
-    return run if logged.to_dict() == spec else None
+    return run if _same_spec(logged, prepared) else None
+
+
+def _same_spec(logged: DatasetSpec, prepared: Prepared) -> bool:
+    """Whether the spec a version logged is ``prepared``'s. A version the retrain DAG trained before it
+    recorded label values logged its spec without them: those of the same snapshot are filled in first."""
+    if logged.to_dict() == prepared.spec.to_dict():
+        return True
+    if logged.negative_labels or logged.target is None or logged.positive_label is None:
+        return False
+    from features.spec import with_observed_labels
+
+    labels = pd.read_parquet(prepared.snapshot.uri, columns=[logged.target])
+    return with_observed_labels(logged, labels).to_dict() == prepared.spec.to_dict()
 
 
 def unchanged_since(settings: Settings, req: TrainRequest, prepared: Prepared) -> Unchanged | None:
@@ -231,9 +245,9 @@ def unchanged_since(settings: Settings, req: TrainRequest, prepared: Prepared) -
     champion = alias_version(c, req.name, CHAMPION)
     by_version = {str(v.version): v for v in versions}
     candidates = [v for v in (champion, str(latest.version)) if v is not None and v in by_version]
-    params, spec = _expected_params(settings, req), prepared.spec.to_dict()
+    params = _expected_params(settings, req)
     for version in dict.fromkeys(candidates):  # the champion first; once when it is also the latest
-        run = _trained_from(c, by_version[version], prepared.snapshot.digest, params, spec)
+        run = _trained_from(c, by_version[version], prepared, params)
         if run is None:
             continue
         roles = tuple(r for r, v in (("champion", champion), ("latest", str(latest.version))) if v == version)
