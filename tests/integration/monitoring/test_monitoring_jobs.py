@@ -269,3 +269,23 @@ def test_enough_new_labels_since_the_champion_was_trained_decide_a_feedback_retr
 
     (item,) = retrain_plan(monitor_settings, [{"model_name": name, "family": "credit-risk"}])
     assert item["conf"] == {"reason": "feedback", "model_name": name, "decision_id": first.decision_id}
+
+
+def test_new_labels_are_counted_where_each_family_keeps_its_feedback(fresh_app_db_url) -> None:
+    import sqlalchemy as sa
+
+    from families.spending_forecast.tables import forecast_actuals
+    from monitoring.family import get_monitoring_family
+
+    since, until = NOW - timedelta(days=7), NOW
+    feedback = [{"prediction_id": f"p{i}", "model_name": "m", "label": "1", "received_at": since + timedelta(hours=i)}
+                for i in range(-3, 7 * 24 + 3)]  # three hours either side fall outside the window
+    feedback.append({"prediction_id": "other", "model_name": "another-model", "label": "0", "received_at": NOW})
+    actuals = [{"model_name": "m", "series_id": "s1", "ds": (since + timedelta(days=d)).date(), "y": 1.0,
+                "received_at": since + timedelta(days=d)} for d in range(-2, 8)]
+    with db.engine_for(fresh_app_db_url).begin() as conn:
+        conn.execute(sa.insert(db.feedback), feedback)
+        conn.execute(sa.insert(forecast_actuals), actuals)
+
+    assert get_monitoring_family("credit-risk").new_labels(fresh_app_db_url, "m", since, until) == 7 * 24 + 1
+    assert get_monitoring_family("spending-forecast").new_labels(fresh_app_db_url, "m", since, until) == 8
