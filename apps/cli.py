@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from ledgerline.errors import LedgerlineError, Terminated, ValidationFailed
+from ledgerline.errors import LedgerlineError, NothingNew, Terminated, ValidationFailed
 from ledgerline.families import FAMILIES
 
 # Modules with ``register(subparsers) -> None`` adding subcommands (serve, monitor, ...).
@@ -75,7 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         params=params,
         force=args.force,
         options=options,
+        source=args.source,
     )
+    if args.source is None and req.sources is not None:
+        _progress(f"using {req.sources.origin} (found beside --spec; it names the data sources and the window)")
     if args.data is not None:
         from features.paths import check_input_path
 
@@ -89,7 +92,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_params(args.family, settings.seed, params)  # out-of-range hyper-parameters: before any work
     check_tracking_server(settings.tracking_uri)
-    result = run_training(settings, req, _progress)
+    try:
+        result = run_training(settings, req, _progress)
+    except NothingNew as exc:  # an empty window: not an error, nothing registered
+        print(f"model {req.name}: {exc}")
+        return 0
     if result.skipped:
         print(f"model {result.model_name}: {result.decision.reasons[0]}")
     else:
@@ -288,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--positive-label", help="value of --target that means the positive class (e.g. default)")
     t.add_argument("--spec", help="dataset spec YAML overriding inferred types, ranges and domains")
     t.add_argument("--model-name", help="registered model name (default: the family name)")
-    t.add_argument("--logical-date", help="snapshot date YYYY-MM-DD (default: today, UTC)")
+    t.add_argument("--logical-date",
+                   help="snapshot date YYYY-MM-DD (default: today, UTC); with --source the data window ends at the "
+                   "end of that date (next midnight UTC)")
+    t.add_argument("--source", metavar="FILE",
+                   help="data sources and window policy (YAML: window, base, sources: sql, files, predictions) "
+                   "instead of --data; default: <spec-stem>.sources.yaml beside --spec when there is one")
     t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance, feedback")
     t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")

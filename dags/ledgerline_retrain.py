@@ -48,6 +48,12 @@ def _params() -> dict[str, Param]:
         "decision_id": Param(None, type=["null", "string", "integer"], description="monitoring decision that asked for this run"),
         "force": Param(False, type=["null", "boolean"],
                        description="train and register even when data, spec and params equal a registered version's"),
+        "source": Param(None, type=["null", "object"],
+                        description="data sources and window policy (the YAML of ledgerline train --source as an object: "
+                        "window, base, sources) instead of data_path"),
+        "source_path": optional("string", "a source config YAML file (default: LEDGERLINE_SOURCE__<FAMILY>)"),
+        "interval_end": optional("string", "end of the data window, ISO datetime (default: the run's data_interval_end, "
+                                 "else its run_after)"),
     }
 
 

@@ -127,10 +127,19 @@ def ingest(
     data_dir: Path,
     logical_date: str | date | datetime | None = None,
     source: str = "",
+    key: str | None = None,
+    lineage: dict[str, str] | None = None,
 ) -> Snapshot:
-    """Write ``df`` as the immutable snapshot of ``dataset`` for ``logical_date`` (idempotent)."""
+    """Write ``df`` as the immutable snapshot of ``dataset`` for ``logical_date`` (idempotent).
+
+    ``key`` names the snapshot's folder instead of the logical date (a data window that does not end at the
+    end of its date, e.g. ``2026-10-12T0300Z``); ``lineage`` (run tags, e.g. rows per data source) is kept
+    in the manifest for the run that validates the snapshot.
+    """
     check_model_name(dataset, what="dataset name")
-    key = date_key(logical_date)
+    if key is not None:
+        check_model_name(key, what="snapshot key")
+    key = key or date_key(logical_date)
     target = Path(data_dir) / "snapshots" / dataset / key
     frame = df.reset_index(drop=True)
     digest = frame_digest(frame)
@@ -158,6 +167,7 @@ def ingest(
             "columns": [str(c) for c in frame.columns],
             "digest": digest,
             "source": source,
+            **({"lineage": dict(lineage)} if lineage else {}),
             "created_at": datetime.now(UTC).isoformat(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -169,7 +179,8 @@ def ingest(
             # Another writer won the race: the existing snapshot must hold the same content.
             if target.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-                return ingest(df, dataset=dataset, data_dir=data_dir, logical_date=key, source=source)
+                return ingest(df, dataset=dataset, data_dir=data_dir, logical_date=key, source=source, key=key,
+                              lineage=lineage)
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,6 +225,15 @@ def snapshot_from_uri(uri: str | Path) -> Snapshot:
     except FileNotFoundError as exc:
         raise DataError(f"{uri} is not a Ledgerline snapshot (no manifest.json beside it)") from exc
     return Snapshot(manifest["dataset"], manifest["logical_date"], folder, manifest["digest"], int(manifest["rows"]), False)
+
+
+def snapshot_lineage(snapshot: Snapshot) -> dict[str, str]:
+    """The run tags the snapshot's manifest keeps (e.g. its data window and rows per source); {} for none."""
+    try:
+        manifest = json.loads((snapshot.path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in (manifest.get("lineage") or {}).items()}
 
 
 def load_snapshot(uri: str | Path) -> pd.DataFrame:

@@ -23,6 +23,15 @@ class ValidationFailed(LedgerlineError):
         self.report = report
 
 
+class SourceError(DataError):
+    """A data source of a training window could not be read (connection refused, query error, missing
+    partition, bad credentials); the message is one line naming the source and the window."""
+
+
+class NothingNew(LedgerlineError):
+    """Not an error for the user: the training window holds no rows (every source read 0 rows)."""
+
+
 class SnapshotConflict(LedgerlineError):
     """A snapshot for this logical date already exists with different content."""
 
@@ -37,10 +46,6 @@ class InvalidName(LedgerlineError):
 
 class AlreadyTrained(LedgerlineError):
     """Not an error for the user: the champion was trained from the same snapshot, spec and parameters."""
-
-
-class NothingNew(LedgerlineError):
-    """Not an error for the user: the run's data window is empty, so there is nothing new to train on."""
 
 
 class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an Exception: nothing may swallow it

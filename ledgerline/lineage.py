@@ -14,6 +14,18 @@ STAGE = "ledgerline.stage"  # validate | validation_failed | validated | train
 VALIDATION = "ledgerline.validation"  # passed | failed
 RUN_ID = "ledgerline.run_id"  # on a version: its training run
 
+# --- the data window a run was trained from (data sources, training/sources/), on the run
+WINDOW_START = "ledgerline.window.start"  # ISO datetime, UTC (inclusive)
+WINDOW_END = "ledgerline.window.end"  # ISO datetime, UTC (exclusive)
+WINDOW_POLICY = "ledgerline.window.policy"  # e.g. "sliding 28 days", "expanding from 2026-01-01"
+SOURCE_ROWS_PREFIX = "ledgerline.source."  # + "<source key>.rows", e.g. ledgerline.source.predictions.rows
+
+
+def source_rows_tag(key: str) -> str:
+    """The run tag holding how many rows source ``key`` (base, sql, files, predictions, ...) gave the window."""
+    return f"{SOURCE_ROWS_PREFIX}{key}.rows"
+
+
 # --- the promotion gate's verdict, on the version
 GATE_DECISION = "ledgerline.gate.decision"  # promoted | rejected
 GATE_REASONS = "ledgerline.gate.reasons"  # JSON list

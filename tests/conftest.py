@@ -330,6 +330,26 @@ def mlflow_server(
 
 # --------------------------------------------------------------------------- Settings
 
+#: where the tests' anomaly champions get their customer profiles filled at promotion (never the machine's db 0)
+TEST_PROFILE_REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+@pytest.fixture(scope="session")
+def anomaly_profile_settings() -> Iterator[dict[str, str]]:
+    """The transaction-anomaly family's settings of the test Settings: profiles in Redis db 12 under a key
+    prefix of this session's own, deleted at the end (nothing happens when Redis is not running)."""
+    prefix = f"ll-test-{secrets.token_hex(4)}:"
+    yield {"profile_store_url": TEST_PROFILE_REDIS_URL, "profile_key_prefix": prefix}
+    try:
+        import redis
+
+        r = redis.Redis.from_url(TEST_PROFILE_REDIS_URL, socket_connect_timeout=1)
+        for key in r.scan_iter(match=prefix + "*", count=1000):
+            r.delete(key)
+        r.close()
+    except Exception:  # Redis not running: nothing was written
+        pass
+
 
 @pytest.fixture
 def settings(
@@ -338,6 +358,7 @@ def settings(
     app_db_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    anomaly_profile_settings: dict[str, str],
 ) -> Iterator[Settings]:
     """Settings for the running services, built from explicit values (no ambient LEDGERLINE_* env)."""
     from ledgerline.settings import Settings
@@ -367,6 +388,7 @@ def settings(
         app_db_url=app_db_url,
         data_dir=tmp_path / "data",
         home=tmp_path / "home",
+        families={"transaction-anomaly": anomaly_profile_settings},
     )
 
     # mlflow keeps the tracking/registry URI and the active run in module globals and
@@ -402,6 +424,7 @@ def session_settings(
     s3_server: S3Server,
     make_database: DatabaseFactory,
     tmp_path_factory: pytest.TempPathFactory,
+    anomaly_profile_settings: dict[str, str],
 ) -> Iterator[Settings]:
     """Session-wide Settings on the test services (own app database, data and home folders)."""
     from ledgerline.settings import Settings
@@ -425,7 +448,8 @@ def session_settings(
             home=root / "home",
             # 6,000-row test models have holdout AUC noise of about +-0.02: a retrain on the
             # same distribution must not be refused by chance (the gate tests set their own).
-            families={"credit-risk": {"gate": {"min_roc_auc": 0.65, "tolerance": 0.05}}},
+            families={"credit-risk": {"gate": {"min_roc_auc": 0.65, "tolerance": 0.05}},
+                      "transaction-anomaly": anomaly_profile_settings},
         )
     finally:
         mp.undo()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Settings,  # Airflow DAG files import this at parse time: keep pandas and matplotlib out of it
     )
     from training.cards import CardParts
+    from training.sources.window import Interval
 
 #: A fitted model as a family's train step returns it. Its type is the family's business (each
 #: family's plug-in is a ``TrainingFamilyBase[ItsModel]``); the core only hands it back to the same
@@ -167,6 +168,16 @@ class TrainingFamily(Protocol[M]):
         """Extra run tags describing the training snapshot (default: none)."""
         ...
 
+    def production_rows(
+        self, settings: Settings, model_name: str, spec: DatasetSpec, labelled: pd.DataFrame, *, interval: Interval
+    ) -> pd.DataFrame:
+        """Training rows from ``model_name``'s labelled production traffic in ``interval`` (the ``predictions``
+        data source): ``labelled`` holds one row per prediction with feedback, the logged inputs as columns
+        plus ``training.sources.predictions.META_COLUMNS`` (prediction id, time, version, batch, stored label).
+        Return raw rows in the spec's columns. The default: the spec's features from the inputs and its target
+        from the label (``training.sources.predictions.default_production_rows``)."""
+        ...
+
     def holds_out_every_class(self, spec: DatasetSpec) -> bool:
         """Whether the holdout must hold enough rows of each class of the target (checked before anything is
         written); the default: for a binary target the model learns."""
@@ -175,6 +186,16 @@ class TrainingFamily(Protocol[M]):
     def check_options(self, given: Mapping[str, Any], has_data: bool) -> dict[str, Any]:
         """The family's train options as given (dest -> value, only those given), checked before any work;
         LedgerlineError names what to fix. The default: they go with ``--data`` (a generator names its own columns)."""
+        ...
+
+    def on_champion(self, settings: Settings, model_name: str, version: str, run_id: str | None,
+                    progress: Callable[[str], None]) -> str | None:
+        """Called when ``version`` is about to become ``@champion`` (a gate pass, a manual promotion, a
+        rollback), before the alias moves: prepare what serving needs besides the model (e.g. online
+        state rebuilt from the version's training window, :mod:`training.history`). Returns a note for the
+        ledger row's reasons (None: nothing to say). It must not raise for an outage of its own machinery:
+        the model is fine and the champion moves anyway, so say in the note, loudly, what was not done and
+        how to do it later. The default does nothing."""
         ...
 
 
@@ -215,6 +236,17 @@ class TrainingFamilyBase(Generic[M]):
 
     def lineage(self, frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
         return {}
+
+    def on_champion(self, settings: Settings, model_name: str, version: str, run_id: str | None,
+                    progress: Callable[[str], None]) -> str | None:
+        return None
+
+    def production_rows(
+        self, settings: Settings, model_name: str, spec: DatasetSpec, labelled: pd.DataFrame, *, interval: Interval
+    ) -> pd.DataFrame:
+        from training.sources.predictions import default_production_rows
+
+        return default_production_rows(spec, labelled)
 
 
 @runtime_checkable

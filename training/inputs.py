@@ -15,13 +15,16 @@ import pandas as pd
 
 from features.sources import Snapshot, date_key, ingest, read_table, snapshot_from_uri
 from features.spec import LABEL_COLUMN, DatasetSpec, PartialSpec, load_partial_spec, with_observed_labels
-from ledgerline.errors import DataError, LedgerlineError, SpecError
+from ledgerline import lineage
+from ledgerline.errors import DataError, LedgerlineError, SnapshotConflict, SpecError
 from ledgerline.names import check_model_name
 from ledgerline.registry import client
 from ledgerline.settings import Settings
 from training.family import get_family
 from training.requests import TrainRequest
 from training.runs import Progress, log_progress
+from training.sources.read import WindowRead
+from training.sources.window import snapshot_key
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ def resolve_spec(settings: Settings, req: TrainRequest, raw: pd.DataFrame) -> tu
     existing = frozen_spec(settings, req.name)
     if existing is not None:
         check_columns(raw, existing[0], req.name, existing[1])
-    if req.data is None and req.spec_path is None:
+    if req.data is None and req.sources is None and req.spec_path is None:
         return family.default_spec(req.name), True
     partial = load_partial_spec(req.spec_path) if req.spec_path else PartialSpec()
     if req.roles:
@@ -175,7 +178,15 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = log_prog
     family = get_family(req.family)
     seed = settings.seed if req.seed is None else req.seed
     family.params(seed, req.params)  # bad overrides fail before anything is written
-    if req.data is None:
+    key: str | None = None
+    window_tags: dict[str, str] = {}
+    if req.sources is not None:
+        window = read_sources(settings, req, progress)  # NothingNew / SourceError before anything is written
+        raw, source = window.frame, f"{window.description} [{req.sources.origin}]"
+        assert window.interval is not None
+        key = snapshot_key(req.logical_date, window.interval.end)
+        window_tags = window_lineage(req, window)
+    elif req.data is None:
         data_seed = seed if req.seed is not None else _date_seed(settings.seed, req.logical_date)
         raw = family.generate(req.rows, data_seed)
         source = f"generator:{family.name}?rows={req.rows}&seed={data_seed}"
@@ -190,9 +201,54 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = log_prog
         progress(f"added {note}")
     frame = family.conform(raw, spec)  # junk, missing columns, bad target: fail before anything is written
     check_rows(frame, spec, per_class=family.holds_out_every_class(spec), test_fraction=family.test_fraction)
-    snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date, source=source)
+    try:
+        snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date,
+                      source=source, key=key, lineage=window_tags)
+    except SnapshotConflict as exc:
+        if req.sources is None:
+            raise
+        raise SnapshotConflict(
+            f"the data window of {req.name}@{key} has other rows than when its snapshot was written (rows arrived "
+            f"in a window that was still open, or a source changed its past); snapshots are immutable: "
+            f"train a later --logical-date, or delete {settings.resolved_data_dir() / 'snapshots' / req.name / str(key)} "
+            "deliberately"
+        ) from exc
     progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
     return Prepared(snap, spec, frozen)
+
+
+def read_sources(settings: Settings, req: TrainRequest, progress: Progress = log_progress) -> WindowRead:
+    """The request's data window read from its sources (``req.sources``): NothingNew for an empty window,
+    SourceError naming a source that fails."""
+    from training.sources import end_of_day, parse_moment, read_window, window_interval
+
+    assert req.sources is not None
+    end = parse_moment(req.interval_end) if req.interval_end else end_of_day(req.logical_date)
+    interval = window_interval(req.sources, end)
+    existing = frozen_spec(settings, req.name) if _reads_production(req) else None
+    progress(f"reading the window {interval.label()} ({req.sources.window.describe()}) from {req.sources.origin}")
+    window = read_window(settings, req.sources, model_name=req.name, family=req.family, interval=interval,
+                         spec=existing[0] if existing else None)
+    progress("rows per source: " + ", ".join(f"{k} {n}" for k, n in window.counts.items()))
+    return window
+
+
+def _reads_production(req: TrainRequest) -> bool:
+    from training.sources import PredictionsSource
+
+    return req.sources is not None and any(isinstance(s, PredictionsSource) for s in req.sources.sources)
+
+
+def window_lineage(req: TrainRequest, window: WindowRead) -> dict[str, str]:
+    """Run tags of a data window: its bounds, its policy and the rows each source gave."""
+    assert req.sources is not None and window.interval is not None
+    tags = {
+        lineage.WINDOW_START: window.interval.start.isoformat(),
+        lineage.WINDOW_END: window.interval.end.isoformat(),
+        lineage.WINDOW_POLICY: req.sources.window.describe(),
+    }
+    tags.update({lineage.source_rows_tag(k): str(n) for k, n in window.counts.items()})
+    return tags
 
 
 def _date_seed(base: int, logical_date: str | None) -> int:

@@ -11,6 +11,8 @@ leaves a FAILED run holding the validation evidence and nothing registered.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ledgerline.errors import DataError, NothingNew
 from ledgerline.registry import client
 from ledgerline.settings import Settings
@@ -67,15 +69,28 @@ from training.runs import Progress, fail_if_running, log_progress, step
 from training.validation import validate
 
 
+def nothing_new(
+    settings: Settings, req: TrainRequest, exc: NothingNew, progress: Progress = log_progress
+) -> dict[str, Any]:
+    """The run's data window is empty: nothing is trained or registered; the promotion ledger gets a
+    ``nothing-new`` row saying so (the champion stays). Returns the row. (The retrain DAG writes its row
+    through ``apps.orchestration.record_no_change_once``: once per DAG run.)"""
+    row = record_no_change(settings, req.name, action=NOTHING_NEW, reasons=[str(exc)], trigger=req.trigger)
+    progress(f"{req.name}: {exc}")
+    return row
+
+
 def run_training(settings: Settings, req: TrainRequest, progress: Progress = log_progress) -> TrainingResult:
-    """The whole loop for one dataset, as ``ledgerline train`` runs it."""
-    try:
-        with step(progress, "[1/4] ingest"):
+    """The whole loop for one dataset, as ``ledgerline train`` runs it. An empty data window raises
+    :class:`~ledgerline.errors.NothingNew` after :func:`nothing_new` wrote its ledger row, with nothing
+    else written; inputs equal to the latest registered version's or the champion's register nothing
+    and write an ``unchanged`` ledger row (``req.force`` trains anyway)."""
+    with step(progress, "[1/4] ingest"):
+        try:
             prepared = prepare(settings, req, progress)
-    except NothingNew as exc:  # an empty window: not an error, nothing to train on
-        row = record_no_change(settings, req.name, action=NOTHING_NEW, reasons=[str(exc)], trigger=req.trigger)
-        progress(f"{req.name}: {exc}")
-        return nothing_new_result(req, str(exc), row["champion_after"])
+        except NothingNew as exc:
+            nothing_new(settings, req, exc, progress)
+            raise
     if not req.force:
         unchanged = unchanged_since(settings, req, prepared)
         if unchanged is not None:
@@ -111,15 +126,6 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = log
     )
 
 
-def nothing_new_result(req: TrainRequest, reason: str, champion: str | None) -> TrainingResult:
-    """What ``run_training`` returns when the window held nothing new: nothing trained or registered."""
-    from training.gate import GateDecision
-
-    return TrainingResult(model_name=req.name, snapshot_uri="", run_id="", version=champion or "", metrics={},
-                          decision=GateDecision(True, [reason], {}, champion_version=champion), champion=champion,
-                          experiment_id="", skipped=True)
-
-
 __all__ = [
     "CHUNK_PLAN",
     "ChunkPlan",
@@ -131,6 +137,7 @@ __all__ = [
     "MIN_TRAINING_ROWS",
     "NOTHING_NEW",
     "NO_CHANGE_ACTIONS",
+    "NothingNew",
     "Prepared",
     "Progress",
     "PromotionRefused",
@@ -152,7 +159,7 @@ __all__ = [
     "gather_and_register",
     "load_chunk_plan",
     "manual_promote",
-    "nothing_new_result",
+    "nothing_new",
     "plan_chunks",
     "prepare",
     "prepared_from_uri",

@@ -108,7 +108,9 @@ def record_gate(
     c = client(settings)
     champion_version = decision.champion_version
     champion_after = str(version) if decision.passed else champion_version
+    notes: list[str] = []
     if decision.passed:
+        notes = prepare_champion(settings, name, str(version), progress=progress)
         c.set_registered_model_alias(name, CHAMPION, str(version))
     set_version_tags(
         c,
@@ -129,7 +131,7 @@ def record_gate(
         version=str(version),
         action="promote" if decision.passed else "reject",
         passed=decision.passed,
-        reasons=decision.reasons,
+        reasons=[*decision.reasons, *notes],
         trigger=trigger,
         previous_champion=champion_version,
         champion_after=champion_after,
@@ -140,6 +142,27 @@ def record_gate(
     verdict = "PROMOTED to @champion" if decision.passed else f"REJECTED (champion stays v{champion_version})"
     progress(f"gate: v{version} {verdict}: " + "; ".join(decision.reasons))
     return champion_after
+
+
+def prepare_champion(settings: Settings, name: str, version: str, *, progress: Progress = log_progress) -> list[str]:
+    """The family's :meth:`~training.family.TrainingFamily.on_champion` for ``version``, called just before
+    ``@champion`` moves to it; returns the notes for the ledger row's reasons.
+
+    Never raises for the hook's own failure: the model is fine and the champion moves anyway; the
+    note then says loudly that the step was not done.
+    """
+    family_name = "the family's"
+    try:
+        family_name = version_family(settings, name, version)
+        mv = client(settings).get_model_version(name, str(version))
+        run_id = mv.run_id or (mv.tags or {}).get(lineage.RUN_ID)
+        note = get_family(family_name).on_champion(settings, name, str(version), run_id, progress)
+    except Exception as exc:  # the hook's failure must not stop a promotion of a sound model
+        logger.exception("the on-champion step of %s v%s failed", name, version)
+        note = (f"WARNING: {family_name} on-champion step for v{version} FAILED and was not done: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        progress(note)
+    return [note] if note else []
 
 
 def _write_card(settings: Settings, name: str, version: str, gate: Mapping[str, Any]) -> None:
@@ -224,6 +247,7 @@ def manual_promote(
         reasons.append("OVERRIDE of the gate's absolute floors: " + "; ".join(floors.reasons))
     else:
         reasons += floors.reasons
+    notes = prepare_champion(settings, name, str(version), progress=progress)
     c.set_registered_model_alias(name, CHAMPION, str(version))
     set_version_tags(c, name, str(version), {
         lineage.GATE_DECISION: "manual-promote",
@@ -237,7 +261,7 @@ def manual_promote(
     })
     row = db.record_decision(
         settings.resolved_app_db_url(), model_name=name, version=str(version), action="manual-promote",
-        passed=floors.passed, reasons=reasons, trigger="manual", previous_champion=previous,
+        passed=floors.passed, reasons=[*reasons, *notes], trigger="manual", previous_champion=previous,
         champion_after=str(version), challenger_metrics=metrics, run_id=run_id,
     )
     progress(f"@champion of {name}: v{previous or '-'} -> v{version} (manual promotion by {actor})")
@@ -270,13 +294,14 @@ def rollback(
         raise RegistryError(
             f"model '{name}' v{current} has no earlier champion recorded in the promotion ledger; nothing to roll back to"
         )
+    notes = prepare_champion(settings, name, previous, progress=progress)
     c.set_registered_model_alias(name, CHAMPION, previous)
     reason = f"rollback from v{current} to v{previous}"
     if actor:
         reason += f" by {actor}" + (f": {note.strip()}" if note and note.strip() else "")
     set_version_tags(c, name, current, {lineage.ROLLED_BACK_AT: datetime.now(UTC).isoformat()})
     db.record_decision(
-        url, model_name=name, version=previous, action="rollback", passed=True, reasons=[reason],
+        url, model_name=name, version=previous, action="rollback", passed=True, reasons=[reason, *notes],
         trigger=trigger, previous_champion=current, champion_after=previous,
     )
     progress(f"@champion of {name}: v{current} -> v{previous}")

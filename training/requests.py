@@ -18,6 +18,7 @@ from ledgerline.errors import LedgerlineError
 from ledgerline.families import FAMILIES, TargetKind
 from ledgerline.names import check_model_name
 from training.family import TrainingFamily, TrainOption, get_family, option_flags
+from training.sources.config import SourceConfig, beside_spec, load_source_config, source_config
 
 #: what a target of each kind says about --positive-label: needed (the value that marks the event),
 #: needed only with a target (a label for evaluation), or refused (categories, numbers, series values)
@@ -54,6 +55,10 @@ class TrainRequest:
     #: settings of the spec's ``series`` block from the family's train options (e.g. {"freq": "MS", "horizon": 12});
     #: "series_column"/"time_column" here are still read as the roles "series"/"timestamp" (callers before roles)
     series: Mapping[str, Any] | None = None
+    #: the data sources and window policy (training/sources/); None: ``data`` or the generator
+    sources: SourceConfig | None = None
+    #: the exclusive end of the run's data window, an ISO datetime (UTC); None: the end of ``logical_date``
+    interval_end: str | None = None
 
     def __post_init__(self) -> None:
         check_model_name(self.name)  # names become folders and registry keys: check before any work
@@ -110,7 +115,7 @@ def check_target_options(
 ) -> None:
     """--target and --positive-label as the family's target kind wants them; before any work."""
     if not has_data and (target or positive_label):
-        raise LedgerlineError("--target/--positive-label go with --data; without --data the generator's data is used")
+        raise LedgerlineError("--target/--positive-label go with --data or --source; without them the generator's data is used")
     rule = POSITIVE_LABEL.get(family.target_kind, "needed")
     if rule == "refused" and positive_label is not None:
         what = PREDICTS.get(family.target_kind, "values")
@@ -138,15 +143,35 @@ def train_request(
     params: Mapping[str, Any] | None = None,
     force: bool = False,
     options: Mapping[str, Any] | None = None,
+    source: SourceConfig | Mapping[str, Any] | str | Path | None = None,
+    interval_end: str | None = None,
 ) -> TrainRequest:
     """The request to train ``family``, checked before any work: the target options for the family's
     target kind, and the family's own ``options`` (dest -> value, e.g. ``{"text_column": "memo"}``;
     None or False for an option not given), which become the spec's roles and settings.
 
+    ``source`` (a source config: a YAML path, a mapping as the DAG's param gives it, or a config) reads the
+    run's data window from the sources it declares instead of ``data``; without one, a
+    ``<spec-stem>.sources.yaml`` beside ``spec_path`` is used when there is one (and no ``data``).
+    ``interval_end`` (ISO datetime) ends the window; default: the end of ``logical_date`` (next midnight UTC).
+
     LedgerlineError names what to fix. Paths are not checked here (the CLI checks them first).
     """
     plugin = get_family(family)
     has_data = data is not None and str(data) != ""
+    sources = source_config(source)
+    if sources is not None and has_data:
+        raise LedgerlineError("pass --data or --source, not both (a source config may name a fixed file as base:)")
+    if sources is None and not has_data:
+        found = beside_spec(spec_path)
+        sources = load_source_config(found) if found is not None else None
+    if interval_end is not None and str(interval_end).strip():
+        from training.sources.window import parse_moment
+
+        interval_end = parse_moment(interval_end).isoformat()
+    else:
+        interval_end = None
+    has_data = has_data or sources is not None
     checked = check_family_options(plugin, options or {}, has_data)
     check_target_options(plugin, has_data=has_data, has_spec=bool(spec_path), target=target,
                          positive_label=positive_label)
@@ -168,6 +193,8 @@ def train_request(
         force=force,
         roles={k: v for k, v in roles.items() if k} or None,
         series={k: v for k, v in settings.items() if k} or None,
+        sources=sources,
+        interval_end=interval_end,
     )
 
 

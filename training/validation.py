@@ -7,7 +7,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from features.sources import clear_rejected, mark_rejected
+from features.sources import clear_rejected, mark_rejected, snapshot_lineage
 from features.spec import LABEL_COLUMN
 from ledgerline import lineage
 from ledgerline.errors import ValidationFailed
@@ -52,6 +52,7 @@ def validate(
             lineage.SNAPSHOT_URI: snap.uri,
             lineage.SNAPSHOT_DIGEST: snap.digest,
             lineage.STAGE: "validate",
+            **snapshot_lineage(snap),  # a data window's bounds and rows per source
             **(extra_tags or {}),
         },
     )

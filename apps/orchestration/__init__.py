@@ -10,7 +10,11 @@ Configuration (nothing is hard-coded in the DAG files)
     Run conf / params (per run)    ``reason`` (schedule | drift | performance | feedback | manual,
                                    default ``schedule``), ``model_name``, ``rows``, ``seed``,
                                    ``data_path``, ``spec_path``, ``target``, ``positive_label``,
-                                   ``decision_id``, ``force`` (train even when nothing changed)
+                                   ``decision_id``, ``force`` (train even when nothing changed),
+                                   ``source`` (an object: window, base, sources; see training/sources/)
+                                   or ``source_path`` (its YAML file), ``interval_end`` (ISO datetime:
+                                   the data window's end; default the run's data_interval_end, else
+                                   its run_after)
     Airflow Variable, else env     ``ledgerline_settings`` (JSON object of :class:`Settings` fields,
                                    overlaying the ``LEDGERLINE_*`` / ``MLFLOW_TRACKING_URI`` env),
                                    and, looked up as Variable ``<name lower-cased>`` then env ``<NAME>``:
@@ -21,6 +25,9 @@ Configuration (nothing is hard-coded in the DAG files)
                                            (default: the family name), e.g. ``..._CREDIT_RISK``
         LEDGERLINE_DATA__<FAMILY>          CSV/Parquet file to train on (default: the generator)
         LEDGERLINE_SPEC__<FAMILY>          dataset spec YAML for that file
+        LEDGERLINE_SOURCE__<FAMILY>        source config YAML (data sources and window policy; instead
+                                           of LEDGERLINE_DATA__<FAMILY>); a <spec-stem>.sources.yaml beside
+                                           the spec is found by itself
         LEDGERLINE_TARGET__<FAMILY>, LEDGERLINE_POSITIVE_LABEL__<FAMILY>   when there is no spec
         LEDGERLINE_RETRAIN_ROWS            generator rows (default 20000)
         LEDGERLINE_MAX_CHUNKS              chunks a chunked family's training is mapped over

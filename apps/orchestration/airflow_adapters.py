@@ -23,6 +23,9 @@ class TaskRun:
     run_id: str
     when: datetime  # logical date, or run_after for runs without one (triggered by an event)
     params: dict[str, Any]
+    #: Airflow's data interval (None for a run without one; the end then is ``run_after``)
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -36,7 +39,22 @@ def current_run() -> TaskRun:
     dag_run = ctx["dag_run"]
     when = ctx.get("logical_date") or dag_run.run_after
     when = datetime.fromtimestamp(when.timestamp(), tz=UTC)  # a plain datetime, not pendulum's
-    return TaskRun(dag_id=dag_run.dag_id, run_id=dag_run.run_id, when=when, params=dict(ctx.get("params") or {}))
+    start: Any = ctx.get("data_interval_start")
+    end: Any = ctx.get("data_interval_end")
+    if end is None:  # a run with no data interval (triggered by an event): the window ends when it runs
+        start, end = None, dag_run.run_after
+    return TaskRun(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        when=when,
+        params=dict(ctx.get("params") or {}),
+        interval_start=_plain(start),
+        interval_end=_plain(end),
+    )
+
+
+def _plain(t: Any) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t.timestamp(), tz=UTC)
 
 
 def current_try() -> int:
@@ -63,7 +81,8 @@ def airflow_settings() -> Settings:
 def retrain_inputs(family: str) -> tuple[Settings, RetrainJob]:
     """Settings and the resolved job of the retrain run this task belongs to."""
     run = current_run()
-    return airflow_settings(), retrain_job(family, run.params, when=run.when, dag_run=run.key, lookup=airflow_lookup)
+    return airflow_settings(), retrain_job(family, run.params, when=run.when, dag_run=run.key, lookup=airflow_lookup,
+                                           interval_start=run.interval_start, interval_end=run.interval_end)
 
 
 def monitored_from_airflow(settings: Settings) -> list[dict[str, str]]:

@@ -61,6 +61,13 @@ class RetrainJob:
     max_chunks: int = DEFAULT_MAX_CHUNKS
     #: the family's own train options from the params (dest -> value, e.g. ("text_column", "memo"))
     options: tuple[tuple[str, Any], ...] = ()
+    #: data sources and window policy: the param ``source`` (a mapping) or a YAML path (param ``source_path``,
+    #: else Variable/env LEDGERLINE_SOURCE__<FAMILY>); None: ``data`` or the generator
+    source: Mapping[str, Any] | str | None = None
+    #: the run's data interval (Airflow's data_interval_start/end; a run without one ends at its run_after),
+    #: ISO datetimes in UTC; the window policy reads the window that ends at ``interval_end``
+    interval_start: str | None = None
+    interval_end: str | None = None
     force: bool = False  # train and register even when the inputs equal a registered version's
 
     @property
@@ -84,6 +91,8 @@ class RetrainJob:
             seed=self.seed,
             options=dict(self.options),
             force=self.force,
+            source=self.source,
+            interval_end=self.interval_end,
         )
 
     def run_tags(self) -> dict[str, str]:
@@ -100,8 +109,13 @@ def retrain_job(
     when: datetime | str,
     dag_run: str,
     lookup: Lookup = env_lookup,
+    interval_start: datetime | str | None = None,
+    interval_end: datetime | str | None = None,
 ) -> RetrainJob:
-    """Resolve a retrain run: params/run conf first, then Variables/env (``lookup``), then defaults."""
+    """Resolve a retrain run: params/run conf first, then Variables/env (``lookup``), then defaults.
+
+    ``interval_start``/``interval_end`` are the run's data interval (Airflow's); without an end the window
+    ends at ``when``. The param ``interval_end`` (ISO datetime) overrides both (a backfill by hand)."""
     from ledgerline.families import FAMILIES
     from training.pipeline import TRIGGERS
 
@@ -124,6 +138,8 @@ def retrain_job(
     decision_id = params.get("decision_id")
     # the name becomes folders under the data dir and a registry key: refuse '../x' before any work
     model_name = check_model_name(first_given(params.get("model_name"), lookup(family_key("LEDGERLINE_MODEL_NAME", family)), family))
+    source = _source(family, params, lookup)
+    end = first_given(params.get("interval_end"), interval_end, when)
     return RetrainJob(
         family=family,
         model_name=model_name,
@@ -140,6 +156,9 @@ def retrain_job(
         max_chunks=max_chunks,
         options=tuple((dest, params[dest]) for dest in _option_dests(family) if params.get(dest) not in (None, "", False)),
         force=_flag(params.get("force")),
+        source=source,
+        interval_start=_iso(interval_start) if interval_start not in (None, "") else None,
+        interval_end=_iso(end),
     )
 
 
@@ -148,6 +167,27 @@ def _flag(value: Any) -> bool:
     if isinstance(value, bool) or value is None:
         return bool(value)
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _iso(value: datetime | str) -> str:
+    from training.sources.window import parse_moment
+
+    return parse_moment(value, what="data interval bound").isoformat()
+
+
+def _source(family: str, params: Mapping[str, Any], lookup: Lookup) -> Mapping[str, Any] | str | None:
+    """The run's source config: the param ``source`` (an object), else ``source_path``, else the Variable/env
+    ``LEDGERLINE_SOURCE__<FAMILY>`` (a YAML path); checked now, before any task works."""
+    from training.sources import source_config
+
+    given, path = params.get("source"), params.get("source_path")
+    if given not in (None, "", {}) and path not in (None, ""):
+        raise LedgerlineError("give the param source (a mapping) or source_path (a YAML file), not both")
+    if given not in (None, "", {}) and not isinstance(given, Mapping):
+        raise LedgerlineError(f"the param source must be an object (window, base, sources), not {type(given).__name__}")
+    source = given if given not in (None, "", {}) else first_given(path, lookup(family_key("LEDGERLINE_SOURCE", family)))
+    source_config(source)  # a bad config fails the run here, naming what to fix
+    return source
 
 
 def _option_dests(family: str) -> list[str]:

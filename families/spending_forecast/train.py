@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from features.spec import DatasetSpec, PartialSpec
     from ledgerline.settings import Settings
     from training.cards import CardParts
+    from training.sources.window import Interval
 
 COVERAGE_BAND = {"coverage_80": (0.70, 0.90), "coverage_95": (0.88, 0.99)}
 SERIES_LENGTH = 60  # months per generated series (some are shorter)
@@ -309,6 +310,34 @@ class SpendingForecastFamily(TrainingFamilyBase["ForecastModel"]):
         from families.spending_forecast.expectations import EXPECTATIONS
 
         return EXPECTATIONS
+
+    def production_rows(
+        self, settings: Settings, model_name: str, spec: DatasetSpec, labelled: pd.DataFrame, *, interval: Interval
+    ) -> pd.DataFrame:
+        """The realised values sent back for the window's dates (``forecast_actuals``, received before the
+        window's end) as series rows; forecasts get no feedback labels, so ``labelled`` is not used."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        from families.spending_forecast import tables
+        from families.spending_forecast.data import series_spec_of
+        from ledgerline import db
+
+        ss = series_spec_of(spec)
+        t = tables.forecast_actuals.c
+        q = (
+            sa.select(t.series_id, t.ds, t.y)
+            .where(t.model_name == model_name, t.ds >= interval.start.date(), t.ds <= interval.ds,
+                   t.received_at < interval.end)
+            .order_by(t.series_id, t.ds)
+        )
+        with db.engine_for(settings.resolved_app_db_url()).connect() as conn:
+            rows = conn.execute(q).all()
+        return pd.DataFrame({
+            ss.series: pd.Series([str(r.series_id) for r in rows], dtype=object),
+            ss.timestamp: pd.to_datetime(pd.Series([r.ds for r in rows], dtype=object)),
+            ss.value: pd.Series([float(r.y) for r in rows], dtype="float64"),
+        })
 
     # --- model I/O ------------------------------------------------------------------------
     def log_model(self, model: ForecastModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:

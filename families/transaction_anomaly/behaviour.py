@@ -35,6 +35,10 @@ Edge cases (the documented answers):
 * **Bounds.** At most ``MAX_RECENT`` transactions are kept in the 24 h window (the
   1 h / 24 h counts saturate there); at most ``MAX_SEEN`` countries, categories,
   devices and channels are remembered (the oldest first-seen is forgotten first).
+* **Re-sent transactions** (online). A purchase whose id (``Txn.txn_id``, the spec's id
+  column) is among the customer's last ``MAX_SEEN_IDS`` folded ids is answered against
+  the profile as it is (which already holds the first sending) and not folded in again
+  (:func:`fold`). Offline replays count every row, as training always has.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import json
 import math
 import numbers
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -57,6 +61,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 MAX_RECENT = 256
 MAX_SEEN = 32
+MAX_SEEN_IDS = 64  # transaction ids remembered per customer, to fold a re-sent transaction in only once
 MAX_GAP_S = 30 * 86_400.0
 MAX_FUTURE_SKEW_S = 300.0
 MIN_LOG_SD = 0.25
@@ -105,6 +110,7 @@ class Txn(NamedTuple):
     category: str | None = None
     channel: str | None = None
     device: str | None = None
+    txn_id: str | None = None  # the transaction's id (the spec's id column), when known
 
 
 @dataclass(slots=True)
@@ -128,19 +134,21 @@ class Profile:
     gap_m2: float = 0.0
     c1h_sum: float = 0.0  # sum of count_1h over past purchases (typical hourly count)
     c24_sum: float = 0.0
+    seen_ids: list[str] = field(default_factory=list)  # the last MAX_SEEN_IDS folded transaction ids
 
     def to_json(self) -> str:
         return json.dumps(
             [PROFILE_VERSION, self.n, self.log_mean, self.log_m2, self.last_ms, self.recent_ts, self.recent_amt,
              self.countries, self.categories, self.devices, self.channels, self.hour_sin, self.hour_cos,
-             self.gap_n, self.gap_mean, self.gap_m2, self.c1h_sum, self.c24_sum],
+             self.gap_n, self.gap_mean, self.gap_m2, self.c1h_sum, self.c24_sum, self.seen_ids],
             separators=(",", ":"),
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Profile:
+        """A stored profile; one written before transaction ids were kept (18 fields) reads with none."""
         v = json.loads(text)
-        if not isinstance(v, list) or not v or v[0] != PROFILE_VERSION or len(v) != 18:
+        if not isinstance(v, list) or not v or v[0] != PROFILE_VERSION or len(v) not in (18, 19):
             raise DataError(f"stored customer profile has an unknown layout (expected version {PROFILE_VERSION})")
         return cls(*v[1:])
 
@@ -263,6 +271,19 @@ def update(p: Profile, t: Txn) -> None:
     _remember(t.category, p.categories)
     _remember(t.device, p.devices)
     _remember(t.channel, p.channels)
+    if t.txn_id is not None and t.txn_id not in p.seen_ids:
+        p.seen_ids.append(t.txn_id)
+        if len(p.seen_ids) > MAX_SEEN_IDS:
+            del p.seen_ids[0]
+
+
+def fold(p: Profile, t: Txn) -> bool:
+    """The online update: fold ``t`` into ``p`` unless it is a refund or a re-sent transaction (its id is
+    among the last ``MAX_SEEN_IDS`` folded); True when ``p`` changed."""
+    if t.is_refund or (t.txn_id is not None and t.txn_id in p.seen_ids):
+        return False
+    update(p, t)
+    return True
 
 
 # --- reasons ---------------------------------------------------------------------------------
@@ -377,6 +398,7 @@ def parse_transaction(record: Mapping[str, Any], dataset: TransactionDataset = D
         _opt_str(record.get(ds.category_column)) if ds.category_column else None,
         _opt_str(record.get(ds.channel_column)) if ds.channel_column else None,
         _opt_str(record.get(ds.device_column)) if ds.device_column else None,
+        _opt_str(record.get(ds.id_column)) if ds.id_column else None,
     )
 
 
@@ -387,8 +409,10 @@ def _str_column(df: pd.DataFrame, col: str | None) -> list[str | None]:
     return [None if pd.isna(v) else str(v) for v in s.tolist()]
 
 
-def transactions_from_frame(df: pd.DataFrame, dataset: TransactionDataset = DEFAULT_DATASET) -> list[Txn]:
-    """Every row as a :class:`Txn` (the same conversions as :func:`parse_transaction`, vectorised)."""
+def transactions_from_frame(df: pd.DataFrame, dataset: TransactionDataset = DEFAULT_DATASET,
+                            *, with_ids: bool = False) -> list[Txn]:
+    """Every row as a :class:`Txn` (the same conversions as :func:`parse_transaction`, vectorised); with
+    ``with_ids``, each carries its id (the dataset's id column, when the frame has it), as online."""
     ds = dataset
     for col in (ds.customer_column, ds.timestamp_column, ds.amount_column):
         if col not in df.columns:
@@ -414,8 +438,9 @@ def transactions_from_frame(df: pd.DataFrame, dataset: TransactionDataset = DEFA
                             f"known: {', '.join(sorted(FX_TO_EUR))}")
         amt = amt * cur.map(FX_TO_EUR).to_numpy(dtype=float)
     cols = [_str_column(df, c) for c in (ds.country_column, ds.category_column, ds.channel_column, ds.device_column)]
-    return [Txn(int(t), abs(a), a < 0, c1, c2, c3, c4)
-            for t, a, c1, c2, c3, c4 in zip(ts_ms, amt.tolist(), *cols, strict=True)]
+    ids = _str_column(df, ds.id_column) if with_ids else [None] * len(df)
+    return [Txn(int(t), abs(a), a < 0, c1, c2, c3, c4, i)
+            for t, a, c1, c2, c3, c4, i in zip(ts_ms, amt.tolist(), *cols, ids, strict=True)]
 
 
 def replay_order(ts_ms: Sequence[int]) -> np.ndarray:
@@ -441,3 +466,22 @@ def compute_offline(df: pd.DataFrame, dataset: TransactionDataset = DEFAULT_DATA
         rows[i] = list(features(p, t).values())
         update(p, t)
     return pd.DataFrame(rows, index=df.index, columns=list(FEATURE_NAMES), dtype=float)
+
+
+def replay_customers(df: pd.DataFrame, dataset: TransactionDataset = DEFAULT_DATASET) -> Iterator[tuple[str, Profile, int]]:
+    """Each customer's profile after all its rows of ``df``: (customer, profile, rows), customer by customer.
+
+    Exactly the profiles :func:`compute_offline` ends with (each customer's rows in time order, ties in
+    row order, through :func:`update`; refunds leave the profile as it is), with the transaction ids
+    remembered as online. One customer's profile is held at a time.
+    """
+    txns = transactions_from_frame(df, dataset, with_ids=True)
+    codes, names = pd.factorize(df[dataset.customer_column].astype(str), sort=False)
+    ts = np.fromiter((t.ts_ms for t in txns), dtype=np.int64, count=len(txns))
+    order = np.lexsort((np.arange(len(txns)), ts, codes))  # by customer, then time, ties in row order
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for group in np.split(order, bounds) if len(order) else []:
+        p = Profile()
+        for i in group.tolist():
+            update(p, txns[i])
+        yield str(names[codes[group[0]]]), p, len(group)

@@ -29,7 +29,7 @@ from typing import Generic, Protocol, TypeVar
 import redis
 from redis.exceptions import RedisError
 
-from families.transaction_anomaly.behaviour import Profile, Txn, features, update
+from families.transaction_anomaly.behaviour import Profile, Txn, features, fold
 from ledgerline.errors import DataError, LedgerlineError
 
 logger = logging.getLogger(__name__)
@@ -172,9 +172,8 @@ class RedisProfileStore:
                     return self._fallback(txn, scorer)
                 f = features(p, txn)
                 result = scorer(p, f, True)
-                if txn.is_refund:  # a refund does not change the profile
+                if not fold(p, txn):  # a refund, or a re-sent transaction: the profile stays as it is
                     return Scored(f, result, True)
-                update(p, txn)
                 if self._cas(keys=[key], args=[raw if raw is not None else b"", p.to_json(), self.ttl_s]) == 1:
                     return Scored(f, result, True)
                 with self._lock:  # another request changed the profile meanwhile: score again on the new one
@@ -223,8 +222,7 @@ class RedisProfileStore:
                 continue
             f = features(p, txn)
             out.append(Scored(f, scorer(p, txn, f, True), True))
-            if not txn.is_refund:
-                update(p, txn)
+            if fold(p, txn):
                 changed[customer] = None
         if not changed:
             return out
@@ -292,8 +290,7 @@ class MemoryProfileStore:
             p = self.get(customer_id)
             f = features(p, txn)
             result = scorer(p, f, True)
-            if not txn.is_refund:
-                update(p, txn)
+            if fold(p, txn):
                 self._profiles.pop(customer_id, None)
                 self._profiles[customer_id] = p.to_json()
                 if len(self._profiles) > self.max_customers:

@@ -166,8 +166,8 @@ def profile_store(ctx: ServingContext) -> ProfileStore:
         return MemoryProfileStore()
     return RedisProfileStore(
         s.profile_store_url,
-        prefix=f"{s.profile_key_prefix}{ctx.model_name}:",
-        ttl_s=int(s.profile_ttl_days * 86_400),
+        prefix=s.model_prefix(ctx.model_name),
+        ttl_s=s.profile_ttl_seconds,
         socket_timeout_s=s.profile_timeout_seconds,
     )
 

@@ -38,3 +38,12 @@ class TransactionAnomalySettings(FamilySettings):
         validation_alias=env_names(f"{PREFIX}PROFILE_TIMEOUT_SECONDS", "LEDGERLINE_SERVING_PROFILE_TIMEOUT_SECONDS"),
         description="Redis socket timeout; when it passes, the answer uses profile-free features",
     )
+
+    def model_prefix(self, model_name: str) -> str:
+        """The key prefix of one model's profiles (``<profile_key_prefix><model>:``): the serving store's and the
+        promotion fill's, so both address the same keys."""
+        return f"{self.profile_key_prefix}{model_name}:"
+
+    @property
+    def profile_ttl_seconds(self) -> int:
+        return int(self.profile_ttl_days * 86_400)

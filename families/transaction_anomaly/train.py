@@ -10,7 +10,7 @@ see their customers' training-period history as serving does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -196,6 +196,15 @@ class TransactionAnomalyFamily(TrainingFamilyBase["IsolationForestDetector"]):
         from features.model_io import load_model_as
 
         return load_model_as(model_uri, IsolationForestDetector)
+
+    # --- promotion ------------------------------------------------------------------------------
+    def on_champion(self, settings: Settings, model_name: str, version: str, run_id: str | None,
+                    progress: Callable[[str], None]) -> str | None:
+        """Fill the customer profiles of the online store from the version's training window
+        (:mod:`families.transaction_anomaly.profile_fill`); a note for the ledger either way."""
+        from families.transaction_anomaly.profile_fill import on_champion_note
+
+        return on_champion_note(settings, model_name, version, run_id, progress)
 
     # --- model card -------------------------------------------------------------------------
     def card_parts(self, model: IsolationForestDetector, frame: pd.DataFrame, spec: DatasetSpec, settings: Settings) -> CardParts:

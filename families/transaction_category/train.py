@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from features.spec import DatasetSpec, PartialSpec
     from ledgerline.settings import Settings
     from training.cards import CardParts
+    from training.sources.window import Interval
 
 SKOPS_TRUSTED_TYPES = ["families.transaction_category.model.CategoryModel"]
 TEST_FRACTION = 0.2
@@ -337,6 +338,16 @@ class TransactionCategoryFamily(TrainingFamilyBase["CategoryModel"]):
         """Run tags saying how many of the snapshot's lines are users' labelled lines."""
         n = int(corrected_rows(frame, spec).sum())
         return {"ledgerline.corrections.lines": str(n), "ledgerline.corrections.id_prefix": CORRECTION_PREFIX}
+
+    def production_rows(
+        self, settings: Settings, model_name: str, spec: DatasetSpec, labelled: pd.DataFrame, *, interval: Interval
+    ) -> pd.DataFrame:
+        """None: :meth:`augment` already adds every labelled line of the model (the corrections included, the
+        reverted ones left out), whatever the window; the ``predictions`` source adding them too would count
+        each line twice."""
+        import pandas as pd
+
+        return pd.DataFrame(columns=[*spec.feature_names, spec.target or "category"])
 
     # --- model I/O ------------------------------------------------------------------------
     def log_model(self, model: CategoryModel, frame: pd.DataFrame, spec: DatasetSpec) -> str:

@@ -161,9 +161,8 @@ def test_an_empty_window_records_nothing_new_and_registers_nothing(train_credit,
         raise NothingNew("source sql 'loans' has no rows in [2026-01-05, 2026-01-12): nothing new")
 
     monkeypatch.setattr(pipeline, "prepare", empty_window)  # what a source's read gives for an empty window
-    result = run_training(session_settings, TrainRequest(family="credit-risk", model_name="credit-pipeline",
-                                                         trigger="schedule"))
-    assert result.skipped and result.version == result.champion == champion and not result.run_id
+    with pytest.raises(NothingNew, match="nothing new"):  # `ledgerline train` says so and exits 0
+        run_training(session_settings, TrainRequest(family="credit-risk", model_name="credit-pipeline", trigger="schedule"))
     (row,) = _no_change_rows(session_settings, "credit-pipeline")[len(rows_before):]
     assert (row["action"], row["trigger"], row["champion_after"]) == ("nothing-new", "schedule", champion)
     assert row["reasons"] == ["source sql 'loans' has no rows in [2026-01-05, 2026-01-12): nothing new"]

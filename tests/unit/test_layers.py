@@ -33,6 +33,7 @@ FAMILY_MODULE_LAYER = {
     "fit": "training",
     "plots": "training",
     "train": "training",
+    "profile_fill": "training",
     "serve": "serving",
     "routes": "serving",
     "answers": "serving",

@@ -330,7 +330,8 @@ def test_a_batch_whose_customer_changes_meanwhile_is_scored_again_on_the_new_pro
     txns = [("c-race", parse_transaction(r)) for r in history("c-race", n=3)] + [
         ("c-calm", parse_transaction(r)) for r in history("c-calm", n=2)]
     meanwhile = Profile()
-    update(meanwhile, parse_transaction(history("c-race", n=1, start="2026-02-01T08:00:00+00:00")[0]))
+    other_request = {**history("c-race", n=1, start="2026-02-01T08:00:00+00:00")[0], "transaction_id": "c-race-other"}
+    update(meanwhile, parse_transaction(other_request))
     calls: list[tuple[str, int]] = []
 
     def scorer(p: Profile, txn: Any, f: dict[str, float], ok: bool) -> int:

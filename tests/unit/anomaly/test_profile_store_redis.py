@@ -104,7 +104,8 @@ def test_an_out_of_order_transaction_gets_the_documented_answer(table, scorer, s
 def test_concurrent_updates_of_one_customer_are_never_lost(table, store):
     rec = as_record(table.iloc[0])
     base = pd.Timestamp(rec["timestamp"])
-    txns = [parse_transaction({**rec, "timestamp": (base + pd.Timedelta(seconds=i)).isoformat()}) for i in range(40)]
+    txns = [parse_transaction({**rec, "transaction_id": f"t-{i}", "timestamp": (base + pd.Timedelta(seconds=i)).isoformat()})
+            for i in range(40)]
 
     def work(chunk: list) -> None:
         for t in chunk:
