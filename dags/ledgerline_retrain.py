@@ -48,6 +48,8 @@ def _params() -> dict[str, Param]:
         "decision_id": Param(None, type=["null", "string", "integer"], description="monitoring decision that asked for this run"),
         "force": Param(False, type=["null", "boolean"],
                        description="train and register even when data, spec and params equal a registered version's"),
+        "hyper_params": Param(None, type=["null", "object"],
+                              description="hyper-parameter overrides, name -> value (ledgerline train --param KEY=VALUE)"),
         "source": Param(None, type=["null", "object"],
                         description="data sources and window policy (the YAML of ledgerline train --source as an object: "
                         "window, base, sources) instead of data_path"),

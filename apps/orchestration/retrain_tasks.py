@@ -69,6 +69,8 @@ class RetrainJob:
     interval_start: str | None = None
     interval_end: str | None = None
     force: bool = False  # train and register even when the inputs equal a registered version's
+    #: hyper-parameter overrides (``ledgerline train --param KEY=VALUE``), checked by the family before any work
+    hyper_params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def ledger_marker(self) -> str:
@@ -91,6 +93,7 @@ class RetrainJob:
             seed=self.seed,
             options=dict(self.options),
             force=self.force,
+            params=dict(self.hyper_params) or None,
             source=self.source,
             interval_end=self.interval_end,
         )
@@ -156,10 +159,26 @@ def retrain_job(
         max_chunks=max_chunks,
         options=tuple((dest, params[dest]) for dest in _option_dests(family) if params.get(dest) not in (None, "", False)),
         force=_flag(params.get("force")),
+        hyper_params=_hyper_params(params.get("hyper_params")),
         source=source,
         interval_start=_iso(interval_start) if interval_start not in (None, "") else None,
         interval_end=_iso(end),
     )
+
+
+def _hyper_params(value: Any) -> tuple[tuple[str, Any], ...]:
+    """The param ``hyper_params`` (an object: name -> value, like ``--param KEY=VALUE``); the family checks
+    names and ranges when the request is built."""
+    if value in (None, "", {}):
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise LedgerlineError(f"hyper_params must be a JSON object of name -> value, e.g. {{\"max_depth\": 3}}: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise LedgerlineError(f"hyper_params must be an object of name -> value, e.g. {{\"max_depth\": 3}}, not {value!r}")
+    return tuple(sorted((str(k), v) for k, v in value.items()))
 
 
 def _flag(value: Any) -> bool:
