@@ -33,21 +33,57 @@ def _settings():  # noqa: ANN202 - imported lazily to keep --help fast
     return Settings()
 
 
-def check_tracking_server(uri: str) -> None:
-    """Fail fast, before anything is written, when the tracking server is not there."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+def masked_uri(uri: str) -> str:
+    """``uri`` with the password of its user info replaced by ``***`` (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
 
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<an unparsable URI>"
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast, before anything is written, when the tracking server is not there.
+
+    Credentials in the URI's user info (or ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``) are sent as basic auth,
+    as MLflow's client does; an answer that asks for other credentials (401/403) still proves the server is
+    there. The password never appears in a message."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import base64
+    import urllib.error
+    import urllib.request
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    shown = masked_uri(uri)
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        plain = urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    except ValueError as exc:
+        raise LedgerlineError(f"the MLflow tracking URI {shown} is not a valid URL ({exc}); fix MLFLOW_TRACKING_URI") from exc
+    user = unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = unquote(parts.password) if parts.password else os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    request = urllib.request.Request(plain.rstrip("/") + "/health")
+    if user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             if resp.status == 200:
                 return
-    except (urllib.error.URLError, OSError):
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # the server answers; whether these credentials may write is MLflow's to say, with its message
+    except (urllib.error.URLError, OSError, ValueError):
         pass
     raise LedgerlineError(
-        f"cannot reach the MLflow tracking server at {uri}; start it (make demo) or set MLFLOW_TRACKING_URI"
+        f"cannot reach the MLflow tracking server at {shown}; start it (make demo) or set MLFLOW_TRACKING_URI"
     )
 
 
@@ -103,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         champion = f"champion is v{result.champion}" if result.champion else "there is no champion yet"
         print(f"model {result.model_name} v{result.version}: "
               f"{'promoted to @champion' if result.decision.passed else 'not promoted'}; {champion}")
-    print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    if result.run_id:
+        print(f"run: {settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return 0
 
 
@@ -211,7 +248,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no ledger entries for {args.name}")
     for r in rows:
-        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  v{r['version']:<4} {r['action']:<8} trigger={r['trigger']:<11} "
+        version = f"v{r['version']}" if r["version"] else "-"
+        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  {version:<5} {r['action']:<15} trigger={r['trigger']:<11} "
               f"champion {r['previous_champion'] or '-'} -> {r['champion_after'] or '-'}  {'; '.join(r['reasons'])}")
     return 0
 
@@ -299,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--source", metavar="FILE",
                    help="data sources and window policy (YAML: window, base, sources: sql, files, predictions) "
                    "instead of --data; default: <spec-stem>.sources.yaml beside --spec when there is one")
-    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance")
+    t.add_argument("--trigger", default="manual", help="why this run: manual, schedule, drift, performance, feedback")
     t.add_argument("--rows", type=int, default=20_000, help="rows to generate when --data is not given")
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="hyper-parameter override, repeatable")
     t.add_argument("--force", action="store_true",
@@ -355,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def service_down_message(exc: BaseException) -> str | None:
+    """One line for an error of a service the CLI talks to (the app database), or None for anything else."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        from ledgerline.settings import Settings
+
+        try:
+            url = masked_uri(Settings().resolved_app_db_url())
+        except Exception:  # noqa: BLE001 - the message must not fail on bad settings
+            url = "LEDGERLINE_APP_DB_URL"
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return (f"the app database at {url} cannot be used ({cause}); start it or set LEDGERLINE_APP_DB_URL")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # no phoning home: the platform runs in closed networks
@@ -377,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_VALIDATION
     except LedgerlineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a service down: one line naming it, not a traceback (--verbose logs the traceback)
+        message = service_down_message(exc)
+        if message is None:
+            raise
+        logging.getLogger(__name__).debug("service error", exc_info=True)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

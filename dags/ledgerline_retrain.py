@@ -4,13 +4,18 @@ ingest -> validate (Great Expectations; a failure stops the run, nothing is trai
 promoted) -> train (register, ``@challenger``) -> gate (challenger vs ``@champion``) ->
 promote (move ``@champion`` on a pass; ledger row either way).
 
+No version without change: when the snapshot, spec and parameters equal those of the latest
+registered version or the champion (the check ``ledgerline train`` runs too), or the run's
+window is empty, ``ingest`` writes one ledger row (``unchanged`` / ``nothing-new``) and is
+skipped, and so is every task after it; the run ends a success. Run conf ``force``: train anyway.
+
 A family that trains in chunks of series (``ledgerline.families.CHUNKED_TRAINING``) has
 ``plan_chunks -> train_chunk`` (one mapped task per chunk, at most ``max_chunks``, spread over
 the Celery workers) ``-> gather`` (one registered version) in place of ``train``.
 
-The run conf's ``reason`` (schedule | drift | performance | manual; default schedule)
+The run conf's ``reason`` (schedule | drift | performance | feedback | manual; default schedule)
 goes to the MLflow run, the model version and the promotion ledger. The monitoring DAG
-triggers these DAGs with ``reason`` = drift/performance and the ``model_name`` to retrain.
+triggers these DAGs with ``reason`` = drift/performance/feedback and the ``model_name`` to retrain.
 Task bodies only call ``apps.orchestration``, which documents every setting.
 """
 
@@ -41,6 +46,10 @@ def _params() -> dict[str, Param]:
         "target": optional("string", "label column of data_path when there is no spec"),
         "positive_label": optional("string", "positive class of target when there is no spec"),
         "decision_id": Param(None, type=["null", "string", "integer"], description="monitoring decision that asked for this run"),
+        "force": Param(False, type=["null", "boolean"],
+                       description="train and register even when data, spec and params equal a registered version's"),
+        "hyper_params": Param(None, type=["null", "object"],
+                              description="hyper-parameter overrides, name -> value (ledgerline train --param KEY=VALUE)"),
         "source": Param(None, type=["null", "object"],
                         description="data sources and window policy (the YAML of ledgerline train --source as an object: "
                         "window, base, sources) instead of data_path"),

@@ -51,7 +51,8 @@ promotion_ledger = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model_name", sa.String(200), nullable=False, index=True),
     sa.Column("version", sa.String(32), nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),  # promote | reject | rollback | manual-promote
+    sa.Column("action", sa.String(32), nullable=False),  # promote | reject | rollback | manual-promote |
+    # retrain-request | unchanged | nothing-new (the last two: a run that registered nothing; a string, no migration)
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("previous_champion", sa.String(32), nullable=True),
     sa.Column("champion_after", sa.String(32), nullable=True),
@@ -127,7 +128,7 @@ retrain_decisions = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("retrain", sa.Boolean, nullable=False),  # True only when not suppressed
-    sa.Column("reason", sa.String(32), nullable=True),  # drift | performance | schedule | NULL
+    sa.Column("reason", sa.String(32), nullable=True),  # performance | drift | feedback | schedule | NULL
     sa.Column("suppressed", sa.Boolean, nullable=False),  # a reason existed but the cooldown held it back
     sa.Column("evidence", JSONType, nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),

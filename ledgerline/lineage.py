@@ -6,7 +6,7 @@ from __future__ import annotations
 # --- runs and versions: what a model was trained from, and why
 MODEL_NAME = "ledgerline.model_name"
 FAMILY = "ledgerline.family"  # on the run and on the registered version (serving, gate, monitoring read it)
-TRIGGER = "ledgerline.trigger"  # manual | schedule | drift | performance
+TRIGGER = "ledgerline.trigger"  # manual | schedule | drift | performance | feedback
 LOGICAL_DATE = "ledgerline.logical_date"
 SNAPSHOT_URI = "ledgerline.snapshot_uri"
 SNAPSHOT_DIGEST = "ledgerline.snapshot_digest"

@@ -381,6 +381,16 @@ class LabelledWindow:
     outputs: list[dict[str, Any]] | None = None  # the labelled predictions' answer fields (output_fields)
 
 
+def count_feedback(url: str, model_name: str, since: datetime, until: datetime) -> int:
+    """Feedback rows (labels) of ``model_name`` received in ``[since, until]``, whichever version they label."""
+    f = db.feedback.c
+    q = sa.select(sa.func.count()).select_from(db.feedback).where(
+        f.model_name == model_name, f.received_at >= since, f.received_at <= until
+    )
+    with db.engine_for(url).connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
 def load_labelled_window(
     url: str,
     model_name: str,

@@ -1,7 +1,8 @@
 """The retrain decision and the rules that make it (pure functions; storage is in :mod:`monitoring.store`).
 
 Reason priority: ``performance`` (labels show the model is worse) over ``drift`` (the
-population moved) over ``schedule`` (the champion is older than ``max_champion_age_days``).
+population moved) over ``feedback`` (at least ``retrain_after_labels`` labels arrived since the
+champion was trained) over ``schedule`` (the champion is older than ``max_champion_age_days``).
 A cooldown after a retrain decision suppresses later ones for ``cooldown_days``; a
 suppressed decision keeps its reason and evidence but has ``retrain=False``.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-REASONS = ("performance", "drift", "schedule")
+REASONS = ("performance", "drift", "feedback", "schedule")
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Decision:
     model_name: str
     model_version: str
     retrain: bool  # True only when a reason exists and the cooldown did not suppress it
-    reason: str | None  # drift | performance | schedule | None
+    reason: str | None  # performance | drift | feedback | schedule | None
     suppressed: bool
     evidence: dict[str, Any]  # JSON-able: drift and performance summaries, MLflow run ids and URLs, cooldown
     decided_at: datetime
@@ -56,6 +57,10 @@ def _why(reason: str | None, evidence: dict[str, Any]) -> str:
     if reason == "performance":
         perf = evidence.get("performance", {})
         return "performance: " + perf.get("message", "degraded")
+    if reason == "feedback":
+        f = evidence.get("feedback", {})
+        return (f"feedback: {f.get('new_labels', '?')} labels since v{f.get('champion_version', '?')} was trained "
+                f">= {f.get('retrain_after_labels')}")
     if reason == "schedule":
         s = evidence.get("schedule", {})
         return f"schedule: champion {s.get('champion_age_days', '?')} days old > {s.get('max_champion_age_days')}"
@@ -63,13 +68,21 @@ def _why(reason: str | None, evidence: dict[str, Any]) -> str:
 
 
 def choose_reason(
-    drift_status: str | None, performance_status: str | None, *, champion_age_days: float | None, max_age_days: float | None
+    drift_status: str | None,
+    performance_status: str | None,
+    *,
+    champion_age_days: float | None,
+    max_age_days: float | None,
+    new_labels: int | None = None,
+    retrain_after_labels: int | None = None,
 ) -> str | None:
     """The retrain reason a monitoring run found, before the cooldown (None: nothing to do)."""
     if performance_status == "degraded":
         return "performance"
     if drift_status == "drift":
         return "drift"
+    if retrain_after_labels is not None and new_labels is not None and new_labels >= retrain_after_labels:
+        return "feedback"
     if max_age_days is not None and champion_age_days is not None and champion_age_days > max_age_days:
         return "schedule"
     return None

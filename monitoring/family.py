@@ -83,6 +83,11 @@ class MonitoringFamily(Protocol):
         offline test metrics, e.g. its alert budget); a metric it cannot compute is left out."""
         ...
 
+    def new_labels(self, url: str, model_name: str, since: datetime, until: datetime) -> int:
+        """Labels (feedback) of ``model_name`` received in ``[since, until]``: the feedback-volume trigger's
+        count (default: rows of the ``feedback`` table; a family whose feedback lives elsewhere counts there)."""
+        ...
+
     def performance_job(
         self,
         settings: Settings,
@@ -134,6 +139,11 @@ class MonitoringFamilyBase(Generic[M]):
         champion: Champion,
     ) -> JobOutcome | None:
         return None
+
+    def new_labels(self, url: str, model_name: str, since: datetime, until: datetime) -> int:
+        from monitoring.data import count_feedback
+
+        return count_feedback(url, model_name, since, until)
 
 
 def get_monitoring_family(name: str) -> MonitoringFamily:

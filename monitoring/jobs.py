@@ -379,19 +379,30 @@ def run_monitoring(
         performance = run_performance_job(settings, model_name, now=now, mon=mon, champion=champion)
 
     age_days = (now - champion.created_at).total_seconds() / 86400 if champion.created_at else None
+    url = settings.resolved_app_db_url()
+    new_labels = None
+    if mon.retrain_after_labels is not None and champion.created_at is not None:
+        new_labels = family.new_labels(url, model_name, champion.created_at, now)
     reason = choose_reason(drift.status if drift else None, performance.status, champion_age_days=age_days,
-                           max_age_days=mon.max_champion_age_days)
+                           max_age_days=mon.max_champion_age_days, new_labels=new_labels,
+                           retrain_after_labels=mon.retrain_after_labels)
     evidence: dict[str, Any] = {
         "drift": drift.evidence() if drift else {"status": "not measured (feedback per series: no row inputs)"},
         "performance": performance.evidence(),
         "champion": {"version": champion.version, "run_id": champion.run_id, "reference_uri": champion.snapshot_uri},
     }
+    if mon.retrain_after_labels is not None:
+        evidence["feedback"] = {
+            "new_labels": new_labels,
+            "retrain_after_labels": mon.retrain_after_labels,
+            "champion_version": champion.version,
+            "since": champion.created_at.isoformat() if champion.created_at else None,
+        }
     if mon.max_champion_age_days is not None:
         evidence["schedule"] = {
             "champion_age_days": None if age_days is None else round(age_days, 2),
             "max_champion_age_days": mon.max_champion_age_days,
         }
-    url = settings.resolved_app_db_url()
     with store.decision_lock(url, model_name) as conn:
         last = store.last_retrain(conn, model_name, now)
         suppressed = reason is not None and in_cooldown(last[1] if last else None, now, mon.cooldown_days)

@@ -68,6 +68,12 @@ class MonitoringSettings(BaseSettings):
     max_champion_age_days: float | None = Field(
         None, gt=0, description="retrain (reason 'schedule') when the champion is older; None: off"
     )
+    retrain_after_labels: int | None = Field(
+        None,
+        ge=1,
+        description="retrain (reason 'feedback') when at least N labels arrived since the champion was trained; "
+        "None: off (it pays only when training reads production labels, e.g. a `predictions` source)",
+    )
     experiment_name: str = Field("ledgerline-monitoring", description="MLflow experiment of the monitoring runs")
     seed: int = 42
 

@@ -58,7 +58,8 @@ class ModelManagement(Protocol):
         ...
 
     def retrain(self, name: str, *, note: str | None, actor: Actor) -> dict[str, Any]:
-        """Trigger the family's retrain DAG with reason ``manual``: ``{"dag_id", "dag_run_id", "state", "url"}``."""
+        """Trigger the family's retrain DAG with reason ``manual``: ``{"status", "dag_id", "dag_run_id", "state", "url"}``;
+        status ``triggered``, or ``already requested`` when an earlier request's run is still pending (no new run)."""
         ...
 
 

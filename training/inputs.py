@@ -28,7 +28,7 @@ from training.sources.window import snapshot_key
 
 logger = logging.getLogger(__name__)
 
-TRIGGERS = ("manual", "schedule", "drift", "performance")
+TRIGGERS = ("manual", "schedule", "drift", "performance", "feedback")
 MIN_TRAINING_ROWS = 200  # below this no spec's min_rows is trusted: metrics would be noise
 MIN_TEST_CLASS_ROWS = 10  # rows of each class the test split must hold
 
@@ -262,8 +262,10 @@ def _date_seed(base: int, logical_date: str | None) -> int:
 def prepared_from_uri(settings: Settings, req: TrainRequest, snapshot_uri: str) -> Prepared:
     """Re-open a snapshot written by ``prepare`` (an Airflow task hands over only its URI)."""
     snap = snapshot_from_uri(snapshot_uri)
-    spec, frozen = resolve_spec(settings, req, snap.load())
-    return Prepared(snap, spec, frozen)
+    raw = snap.load()
+    spec, frozen = resolve_spec(settings, req, raw)
+    # the spec ``prepare`` gave (its label values recorded), so a DAG run logs what the CLI logs
+    return Prepared(snap, with_observed_labels(spec, raw), frozen)
 
 
 def split(frame: pd.DataFrame, spec: DatasetSpec, seed: int, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -11,6 +11,8 @@ leaves a FAILED run holding the validation evidence and nothing registered.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ledgerline.errors import DataError, NothingNew
 from ledgerline.registry import client
 from ledgerline.settings import Settings
@@ -52,22 +54,37 @@ from training.promotion import (
     rollback,
     version_family,
 )
-from training.registration import Fit, TrainingResult, same_as_champion, train_and_register
+from training.registration import (
+    NO_CHANGE_ACTIONS,
+    NOTHING_NEW,
+    UNCHANGED,
+    Fit,
+    TrainingResult,
+    Unchanged,
+    record_no_change,
+    train_and_register,
+    unchanged_since,
+)
 from training.runs import Progress, fail_if_running, log_progress, step
 from training.validation import validate
 
 
-def nothing_new(settings: Settings, req: TrainRequest, exc: NothingNew, progress: Progress = log_progress) -> None:
-    """The run's data window is empty: nothing is trained or registered (the CLI and the retrain DAG both come
-    here before they stop). The seam for the ledger row saying so: this is where
-    ``training.registration.record_no_change(settings, req.name, action="nothing-new", reasons=[str(exc)],
-    trigger=req.trigger)`` goes once it exists."""
+def nothing_new(
+    settings: Settings, req: TrainRequest, exc: NothingNew, progress: Progress = log_progress
+) -> dict[str, Any]:
+    """The run's data window is empty: nothing is trained or registered; the promotion ledger gets a
+    ``nothing-new`` row saying so (the champion stays). Returns the row. (The retrain DAG writes its row
+    through ``apps.orchestration.record_no_change_once``: once per DAG run.)"""
+    row = record_no_change(settings, req.name, action=NOTHING_NEW, reasons=[str(exc)], trigger=req.trigger)
     progress(f"{req.name}: {exc}")
+    return row
 
 
 def run_training(settings: Settings, req: TrainRequest, progress: Progress = log_progress) -> TrainingResult:
     """The whole loop for one dataset, as ``ledgerline train`` runs it. An empty data window raises
-    :class:`~ledgerline.errors.NothingNew` (after :func:`nothing_new`), with nothing written."""
+    :class:`~ledgerline.errors.NothingNew` after :func:`nothing_new` wrote its ledger row, with nothing
+    else written; inputs equal to the latest registered version's or the champion's register nothing
+    and write an ``unchanged`` ledger row (``req.force`` trains anyway)."""
     with step(progress, "[1/4] ingest"):
         try:
             prepared = prepare(settings, req, progress)
@@ -75,10 +92,12 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = log
             nothing_new(settings, req, exc, progress)
             raise
     if not req.force:
-        unchanged = same_as_champion(settings, req, prepared)
+        unchanged = unchanged_since(settings, req, prepared)
         if unchanged is not None:
-            progress(f"{req.name}: {unchanged.decision.reasons[0]}")
-            return unchanged
+            record_no_change(settings, req.name, action=UNCHANGED, reasons=[unchanged.reason], trigger=req.trigger,
+                             run_id=unchanged.run_id, version=unchanged.version)
+            progress(f"{req.name}: {unchanged.reason}")
+            return unchanged.result(prepared.snapshot.uri)
     with step(progress, "[2/4] validate (Great Expectations)"):
         run_id = validate(settings, req, prepared, progress)
     try:
@@ -116,6 +135,8 @@ __all__ = [
     "MIN_REASON_CHARS",
     "MIN_TEST_CLASS_ROWS",
     "MIN_TRAINING_ROWS",
+    "NOTHING_NEW",
+    "NO_CHANGE_ACTIONS",
     "NothingNew",
     "Prepared",
     "Progress",
@@ -123,6 +144,8 @@ __all__ = [
     "TRIGGERS",
     "TrainRequest",
     "TrainingResult",
+    "UNCHANGED",
+    "Unchanged",
     "check_columns",
     "check_params",
     "check_rows",
@@ -140,14 +163,15 @@ __all__ = [
     "plan_chunks",
     "prepare",
     "prepared_from_uri",
+    "record_no_change",
     "record_gate",
     "resolve_spec",
     "rollback",
     "run_training",
-    "same_as_champion",
     "split",
     "train_and_register",
     "train_chunk",
+    "unchanged_since",
     "validate",
     "version_family",
 ]

@@ -1,12 +1,13 @@
 """The train-and-register step: train in the validated run, log metrics, report, card parts and the
-model, register it and point ``@challenger`` at it; and the check that skips training when the
-champion came from the same snapshot, spec and parameters."""
+model, register it and point ``@challenger`` at it; the check that skips training when the champion or
+the latest version came from the same snapshot, spec and parameters (:func:`unchanged_since`), and the
+ledger row of a run that registered nothing (:func:`record_no_change`)."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class TrainingResult:
     champion: str | None
     experiment_id: str
     artifacts: list[str] = field(default_factory=list)
-    skipped: bool = False  # True: the champion was trained from the same snapshot, spec and parameters
+    skipped: bool = False  # True: nothing registered (inputs unchanged, or nothing new in the window)
 
 
 def train_and_register(
@@ -138,47 +139,173 @@ def train_and_register(
     return version, metrics
 
 
-def same_as_champion(settings: Settings, req: TrainRequest, prepared: Prepared) -> TrainingResult | None:
-    """The champion, when it was trained from this very snapshot (digest), spec and parameters.
+#: ledger actions of a run that registered nothing: its inputs equal a registered version's, or its window was empty
+UNCHANGED = "unchanged"
+NOTHING_NEW = "nothing-new"
+NO_CHANGE_ACTIONS = (UNCHANGED, NOTHING_NEW)
 
-    Training again would only register a duplicate version; ``req.force`` skips this check.
-    """
-    configure_mlflow(settings)
-    c = client(settings)
-    champion = alias_version(c, req.name, CHAMPION)
-    if champion is None:
-        return None
-    mv = c.get_model_version(req.name, champion)
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A registered version trained from the same snapshot (digest), spec and parameters as a request."""
+
+    model_name: str
+    version: str
+    roles: tuple[str, ...]  # what that version is: "champion", "latest" (the newest registered) or both
+    run_id: str
+    digest: str
+    metrics: dict[str, float]
+    experiment_id: str
+    champion: str | None  # the champion now (it stays)
+    airflow_run: str | None  # "<dag_id>/<run_id>" of the DAG run that trained it, if one did
+
+    @property
+    def reason(self) -> str:
+        words = {"champion": f"@{CHAMPION}", "latest": "the latest registered version"}
+        what = " and ".join(words[r] for r in self.roles)
+        return (
+            f"unchanged: the data (snapshot digest {self.digest[:12]}), spec and parameters equal those of "
+            f"v{self.version} ({what}); nothing registered (--force trains again)"
+        )
+
+    def result(self, snapshot_uri: str) -> TrainingResult:
+        """What ``run_training`` returns for it: the matched version, nothing trained."""
+        return TrainingResult(
+            model_name=self.model_name,
+            snapshot_uri=snapshot_uri,
+            run_id=self.run_id,
+            version=self.version,
+            metrics=self.metrics,
+            decision=GateDecision(True, [self.reason], self.metrics, champion_version=self.champion),
+            champion=self.champion,
+            experiment_id=self.experiment_id,
+            skipped=True,
+        )
+
+
+def _expected_params(settings: Settings, req: TrainRequest) -> dict[str, str]:
+    """The run params a training of ``req`` logs that decide the model: the family's and the split seed."""
+    seed = settings.seed if req.seed is None else req.seed
+    params = get_family(req.family).params(seed, req.params)
+    return {**{k: str(v) for k, v in params.as_dict().items()}, "split_seed": str(seed)}
+
+
+def _trained_from(c: Any, mv: Any, prepared: Prepared, params: Mapping[str, str]) -> Any | None:
+    """The training run of version ``mv`` when it was trained from ``prepared`` (snapshot digest and spec)
+    and ``params``; else None."""
     if not mv.run_id:
         return None
     run = c.get_run(mv.run_id)
     if run.data.tags.get(lineage.SNAPSHOT_DIGEST) != prepared.snapshot.digest:
         return None
-    seed = settings.seed if req.seed is None else req.seed
-    params = get_family(req.family).params(seed, req.params)
-    expected = {**{k: str(v) for k, v in params.as_dict().items()}, "split_seed": str(seed)}
-    if any(run.data.params.get(k) != v for k, v in expected.items()):
+    if any(run.data.params.get(k) != v for k, v in params.items()):
         return None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             logged = DatasetSpec.from_dict(load_yaml(Path(c.download_artifacts(mv.run_id, "data/spec.yaml", tmp))))
         except (LedgerlineError, OSError):
             return None
-    if logged.to_dict() != prepared.spec.to_dict():
+    return run if _same_spec(logged, prepared) else None
+
+
+def _same_spec(logged: DatasetSpec, prepared: Prepared) -> bool:
+    """Whether the spec a version logged is ``prepared``'s. A version the retrain DAG trained before it
+    recorded label values logged its spec without them: those of the same snapshot are filled in first."""
+    if logged.to_dict() == prepared.spec.to_dict():
+        return True
+    if logged.negative_labels or logged.target is None or logged.positive_label is None:
+        return False
+    from features.spec import with_observed_labels
+
+    labels = pd.read_parquet(prepared.snapshot.uri, columns=[logged.target])
+    return with_observed_labels(logged, labels).to_dict() == prepared.spec.to_dict()
+
+
+def unchanged_since(settings: Settings, req: TrainRequest, prepared: Prepared) -> Unchanged | None:
+    """The registered version a training of ``req`` on ``prepared`` would only duplicate, or None.
+
+    Unchanged: the snapshot digest, the spec and the parameters (the family's and the split seed)
+    equal those of the latest registered version of the model or of its ``@champion``. The one
+    check of the CLI (:func:`training.pipeline.run_training`) and the retrain DAG (its ``ingest``
+    task); ``req.force`` is for the callers to honour.
+    """
+    from mlflow.exceptions import MlflowException
+
+    configure_mlflow(settings)
+    c = client(settings)
+    try:
+        versions = c.search_model_versions(f"name = '{req.name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if not versions:
         return None
-    metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
-    reason = (
-        f"v{champion} is @champion and was trained from this snapshot ({prepared.snapshot.digest[:12]}), "
-        f"spec and parameters; nothing registered (--force trains again)"
-    )
-    return TrainingResult(
-        model_name=req.name,
-        snapshot_uri=prepared.snapshot.uri,
-        run_id=mv.run_id,
-        version=champion,
-        metrics=metrics,
-        decision=GateDecision(True, [reason], metrics, champion_version=champion),
-        champion=champion,
-        experiment_id=run.info.experiment_id,
-        skipped=True,
+    latest = max(versions, key=lambda v: int(v.version))
+    champion = alias_version(c, req.name, CHAMPION)
+    by_version = {str(v.version): v for v in versions}
+    candidates = [v for v in (champion, str(latest.version)) if v is not None and v in by_version]
+    params = _expected_params(settings, req)
+    for version in dict.fromkeys(candidates):  # the champion first; once when it is also the latest
+        run = _trained_from(c, by_version[version], prepared, params)
+        if run is None:
+            continue
+        roles = tuple(r for r, v in (("champion", champion), ("latest", str(latest.version))) if v == version)
+        metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        return Unchanged(
+            model_name=req.name,
+            version=version,
+            roles=roles,
+            run_id=str(run.info.run_id),
+            digest=prepared.snapshot.digest,
+            metrics=metrics,
+            experiment_id=str(run.info.experiment_id),
+            champion=champion,
+            airflow_run=run.data.tags.get(lineage.AIRFLOW_RUN),
+        )
+    return None
+
+
+def record_no_change(
+    settings: Settings,
+    model_name: str,
+    *,
+    action: str,
+    reasons: Sequence[str],
+    trigger: str,
+    run_id: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """The promotion-ledger row of a run that registered nothing: ``unchanged`` (its inputs equal
+    ``version``'s) or ``nothing-new`` (its window was empty). The champion stays; ``version``
+    defaults to the champion (else the latest version, else empty). Returns the row."""
+    from mlflow.exceptions import MlflowException
+
+    from ledgerline import db
+
+    if action not in NO_CHANGE_ACTIONS:
+        raise ValueError(f"record_no_change writes {NO_CHANGE_ACTIONS}, not {action!r}")
+    c = client(settings)
+    champion = alias_version(c, model_name, CHAMPION)
+    if version is None:
+        version = champion
+    if version is None:
+        try:
+            found = [int(v.version) for v in c.search_model_versions(f"name = '{model_name}'")]
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            found = []
+        version = str(max(found)) if found else ""
+    return db.record_decision(
+        settings.resolved_app_db_url(),
+        model_name=model_name,
+        version=str(version),
+        action=action,
+        passed=True,
+        reasons=list(reasons),
+        trigger=trigger,
+        previous_champion=champion,
+        champion_after=champion,
+        run_id=run_id,
     )

@@ -7,9 +7,10 @@ them without Airflow); the few helpers that read Airflow's task context or Varia
 import Airflow lazily, inside the function.
 
 Configuration (nothing is hard-coded in the DAG files)
-    Run conf / params (per run)    ``reason`` (schedule | drift | performance | manual, default
-                                   ``schedule``), ``model_name``, ``rows``, ``seed``, ``data_path``,
-                                   ``spec_path``, ``target``, ``positive_label``, ``decision_id``,
+    Run conf / params (per run)    ``reason`` (schedule | drift | performance | feedback | manual,
+                                   default ``schedule``), ``model_name``, ``rows``, ``seed``,
+                                   ``data_path``, ``spec_path``, ``target``, ``positive_label``,
+                                   ``decision_id``, ``force`` (train even when nothing changed),
                                    ``source`` (an object: window, base, sources; see training/sources/)
                                    or ``source_path`` (its YAML file), ``interval_end`` (ISO datetime:
                                    the data window's end; default the run's data_interval_end, else
@@ -39,7 +40,11 @@ Configuration (nothing is hard-coded in the DAG files)
         LEDGERLINE_AIRFLOW_RETRY_DELAY_SECONDS   first retry delay, doubled each time (default 300)
 
 Retries and idempotency of a retrain run (keyed on the DAG run and its snapshot)
-    ingest    the snapshot is immutable per model and date: a retry re-writes nothing.
+    ingest    the snapshot is immutable per model and date: a retry re-writes nothing. When the
+              window is empty, or the snapshot, spec and params equal the latest registered
+              version's or the champion's (a version this DAG run registered does not count), it
+              writes one ``nothing-new`` / ``unchanged`` ledger row naming the DAG run (a retry
+              finds that row) and skips the rest of the run.
     validate  the MLflow run is created tagged with the DAG run id; a retry reuses a run of the
               same DAG run and snapshot digest whose validation passed, otherwise opens a new run
               (attempts that died half-way are marked FAILED). Failed validation is final: the
@@ -112,6 +117,7 @@ from apps.orchestration.retrain_tasks import (
     option_params,
     plan_chunks,
     promote,
+    record_no_change_once,
     registered_version,
     retrain_job,
     train,
@@ -158,6 +164,7 @@ __all__ = [
     "option_params",
     "plan_chunks",
     "promote",
+    "record_no_change_once",
     "registered_version",
     "registry_family",
     "retrain_dag_id",

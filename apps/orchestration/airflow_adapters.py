@@ -11,7 +11,7 @@ from typing import Any
 from apps.orchestration.config import SETTINGS_VARIABLE, env_lookup, settings_from
 from apps.orchestration.monitor_tasks import monitored_models, registry_family
 from apps.orchestration.retrain_tasks import RetrainJob, retrain_job
-from ledgerline.errors import LedgerlineError, NothingNew
+from ledgerline.errors import AlreadyTrained, LedgerlineError, NothingNew
 from ledgerline.settings import Settings
 
 
@@ -94,12 +94,15 @@ def monitored_from_airflow(settings: Settings) -> list[dict[str, str]]:
 def fail_fast() -> Iterator[None]:
     """Our domain errors (bad data, failed validation, bad conf) fail the task without retries:
     the same snapshot and conf would fail again. Anything else (network, database) is retried.
-    An empty data window (NothingNew) is no failure: the task and the ones after it are skipped."""
+
+    A run with nothing to register (``NothingNew``: an empty window; ``AlreadyTrained``: inputs equal to
+    a registered version's; the ledger row is written) skips the task and, through it, the rest of
+    the run, which ends a success."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     try:
         yield
-    except NothingNew as exc:
+    except (AlreadyTrained, NothingNew) as exc:
         raise AirflowSkipException(str(exc)) from exc
     except LedgerlineError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -20,7 +20,7 @@ SETTINGS_VARIABLE = "ledgerline_settings"
 DEFAULT_REASON = "schedule"
 #: training.pipeline.TRIGGERS, repeated here so DAG files can offer them without importing pandas
 #: (tests/dags checks the two agree).
-REASONS = ("schedule", "drift", "performance", "manual")
+REASONS = ("schedule", "drift", "performance", "feedback", "manual")
 DEFAULT_ROWS = 20_000
 DEFAULT_MAX_CHUNKS = 16
 MAX_CHUNKS_LIMIT = 256  # a mapped task per chunk: tens of tasks, never one per series

@@ -1,5 +1,10 @@
 """The retrain DAG's tasks: ingest, validate, train (or plan, train and gather chunks), gate, promote.
 
+``ingest`` also runs the pipeline's one check for a run that would register nothing (the CLI runs the
+same): an empty window (``NothingNew``) or inputs equal to a registered version's (``AlreadyTrained``).
+It writes the ledger row once per DAG run and raises; the DAG skips the rest of the run, which ends
+a success.
+
 Plain Python taking ``Settings`` and a :class:`RetrainJob` (tests call them without Airflow);
 each is idempotent per DAG run (see :mod:`apps.orchestration`).
 """
@@ -63,6 +68,14 @@ class RetrainJob:
     #: ISO datetimes in UTC; the window policy reads the window that ends at ``interval_end``
     interval_start: str | None = None
     interval_end: str | None = None
+    force: bool = False  # train and register even when the inputs equal a registered version's
+    #: hyper-parameter overrides (``ledgerline train --param KEY=VALUE``), checked by the family before any work
+    hyper_params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def ledger_marker(self) -> str:
+        """The reason line naming this DAG run in a ledger row it writes (and how a retry finds that row)."""
+        return f"Airflow DAG run {self.dag_run}"
 
     def request(self) -> TrainRequest:
         from training.requests import train_request
@@ -79,6 +92,8 @@ class RetrainJob:
             rows=self.rows,
             seed=self.seed,
             options=dict(self.options),
+            force=self.force,
+            params=dict(self.hyper_params) or None,
             source=self.source,
             interval_end=self.interval_end,
         )
@@ -143,10 +158,34 @@ def retrain_job(
         decision_id=str(decision_id) if decision_id not in (None, "") else None,
         max_chunks=max_chunks,
         options=tuple((dest, params[dest]) for dest in _option_dests(family) if params.get(dest) not in (None, "", False)),
+        force=_flag(params.get("force")),
+        hyper_params=_hyper_params(params.get("hyper_params")),
         source=source,
         interval_start=_iso(interval_start) if interval_start not in (None, "") else None,
         interval_end=_iso(end),
     )
+
+
+def _hyper_params(value: Any) -> tuple[tuple[str, Any], ...]:
+    """The param ``hyper_params`` (an object: name -> value, like ``--param KEY=VALUE``); the family checks
+    names and ranges when the request is built."""
+    if value in (None, "", {}):
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise LedgerlineError(f"hyper_params must be a JSON object of name -> value, e.g. {{\"max_depth\": 3}}: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise LedgerlineError(f"hyper_params must be an object of name -> value, e.g. {{\"max_depth\": 3}}, not {value!r}")
+    return tuple(sorted((str(k), v) for k, v in value.items()))
+
+
+def _flag(value: Any) -> bool:
+    """A boolean param that may arrive as text from a run conf ("true", "1")."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _iso(value: datetime | str) -> str:
@@ -188,18 +227,50 @@ def option_params(family: str) -> list[tuple[str, str, str]]:
 
 
 def ingest(settings: Settings, job: RetrainJob) -> str:
-    """Write (or find) the immutable snapshot for the run's date; return its URI."""
-    from ledgerline.errors import NothingNew
-    from training.pipeline import nothing_new, prepare
+    """Write (or find) the immutable snapshot for the run's date; return its URI.
+
+    A run that would register nothing raises after writing its ledger row (once per DAG run: a retry
+    finds the row): ``NothingNew`` for an empty window, ``AlreadyTrained`` when the snapshot, spec and
+    parameters equal those of the latest registered version or the champion (unless the run conf says
+    ``force``). A version this very DAG run registered is no reason to stop: its retried tasks go on
+    and find their work done.
+    """
+    from ledgerline.errors import AlreadyTrained, NothingNew
+    from training.pipeline import NOTHING_NEW, UNCHANGED, prepare, unchanged_since
 
     req = job.request()
     try:
         prepared = prepare(settings, req)
-    except NothingNew as exc:  # the DAG's ingest task is skipped, and every task after it
-        nothing_new(settings, req, exc)
+    except NothingNew as exc:
+        record_no_change_once(settings, job, action=NOTHING_NEW, reasons=[str(exc)])
         raise
     logger.info("snapshot %s (%d rows, reason=%s)", prepared.snapshot.uri, prepared.snapshot.rows, job.reason)
+    if not job.force:
+        unchanged = unchanged_since(settings, req, prepared)
+        if unchanged is not None and unchanged.airflow_run != job.dag_run:
+            record_no_change_once(settings, job, action=UNCHANGED, reasons=[unchanged.reason],
+                                  run_id=unchanged.run_id, version=unchanged.version)
+            raise AlreadyTrained(f"{job.model_name}: {unchanged.reason}")
     return prepared.snapshot.uri
+
+
+def record_no_change_once(
+    settings: Settings, job: RetrainJob, *, action: str, reasons: list[str], run_id: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """The ledger row saying this DAG run registered nothing (``unchanged`` / ``nothing-new``), written
+    once: a retried task returns the row an earlier attempt wrote."""
+    from ledgerline import db
+    from training.pipeline import NO_CHANGE_ACTIONS, record_no_change
+
+    for row in reversed(db.ledger(settings.resolved_app_db_url(), job.model_name)):
+        if row["action"] in NO_CHANGE_ACTIONS and job.ledger_marker in (row["reasons"] or []):
+            logger.info("%s: this DAG run already recorded '%s' (ledger row %s)", job.model_name, row["action"], row["id"])
+            return row
+    row = record_no_change(settings, job.model_name, action=action, reasons=[*reasons, job.ledger_marker],
+                           trigger=job.reason, run_id=run_id, version=version)
+    logger.info("%s: %s, nothing registered (ledger row %s)", job.model_name, "; ".join(reasons), row["id"])
+    return row
 
 
 def _runs_of(settings: Settings, job: RetrainJob, digest: str) -> list[Any]:

@@ -57,6 +57,20 @@ class SpendingForecastMonitoring(MonitoringFamilyBase["ForecastModel"]):
         raise InsufficientLabels("forecasting feedback is actuals per series and date (forecast_actuals), not labels")
 
     # --- series feedback --------------------------------------------------------------
+    def new_labels(self, url: str, model_name: str, since: datetime, until: datetime) -> int:
+        """Actuals received in ``[since, until]`` (the feedback-volume trigger counts them, not the feedback table)."""
+        import sqlalchemy as sa
+
+        from families.spending_forecast.tables import forecast_actuals
+        from ledgerline import db
+
+        a = forecast_actuals.c
+        q = sa.select(sa.func.count()).select_from(forecast_actuals).where(
+            a.model_name == model_name, a.received_at >= since, a.received_at <= until
+        )
+        with db.engine_for(url).connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def live_errors(self, model: ForecastModel, actuals: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
         """Overall live metrics and a per-series table (live and backtest MASE, WAPE, points, degraded)
         of ``actuals`` (series_id, ds, y) against the forecast table; actuals without a forecast are ignored."""

@@ -392,11 +392,23 @@ def test_a_manual_retrain_through_model_management_starts_the_familys_dag_and_is
     assert status == 200, _body
     trained = train_credit("credit-pipeline")
     settings = trained.settings.model_copy(update={"airflow_url": api_server, "airflow_user": USER, "airflow_password": PASSWORD})
-    run = PipelineManagement(settings).retrain("credit-pipeline", note="new bureau data", actor=Actor("carol", "admin key"))
+    ledger_before = db.ledger(settings.resolved_app_db_url(), "credit-pipeline")
+    # two requests at once (a double click): one DAG run, one ledger row; the second joins the first's run
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda who: PipelineManagement(settings).retrain(
+            "credit-pipeline", note="new bureau data", actor=Actor(who, "admin key")), ["carol", "dave"]))
+    assert sorted(a["status"] for a in answers) == ["already requested", "triggered"], answers
+    assert answers[0]["dag_run_id"] == answers[1]["dag_run_id"]
+    run = next(a for a in answers if a["status"] == "triggered")
+    assert len(db.ledger(settings.resolved_app_db_url(), "credit-pipeline")) == len(ledger_before) + 1
+    runs = _call(AirflowApi(api_server, USER, PASSWORD), "GET", "/api/v2/dags/ledgerline_retrain_credit_risk/dagRuns")[1]
+    assert [r["dag_run_id"] for r in runs["dag_runs"] if r["dag_run_id"].startswith("manual__")] == [run["dag_run_id"]]
     assert run["dag_id"] == "ledgerline_retrain_credit_risk" and run["dag_run_id"].startswith("manual__credit-pipeline__")
     assert run["url"] == f"{api_server}/dags/{run['dag_id']}/runs/{run['dag_run_id']}" and run["state"] == "queued"
     read = get_dag_run(AirflowApi(api_server, USER, PASSWORD), run["dag_id"], run["dag_run_id"])
     assert read.state == "queued"
     row = db.ledger(settings.resolved_app_db_url(), "credit-pipeline")[-1]
-    assert row["action"] == "retrain-request" and "carol (admin key): new bureau data" in row["reasons"][0]
+    assert row["action"] == "retrain-request" and " (admin key): new bureau data" in row["reasons"][0]
     assert run["dag_run_id"] in row["reasons"][1]

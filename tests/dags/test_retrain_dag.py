@@ -1,8 +1,9 @@
 """``dag.test()`` of the credit retrain DAG against Postgres, a real mlflow server and S3 (moto).
 
 One scheduled run trains ``credit-dags-retrain`` v1 for the module; the other tests build
-on it: retried tasks of that run change nothing, and a run on bad data stops at validate
-without moving the champion.
+on it: retried tasks of that run change nothing, a run on bad data stops at validate
+without moving the champion, and a run on the same data again registers nothing and ends a
+success (tests/integration/test_retrain_unchanged.py checks that path's task functions).
 """
 
 from __future__ import annotations
@@ -131,3 +132,26 @@ def test_a_run_on_data_that_fails_validation_stops_at_validate_and_the_champion_
     assert failed.info.status == "FAILED"
     assert failed.data.tags["ledgerline.trigger"] == "drift"
     assert failed.data.tags[orch.RUN_TAG] == f"{DAG_ID}/{result['run_id']}"
+
+
+def test_a_run_on_unchanged_data_skips_every_task_after_ingest_and_ends_a_success(
+    scheduled_run: ScheduledRun, dag_runner: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    settings, name = scheduled_run.settings, scheduled_run.model_name
+    (version,) = _versions(settings, name)
+    same = tmp_path / "same.parquet"  # the champion's training data, delivered again for another week
+    shutil.copy(client(settings).get_run(version.run_id).data.tags["ledgerline.snapshot_uri"], same)
+    before = db.ledger(settings.resolved_app_db_url(), name)
+
+    result = dag_runner.run(DAG_ID, settings, conf={"model_name": name, "data_path": str(same), "target": "default",
+                                                   "positive_label": "1"},
+                            logical_date=datetime(2026, 1, 19, 3, 0, tzinfo=UTC))
+
+    assert result["state"] == "success", result["log"]
+    assert dag_runner.states(result) == {t: ["skipped"] for t in ["gate", "ingest", "promote", "train", "validate"]}
+    assert [v.version for v in _versions(settings, name)] == ["1"]
+    (row,) = db.ledger(settings.resolved_app_db_url(), name)[len(before):]
+    assert row["action"] == "unchanged" and row["version"] == "1"
+    assert row["reasons"][-1] == f"Airflow DAG run {DAG_ID}/{result['run_id']}"

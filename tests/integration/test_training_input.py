@@ -96,10 +96,18 @@ def test_a_snapshot_that_failed_validation_gives_way_to_the_corrected_file(cli_e
     assert statuses == ["FAILED", "FINISHED"]
 
 
-def test_training_the_champions_inputs_again_registers_nothing_unless_forced(train_credit, session_settings):
+def _no_change_rows(settings, name: str) -> list[dict]:
+    from ledgerline import db
+
+    return [r for r in db.ledger(settings.resolved_app_db_url(), name) if r["action"] in ("unchanged", "nothing-new")]
+
+
+def test_training_the_champions_inputs_again_registers_nothing_unless_forced(train_credit, session_settings, monkeypatch,
+                                                                              capsys):
     m = train_credit("credit-pipeline")
     before = _versions(session_settings, "credit-pipeline")
     runs_before = len(_runs(session_settings, "credit-pipeline"))
+    rows_before = _no_change_rows(session_settings, "credit-pipeline")
     req = TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42, logical_date="2026-01-05",
                        params={"model_choice": "xgboost", "cv_folds": 2})  # what train_credit trains
     again = run_training(session_settings, req)
@@ -108,12 +116,57 @@ def test_training_the_champions_inputs_again_registers_nothing_unless_forced(tra
     assert again.metrics["roc_auc"] > 0.6
     assert _versions(session_settings, "credit-pipeline") == before
     assert len(_runs(session_settings, "credit-pipeline")) == runs_before  # not even a run was opened
+    # ... and the ledger says so: which version it matched, the digest, the champion unchanged
+    (row,) = _no_change_rows(session_settings, "credit-pipeline")[len(rows_before):]
+    assert row["action"] == "unchanged" and row["passed"] and row["version"] == m.champion
+    assert row["previous_champion"] == row["champion_after"] == m.champion and row["trigger"] == "manual"
+    assert row["reasons"] == again.decision.reasons and row["run_id"] == again.run_id
+    assert f"equal those of v{m.champion} (@champion" in row["reasons"][0]
+    digest = MlflowClient(session_settings.tracking_uri).get_run(again.run_id).data.tags["ledgerline.snapshot_digest"]
+    assert f"snapshot digest {digest[:12]}" in row["reasons"][0]
 
     # other parameters on the same snapshot are a different model: trained and registered
-    other = run_training(session_settings, TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42,
-                                                        logical_date="2026-01-05",
-                                                        params={"max_depth": 3, "model_choice": "xgboost", "cv_folds": 2}))
+    other_req = TrainRequest(family="credit-risk", model_name="credit-pipeline", rows=6000, seed=42,
+                             logical_date="2026-01-05", params={"max_depth": 3, "model_choice": "xgboost", "cv_folds": 2})
+    other = run_training(session_settings, other_req)
     assert not other.skipped and other.version not in before
+    # the same again equals the latest version (whether or not the gate promoted it): nothing registered
+    repeat = run_training(session_settings, other_req)
+    assert repeat.skipped and repeat.version == other.version
+    assert "the latest registered version" in repeat.decision.reasons[0]
+    assert _versions(session_settings, "credit-pipeline") == sorted([*before, other.version])
+    assert [r["version"] for r in _no_change_rows(session_settings, "credit-pipeline")[len(rows_before):]] == [
+        m.champion, other.version]
+
+    # `ledgerline ledger` shows the row in words
+    monkeypatch.setenv("LEDGERLINE_APP_DB_URL", session_settings.resolved_app_db_url())
+    from apps.cli import main
+
+    capsys.readouterr()
+    assert main(["ledger", "credit-pipeline"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"v{other.version}" in last and " unchanged " in last and "nothing registered" in last
+
+
+def test_an_empty_window_records_nothing_new_and_registers_nothing(train_credit, session_settings, monkeypatch):
+    from ledgerline.errors import NothingNew
+    from training import pipeline
+
+    train_credit("credit-pipeline")
+    champion = MlflowClient(session_settings.tracking_uri).get_model_version_by_alias("credit-pipeline", "champion").version
+    before = _versions(session_settings, "credit-pipeline")
+    rows_before = _no_change_rows(session_settings, "credit-pipeline")
+
+    def empty_window(*args, **kwargs):
+        raise NothingNew("source sql 'loans' has no rows in [2026-01-05, 2026-01-12): nothing new")
+
+    monkeypatch.setattr(pipeline, "prepare", empty_window)  # what a source's read gives for an empty window
+    with pytest.raises(NothingNew, match="nothing new"):  # `ledgerline train` says so and exits 0
+        run_training(session_settings, TrainRequest(family="credit-risk", model_name="credit-pipeline", trigger="schedule"))
+    (row,) = _no_change_rows(session_settings, "credit-pipeline")[len(rows_before):]
+    assert (row["action"], row["trigger"], row["champion_after"]) == ("nothing-new", "schedule", champion)
+    assert row["reasons"] == ["source sql 'loans' has no rows in [2026-01-05, 2026-01-12): nothing new"]
+    assert _versions(session_settings, "credit-pipeline") == before
 
 
 @pytest.mark.parametrize("case", ["thirty_rows", "duplicate_headers", "nested_parquet", "min_rows_above_data"])

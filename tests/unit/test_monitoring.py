@@ -212,6 +212,34 @@ def test_performance_outranks_drift_which_outranks_schedule() -> None:
     assert choose_reason("insufficient_data", "insufficient_data", champion_age_days=1, max_age_days=30) is None
 
 
+def test_feedback_volume_ranks_below_drift_and_above_schedule() -> None:
+    labels = {"new_labels": 250, "retrain_after_labels": 200}
+    assert choose_reason("ok", "ok", champion_age_days=100, max_age_days=30, **labels) == "feedback"
+    assert choose_reason("drift", "ok", champion_age_days=1, max_age_days=None, **labels) == "drift"
+    assert choose_reason("ok", "degraded", champion_age_days=1, max_age_days=None, **labels) == "performance"
+    assert choose_reason("ok", "ok", champion_age_days=1, max_age_days=None, new_labels=200, retrain_after_labels=200) == "feedback"
+    assert choose_reason("ok", "ok", champion_age_days=1, max_age_days=None, new_labels=199, retrain_after_labels=200) is None
+    assert choose_reason("ok", "ok", champion_age_days=100, max_age_days=30, new_labels=199,
+                         retrain_after_labels=200) == "schedule"
+    assert choose_reason("ok", "ok", champion_age_days=1, max_age_days=None, new_labels=10**6) is None  # off by default
+
+
+def test_the_feedback_threshold_comes_from_the_environment_and_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MonitoringSettings().retrain_after_labels is None
+    monkeypatch.setenv("LEDGERLINE_MONITORING_RETRAIN_AFTER_LABELS", "500")
+    assert MonitoringSettings().retrain_after_labels == 500
+    monkeypatch.setenv("LEDGERLINE_MONITORING_RETRAIN_AFTER_LABELS", "0")
+    with pytest.raises(ValueError, match="retrain_after_labels"):
+        MonitoringSettings()
+
+
+def test_a_feedback_decision_says_how_many_labels_against_which_threshold() -> None:
+    evidence = {"feedback": {"new_labels": 512, "retrain_after_labels": 500, "champion_version": "4"},
+                "drift": {"status": "ok"}, "performance": {"status": "ok"}}
+    line = Decision(9, "credit-risk", "4", True, "feedback", False, evidence, NOW).summary()
+    assert line == "credit-risk v4: RETRAIN (feedback: 512 labels since v4 was trained >= 500) [decision #9]"
+
+
 def test_the_cooldown_holds_back_retrains_for_its_length_only() -> None:
     last = NOW - timedelta(days=1)
     assert in_cooldown(last, NOW, 3)

@@ -206,3 +206,21 @@ def test_frozen_spec_columns_must_match(tmp_path):
     assert "lacks ['annual_income'" in message and "has columns ['duration', 'credit_amount', 'class']" in message
     assert "pass --model-name" in message
     check_columns(generate_loan_applications(5, seed=1), credit_spec(), "credit-risk", "v1")
+
+
+def test_the_retrain_dag_takes_hyper_parameters_as_the_cli_does():
+    """``hyper_params`` (an object, or its JSON text from a run conf) reaches the request like ``--param``;
+    an unknown name or a bad value is refused when the request is built, naming it."""
+    from apps.orchestration import retrain_job
+    from ledgerline.errors import LedgerlineError
+    from training.inputs import check_params
+
+    job = retrain_job("credit-risk", {"hyper_params": '{"max_depth": 3}'}, when="2026-03-02", dag_run="d/r",
+                      lookup=lambda _: None)
+    assert job.request().params == {"max_depth": 3}
+    with pytest.raises(LedgerlineError, match="hyper_params must be"):
+        retrain_job("credit-risk", {"hyper_params": "[1, 2]"}, when="2026-03-02", dag_run="d/r", lookup=lambda _: None)
+    bad = retrain_job("credit-risk", {"hyper_params": {"no_such_knob": 1}}, when="2026-03-02", dag_run="d/r",
+                      lookup=lambda _: None)
+    with pytest.raises(LedgerlineError, match="no_such_knob"):
+        check_params("credit-risk", 42, bad.request().params)

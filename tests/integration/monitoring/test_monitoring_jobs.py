@@ -224,3 +224,73 @@ def test_a_champion_without_a_family_tag_or_of_another_family_is_refused_before_
     finally:
         c.set_model_version_tag(name, version, FAMILY_TAG, family)
     assert store.pending(monitor_settings.resolved_app_db_url(), name) == []
+
+
+def test_enough_new_labels_since_the_champion_was_trained_decide_a_feedback_retrain_once_per_cooldown(
+    monitor_settings, prediction_log
+) -> None:
+    import uuid
+
+    from monitoring.data import resolve_champion
+
+    name = prediction_log.monitored.name
+    trained_at = resolve_champion(monitor_settings, name).created_at
+    assert trained_at is not None
+    now = trained_at + timedelta(days=2)
+
+    def labels(n: int, start: datetime, end: datetime) -> pd.DataFrame:
+        step = (end - start) / n
+        return pd.DataFrame({"prediction_id": [str(uuid.uuid4()) for _ in range(n)],
+                             "label": ["1" if i % 4 == 0 else "0" for i in range(n)],
+                             "received_at": [start + step * i for i in range(n)]})
+
+    # labels that arrived before the champion was trained do not count
+    prediction_log.feedback(labels(300, trained_at - timedelta(days=5), trained_at - timedelta(minutes=1)))
+    prediction_log.feedback(labels(119, trained_at + timedelta(minutes=1), now - timedelta(hours=1)))
+    mon = _mon(retrain_after_labels=120, cooldown_days=3)
+
+    below = run_monitoring(monitor_settings, name, now=now, mon=mon)
+    assert below.reason is None and not below.retrain
+    assert below.evidence["feedback"]["new_labels"] == 119
+
+    prediction_log.feedback(labels(6, now - timedelta(minutes=50), now - timedelta(minutes=10)))
+    first = run_monitoring(monitor_settings, name, now=now, mon=mon)
+    assert first.retrain and first.reason == "feedback" and not first.suppressed
+    assert first.evidence["feedback"] == {"new_labels": 125, "retrain_after_labels": 120,
+                                          "champion_version": prediction_log.monitored.version,
+                                          "since": trained_at.isoformat()}
+    assert "feedback: 125 labels since" in first.summary() and ">= 120" in first.summary()
+
+    # more labels a day later: the same reason, held back by the cooldown of the first decision
+    prediction_log.feedback(labels(50, now, now + timedelta(hours=20)))
+    second = run_monitoring(monitor_settings, name, now=now + timedelta(days=1), mon=mon)
+    assert second.reason == "feedback" and second.suppressed and not second.retrain
+    assert second.evidence["feedback"]["new_labels"] == 175
+    assert second.evidence["cooldown"]["last_retrain_decision_id"] == first.decision_id
+    assert [d.decision_id for d in pending_retrain_decisions(monitor_settings, name)] == [first.decision_id]
+
+    # the monitoring DAG's plan passes the reason on to the retrain DAG
+    from apps.orchestration import retrain_plan
+
+    (item,) = retrain_plan(monitor_settings, [{"model_name": name, "family": "credit-risk"}])
+    assert item["conf"] == {"reason": "feedback", "model_name": name, "decision_id": first.decision_id}
+
+
+def test_new_labels_are_counted_where_each_family_keeps_its_feedback(fresh_app_db_url) -> None:
+    import sqlalchemy as sa
+
+    from families.spending_forecast.tables import forecast_actuals
+    from monitoring.family import get_monitoring_family
+
+    since, until = NOW - timedelta(days=7), NOW
+    feedback = [{"prediction_id": f"p{i}", "model_name": "m", "label": "1", "received_at": since + timedelta(hours=i)}
+                for i in range(-3, 7 * 24 + 3)]  # three hours either side fall outside the window
+    feedback.append({"prediction_id": "other", "model_name": "another-model", "label": "0", "received_at": NOW})
+    actuals = [{"model_name": "m", "series_id": "s1", "ds": (since + timedelta(days=d)).date(), "y": 1.0,
+                "received_at": since + timedelta(days=d)} for d in range(-2, 8)]
+    with db.engine_for(fresh_app_db_url).begin() as conn:
+        conn.execute(sa.insert(db.feedback), feedback)
+        conn.execute(sa.insert(forecast_actuals), actuals)
+
+    assert get_monitoring_family("credit-risk").new_labels(fresh_app_db_url, "m", since, until) == 7 * 24 + 1
+    assert get_monitoring_family("spending-forecast").new_labels(fresh_app_db_url, "m", since, until) == 8
