@@ -161,6 +161,11 @@ class Stack:
     def run_ids(self, dag_id: str) -> list[str]:
         return [str(r[0]) for r in self.rows("select run_id from dag_run where dag_id = :d order by id", d=dag_id)]
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        rows = self.rows("select state from task_instance where dag_id = :d and run_id = :r and task_id = :t",
+                         d=dag_id, r=run_id, t=task_id)
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         rows = self.rows("select task_id from task_instance where dag_id = :d and run_id = :r and state = 'failed'",
                          d=dag_id, r=run_id)
