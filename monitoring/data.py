@@ -26,6 +26,7 @@ from features.spec import DatasetSpec
 from ledgerline import db
 from ledgerline.errors import DataError, RegistryError
 from ledgerline.families import FAMILY_TAG, family_from_tags
+from ledgerline.lineage import WINDOW_END
 from ledgerline.registry import CHAMPION, alias_version, client
 from ledgerline.settings import Settings
 from monitoring.family import WINDOW_LABEL_KEY, MonitoringFamily, get_monitoring_family
@@ -55,6 +56,14 @@ class Champion:
     offline_metrics: dict[str, float] = field(default_factory=dict)
     lineage: str = "dataset_input"  # or "run_tag" when the dataset input was missing
     family: str | None = None  # from the version's ledgerline.family tag
+    #: the end of the data window the champion was trained on (run tag ``ledgerline.window.end``), when it read
+    #: dated sources: labels received after it are new to the model, whenever the version was registered
+    data_until: datetime | None = None
+
+    @property
+    def labels_new_since(self) -> datetime | None:
+        """Labels received after this moment are ones the champion never trained on."""
+        return self.data_until or self.created_at
 
     def family_name(self) -> str:
         """The champion's family; a champion without one is an error (never a default family)."""
@@ -163,7 +172,19 @@ def resolve_champion(settings: Settings, model_name: str) -> Champion:
             except ValueError:
                 logger.warning("%s v%s: version tag %s=%r is not a number; ignored", model_name, version, key, tag)
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
-    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage, family)
+    return Champion(model_name, str(version), run_id, source, spec, created, metrics, lineage, family,
+                    data_until=_window_end(run.data.tags.get(WINDOW_END)))
+
+
+def _window_end(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        logger.warning("run tag %s=%r is not an ISO datetime; labels are counted from the version's creation", WINDOW_END, raw)
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def reference_cache_path(settings: Settings, champion: Champion) -> Path:

@@ -381,8 +381,9 @@ def run_monitoring(
     age_days = (now - champion.created_at).total_seconds() / 86400 if champion.created_at else None
     url = settings.resolved_app_db_url()
     new_labels = None
-    if mon.retrain_after_labels is not None and champion.created_at is not None:
-        new_labels = family.new_labels(url, model_name, champion.created_at, now)
+    since = champion.labels_new_since  # the end of its training window, else when it was registered
+    if mon.retrain_after_labels is not None and since is not None:
+        new_labels = family.new_labels(url, model_name, since, now)
     reason = choose_reason(drift.status if drift else None, performance.status, champion_age_days=age_days,
                            max_age_days=mon.max_champion_age_days, new_labels=new_labels,
                            retrain_after_labels=mon.retrain_after_labels)
@@ -396,7 +397,7 @@ def run_monitoring(
             "new_labels": new_labels,
             "retrain_after_labels": mon.retrain_after_labels,
             "champion_version": champion.version,
-            "since": champion.created_at.isoformat() if champion.created_at else None,
+            "since": since.isoformat() if since else None,
         }
     if mon.max_champion_age_days is not None:
         evidence["schedule"] = {

@@ -570,3 +570,22 @@ def test_numeric_labels_reach_the_family_as_the_codec_decoded_them() -> None:
     result = evaluate_performance(y, y * 1.02, {"mdape": 0.03}, MonitoringSettings(), family=Realised())  # type: ignore[arg-type]
     assert seen[0].dtype == np.float64 and seen[0][0] == 100_000.5
     assert result.status == "ok" and result.metrics["mdape"] == pytest.approx(0.02)
+
+
+def test_new_labels_count_from_the_end_of_the_champions_training_window():
+    """A champion trained on a dated window (a backfill, or a run registered days after its window ended)
+    has not seen labels received after the window's end; one trained on a file counts from its registration."""
+    from datetime import UTC, datetime
+
+    from features.spec import DatasetSpec
+    from monitoring.data import Champion, _window_end
+
+    registered = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    spec = DatasetSpec.from_dict({"name": "x", "columns": {"a": {"type": "numeric"}}})
+    on_file = Champion("m", "1", "r", "s3://x", spec, registered)
+    assert on_file.labels_new_since == registered
+    window_end = _window_end("2026-10-12T00:00:00+00:00")
+    on_window = Champion("m", "2", "r", "s3://x", spec, registered, data_until=window_end)
+    assert on_window.labels_new_since == datetime(2026, 10, 12, tzinfo=UTC)
+    assert _window_end("2026-10-12T00:00:00") == datetime(2026, 10, 12, tzinfo=UTC)  # naive: UTC
+    assert _window_end("not a date") is None and _window_end(None) is None

@@ -273,7 +273,8 @@ def test_enough_new_labels_since_the_champion_was_trained_decide_a_feedback_retr
     from apps.orchestration import retrain_plan
 
     (item,) = retrain_plan(monitor_settings, [{"model_name": name, "family": "credit-risk"}])
-    assert item["conf"] == {"reason": "feedback", "model_name": name, "decision_id": first.decision_id}
+    assert item["conf"] == {"reason": "feedback", "model_name": name, "decision_id": first.decision_id,
+                            "interval_end": first.decided_at.isoformat()}  # the window ends when it was decided
 
 
 def test_new_labels_are_counted_where_each_family_keeps_its_feedback(fresh_app_db_url) -> None:
