@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from ledgerline.airflow_api import AirflowUnavailable, airflow_api, get_dag_run, trigger_dag_run
 from ledgerline.artifact_store import ArtifactStore, artifact_store
 from serving import batch_jobs as jobs
+from serving.family import get_serving_family
 from serving.http_errors import error_response
 from serving.state import ServingState, require_api_key, state_of
 
@@ -71,6 +72,10 @@ async def submit_batch(name: str, request: Request) -> Response:
     state = state_of(request)
     require_api_key(request)
     model = state.holder.get(name)  # 404 unknown / 503 not loaded: the version is the served champion
+    family = get_serving_family(model.family)
+    if not family.scores_rows:
+        return error_response(422, f"model '{name}' does not score files of rows, so it takes no batch jobs; "
+                                   f"{family.instead_of_rows(name)}")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     store = _store(state)
     batch_id = jobs.new_batch_id()
@@ -113,9 +118,8 @@ async def submit_batch(name: str, request: Request) -> Response:
             return uploaded
         rows_total = uploaded
     out_fmt, share = opts
-    family = model.family
     batch = await anyio.to_thread.run_sync(lambda: jobs.create_batch(
-        state.engine, batch_id=batch_id, model_name=model.name, model_version=model.version, family=family,
+        state.engine, batch_id=batch_id, model_name=model.name, model_version=model.version, family=model.family,
         owner=_owner(request, state), input_uri=input_uri, input_format=in_fmt, output_format=out_fmt or in_fmt,
         results_uri=store.uri(jobs.prefix(batch_id) + "/results"), chunk_rows=state.settings.batch_chunk_rows,
         max_error_share=share, rows_total=rows_total,

@@ -120,3 +120,19 @@ def test_a_batch_on_a_model_that_does_not_score_rows_is_a_422_saying_what_to_cal
         assert r.status_code == 422 and f"/v1/models/{name}/forecast" in r.json()["detail"], r.text
     assert not store.exists(batch_jobs.input_key(fixed_batch_id, "csv"))
     assert _batch_rows(fresh_app_db_url) == 0
+
+    # a job made without the route (the scheduled daily drop) fails with the same sentence, nothing scored
+    from ledgerline import db
+    from serving.batch_jobs.runner import run_batch
+
+    key = f"edges/{fixed_batch_id}.csv"
+    store.put_bytes(key, csv)
+    batch_jobs.create_batch(
+        db.engine_for(fresh_app_db_url), batch_id=fixed_batch_id, model_name=name, model_version=trained_forecast.version,
+        family="spending-forecast", owner=batch_jobs.SCHEDULE_OWNER, input_uri=store.uri(key), input_format="csv",
+        output_format="csv", results_uri=store.uri(batch_jobs.prefix(fixed_batch_id) + "/results"), chunk_rows=100,
+        max_error_share=0.0, rows_total=1)
+    with pytest.raises(batch_jobs.BatchError, match=f"/v1/models/{name}/forecast"):
+        run_batch(platform, fixed_batch_id)
+    job = batch_jobs.get_batch(db.engine_for(fresh_app_db_url), fixed_batch_id)
+    assert job is not None and job.state == "failed" and job.rows_done == 0 and "ledgerline forecast" in (job.error or "")
