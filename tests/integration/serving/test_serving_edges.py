@@ -31,9 +31,11 @@ def _batch_rows(url: str) -> int:
 @pytest.fixture
 def fixed_batch_id(monkeypatch: pytest.MonkeyPatch) -> str:
     """The id the next batch gets, so a test can look for its objects in the artifact store."""
+    import uuid
+
     from serving import batch_jobs
 
-    batch_id = "00000000-0000-4000-8000-00000000edge"
+    batch_id = str(uuid.uuid4())  # its own per test: the artifact store is the session's
     monkeypatch.setattr(batch_jobs, "new_batch_id", lambda: batch_id)
     return batch_id
 
