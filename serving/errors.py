@@ -23,6 +23,10 @@ class InvalidRecords(ServingError):
         self.errors = errors
 
 
+class UnsupportedMediaType(ServingError):
+    """The body is declared as something the endpoint does not read (e.g. text/plain on predict)."""
+
+
 class BatchTooLarge(ServingError):
     """More records (or bytes) than one request may carry."""
 

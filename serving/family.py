@@ -122,6 +122,13 @@ class ServingFamily(Protocol[M]):
     #: True when answering changes state (e.g. customer profiles): the loader then never warms
     #: the predictor up with made-up records
     stateful: bool
+    #: False when a file of rows is not what the family answers (e.g. a forecast answers horizons per
+    #: series): batch jobs (``POST /v1/models/{name}/batches``) are then refused, naming :meth:`instead_of_rows`
+    scores_rows: bool
+
+    def instead_of_rows(self, model_name: str) -> str:
+        """What to call instead of a batch job of rows, when :attr:`scores_rows` is False (one sentence)."""
+        ...
 
     def load(self, model_dir: Path) -> M:
         """The model object from a downloaded MLflow model folder."""
@@ -176,6 +183,10 @@ class ServingFamilyBase(Generic[M]):
     answer_columns: tuple[str, ...]
     score_range: ScoreRange = UNIT_RANGE
     stateful: bool = False
+    scores_rows: bool = True
+
+    def instead_of_rows(self, model_name: str) -> str:
+        return f"POST /v1/models/{model_name}/predict"
 
     @property
     def score_column(self) -> str | None:

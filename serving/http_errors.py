@@ -26,6 +26,7 @@ from serving.errors import (
     UnknownModel,
     UnknownPrediction,
     UnknownSeries,
+    UnsupportedMediaType,
 )
 from serving.state import state_of
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 STATUS: dict[type[ServingError], int] = {
     MalformedRequest: 400,
+    UnsupportedMediaType: 415,
     InvalidRecords: 422,
     BatchTooLarge: 413,
     BodyTimeout: 408,

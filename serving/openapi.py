@@ -81,6 +81,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 "401": {"description": "no API key", **err},
                 "403": {"description": "wrong API key", **err},
                 "413": {"description": "too many records or bytes", **err},
+                "415": {"description": "the body is not declared as application/json", **err},
                 "422": {"description": "records break the schema; errors lists each field", **err},
                 "503": {"description": "model not loaded or prediction log full", **err},
             },

@@ -46,6 +46,7 @@ from training.inputs import (
 )
 from training.promotion import (
     MIN_REASON_CHARS,
+    AlreadyChampion,
     PromotionRefused,
     evaluate_gate,
     gate_and_promote,
@@ -127,6 +128,7 @@ def run_training(settings: Settings, req: TrainRequest, progress: Progress = log
 
 
 __all__ = [
+    "AlreadyChampion",
     "CHUNK_PLAN",
     "ChunkPlan",
     "ChunkResult",

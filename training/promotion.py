@@ -197,6 +197,10 @@ class PromotionRefused(LedgerlineError):
     """A manual promotion the gate's absolute floors refuse (and no override with a reason was given)."""
 
 
+class AlreadyChampion(PromotionRefused):
+    """A manual promotion of the version that is @champion already: nothing to do (the API answers 409)."""
+
+
 #: shortest written reason a manual promotion or an override accepts
 MIN_REASON_CHARS = 10
 
@@ -236,7 +240,7 @@ def manual_promote(
     floors = decide(metrics, gate_policy(family, settings, name))
     previous = alias_version(c, name, CHAMPION)
     if previous == str(version):
-        raise LedgerlineError(f"{name} v{version} is @champion already; nothing to promote")
+        raise AlreadyChampion(f"{name} v{version} is @champion already; nothing to promote")
     if not floors.passed and not override:
         raise PromotionRefused(
             f"{name} v{version} fails the gate's absolute floors: {'; '.join(floors.reasons)}; "

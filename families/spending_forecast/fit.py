@@ -192,6 +192,8 @@ class SeriesResult:
     holdout_residuals: np.ndarray  # the same at the holdout origin
     forecast: pd.DataFrame  # ds, h, yhat (to the max horizon)
     state: str  # the chosen model's state as JSON text
+    y_min: float = float("nan")  # the training values' range (actuals are checked against it)
+    y_max: float = float("nan")
 
 
 def _forecast(model: str, ds: pd.DatetimeIndex, y: np.ndarray, h: int, ss: SeriesSpec, params: ForecastParams) -> tuple[np.ndarray, str]:
@@ -266,6 +268,8 @@ def fit_series(series_id: str, ds: pd.DatetimeIndex, y: np.ndarray, ss: SeriesSp
         holdout_residuals=np.column_stack([np.arange(1, len(herr) + 1), herr]) if len(herr) else np.zeros((0, 2)),
         forecast=forecast,
         state=state,
+        y_min=float(np.min(y)) if n else float("nan"),
+        y_max=float(np.max(y)) if n else float("nan"),
     )
 
 
@@ -349,6 +353,7 @@ def gather(parts: Sequence[ChunkPart], ss: SeriesSpec, params: ForecastParams) -
         lineage.append({
             "series_id": r.series_id, "chosen": r.chosen, "length": r.length, "origins": r.origins,
             "selection_in_sample": r.selection_in_sample, "holdout_scale": r.holdout_scale,
+            "y_min": r.y_min, "y_max": r.y_max,
             **{f"backtest_mase_{c}": r.scores.get(c, float("nan")) for c in params.model_list},
         })
         states.append({"series_id": r.series_id, "model": r.chosen, "state": r.state})

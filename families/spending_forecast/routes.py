@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import to_json
 
+from families.spending_forecast.actuals import actual_problems
 from serving.errors import InvalidRecords, StoreUnavailable, UnknownSeries
 from serving.http_errors import ErrorBody
 from serving.state import require_api_key, state_of
@@ -139,10 +140,20 @@ def _record_actuals(request: Request, name: str, rows: list[Actual]) -> int:
     tags=["forecasts"],
 )
 async def actuals(name: str, body: ActualsRequest, request: Request) -> ActualsResponse:
-    """Actual values per series and date: feedback for a forecasting model (idempotent; a repeat replaces)."""
+    """Actual values per series and date: feedback for a forecasting model (idempotent; a repeat replaces).
+
+    Each must fit its series (families/spending_forecast/actuals.py): ``ds`` on the model's frequency, from the
+    series' first training period to the end of its forecast; ``y`` finite, not negative unless the model allows
+    it, at most 10x the series' scale. A request with any misfit is a 422 listing each and records nothing."""
     served, fm = _forecast_model(request, name)
     unknown = sorted({a.series_id for a in body.actuals if not fm.knows(a.series_id)})
     if unknown:
         raise UnknownSeries(f"series {unknown[:3]} are not in {name} v{served.version}; send actuals for series it forecasts")
+    problems = actual_problems(fm, body.actuals)
+    if problems:
+        shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidRecords(f"actuals that do not fit {name} v{served.version}'s series: {shown}{more}; nothing was "
+                             "recorded", problems)
     recorded = await anyio.to_thread.run_sync(_record_actuals, request, name, body.actuals)
     return ActualsResponse(model=name, recorded=recorded)

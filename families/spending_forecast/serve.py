@@ -90,6 +90,12 @@ class SpendingForecastServing(ServingFamilyBase["ForecastModel"]):
     answer_model = ForecastAnswer
     answer_columns = ("series_id", "interval", "points")
     score_range = None
+    scores_rows = False  # a forecast is a table per series and horizon, not an answer per row of a file
+
+    def instead_of_rows(self, model_name: str) -> str:
+        return (f"a forecast answers horizons per series: POST /v1/models/{model_name}/forecast "
+                "{\"series_id\", \"horizon\", \"interval\"} for one series, or "
+                f"`ledgerline forecast {model_name} --horizon H --output FILE` for every series in one file")
 
     def load(self, model_dir: Path) -> ForecastModel:
         from families.spending_forecast.model import ForecastModel

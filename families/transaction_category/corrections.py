@@ -5,7 +5,7 @@ Conflict policy: **the latest correction wins.** Every correction of a merchant 
 description, :func:`families.transaction_category.data.merchant_key`) is kept in ``category_corrections``; the
 merchant's rule in ``category_rules`` takes the category of the newest one and counts them. An
 admin's revert deactivates the rule and marks its corrections reverted (they then no longer go
-into training either); a later correction makes the rule active again.
+into training either); reverting it again changes nothing; a later correction makes the rule active again.
 
 Every change gives the rule the next ``version`` (one counter over all rules, under a lock), so a
 serving worker asks only ``WHERE version > :seen`` to pick up what changed.
@@ -17,7 +17,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -93,21 +93,34 @@ def record_correction(engine: Engine, model_name: str, merchant_key: str, catego
     return _rule(row)
 
 
-def revert_rule(engine: Engine, model_name: str, merchant_key: str, now: datetime | None = None) -> Rule | None:
-    """Deactivate a merchant's rule (and mark its corrections reverted); None when there is no such rule."""
+class Reverted(NamedTuple):
+    """What :func:`revert_rule` did: the rule as it is now, and whether this call changed it."""
+
+    rule: Rule
+    changed: bool  # False: the rule was reverted already (no new version, nothing written)
+
+
+def revert_rule(engine: Engine, model_name: str, merchant_key: str, now: datetime | None = None) -> Reverted | None:
+    """Deactivate a merchant's rule (and mark its corrections reverted); None when there is no such rule.
+
+    Reverting a rule that is reverted already is a no-op: the same version (workers have nothing new
+    to fetch), the corrections keep the time of the first revert."""
     now = now or datetime.now(UTC)
     r, c = tables.category_rules.c, tables.category_corrections.c
     where = (r.model_name == model_name) & (r.merchant_key == merchant_key)
     with engine.begin() as conn:
         version = _lock_and_next_version(conn)
-        if conn.execute(sa.select(r.merchant_key).where(where)).first() is None:
+        current = conn.execute(sa.select(tables.category_rules).where(where)).first()
+        if current is None:
             return None
+        if not current.active:
+            return Reverted(_rule(current), changed=False)
         conn.execute(tables.category_rules.update().where(where).values(active=False, version=version, updated_at=now))
         conn.execute(tables.category_corrections.update().where(
             (c.model_name == model_name) & (c.merchant_key == merchant_key) & c.reverted_at.is_(None)
         ).values(reverted_at=now))
         row = conn.execute(sa.select(tables.category_rules).where(where)).one()
-    return _rule(row)
+    return Reverted(_rule(row), changed=True)
 
 
 def rules_since(engine: Engine, model_name: str, version: int) -> list[Rule]:

@@ -3,8 +3,9 @@
 ``GET /admin/models/{name}/corrections`` lists the rules (``?all=true`` also the reverted ones);
 ``DELETE /admin/models/{name}/corrections?merchant=KEY`` reverts the rule of one merchant (its
 normalised description, as answers and the list show it). A reverted rule stops deciding in every
-worker within the rules' poll interval, and its corrections no longer go into training; a later
-correction of that merchant makes it active again. Conflict policy: the latest correction wins.
+worker within the rules' poll interval, and its corrections no longer go into training; reverting it
+again is a no-op (200, the same version, ``changed: false``); a later correction of that merchant
+makes it active again. Conflict policy: the latest correction wins.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class RuleOut(BaseModel):
     version: int
     created_at: str
     updated_at: str
+
+
+class RevertOut(RuleOut):
+    changed: bool = Field(description="False when the rule was reverted already: nothing changed (same version)")
+    detail: str = Field(description="what the revert did, in a sentence")
 
 
 class RulesOut(BaseModel):
@@ -75,18 +81,25 @@ def _list(state: ServingState, name: str, include_reverted: bool) -> RulesOut:
     return RulesOut(model=name, policy=POLICY, rules=[RuleOut(**x.as_json()) for x in rules])
 
 
-def _revert(state: ServingState, name: str, merchant: str) -> RuleOut:
+def _revert(state: ServingState, name: str, merchant: str) -> RevertOut:
     from families.transaction_category.corrections import revert_rule
 
     engine = _engine(state, name)
     try:
         state.log.tables.ensure()
-        rule = revert_rule(engine, name, merchant)
+        done = revert_rule(engine, name, merchant)
     except Exception as exc:
         raise StoreUnavailable("the app database is unreachable; retry later") from exc
-    if rule is None:
+    if done is None:
         raise NoSuchRule(f"model '{name}' has no correction rule for merchant '{merchant}'; GET the list for the keys")
-    return RuleOut(**rule.as_json())
+    rule = done.rule
+    if done.changed:
+        detail = (f"the rule of merchant '{merchant}' is reverted (version {rule.version}): it stops deciding in every "
+                  "worker within the rules' poll interval and its corrections leave training")
+    else:
+        detail = (f"the rule of merchant '{merchant}' was already reverted (version {rule.version}, "
+                  f"{rule.updated_at.isoformat()}); nothing changed")
+    return RevertOut(**rule.as_json(), changed=done.changed, detail=detail)
 
 
 @router.get("/admin/models/{name}/corrections", tags=["corrections"], response_model=RulesOut,
@@ -97,10 +110,10 @@ async def list_rules(request: Request, name: str, all: bool = Query(False, descr
     return await anyio.to_thread.run_sync(_list, state_of(request), name, all)
 
 
-@router.delete("/admin/models/{name}/corrections", tags=["corrections"], response_model=RuleOut,
-               summary="revert the correction rule of one merchant (admin key)",
+@router.delete("/admin/models/{name}/corrections", tags=["corrections"], response_model=RevertOut,
+               summary="revert the correction rule of one merchant (admin key; a second revert changes nothing)",
                dependencies=[Depends(require_admin_key)],
                responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}})
 async def revert(request: Request, name: str,
-                 merchant: str = Query(..., min_length=1, max_length=200, description="the rule's merchant key")) -> RuleOut:
+                 merchant: str = Query(..., min_length=1, max_length=200, description="the rule's merchant key")) -> RevertOut:
     return await anyio.to_thread.run_sync(_revert, state_of(request), name, merchant)

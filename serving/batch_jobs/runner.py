@@ -154,6 +154,9 @@ def run_batch(
             src = open_source(local)
         except LedgerlineError as exc:  # ScoringError; ArtifactStoreError: the input object is gone
             _fail(engine, batch_id, str(exc))
+        if not loaded.family.scores_rows:  # e.g. a scheduled drop for a model that answers otherwise
+            _fail(engine, batch_id, f"model {batch.model_name} does not score files of rows; "
+                                    f"{loaded.family.instead_of_rows(batch.model_name)}")
         return BatchRun(engine, store, batch, loaded, src, attempt, say).run()
     finally:
         if loaded is not None:

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from ledgerline.airflow_api import AirflowUnavailable, airflow_api, get_dag_run, trigger_dag_run
 from ledgerline.artifact_store import ArtifactStore, artifact_store
 from serving import batch_jobs as jobs
+from serving.family import get_serving_family
 from serving.http_errors import error_response
 from serving.state import ServingState, require_api_key, state_of
 
@@ -71,6 +72,10 @@ async def submit_batch(name: str, request: Request) -> Response:
     state = state_of(request)
     require_api_key(request)
     model = state.holder.get(name)  # 404 unknown / 503 not loaded: the version is the served champion
+    family = get_serving_family(model.family)
+    if not family.scores_rows:
+        return error_response(422, f"model '{name}' does not score files of rows, so it takes no batch jobs; "
+                                   f"{family.instead_of_rows(name)}")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     store = _store(state)
     batch_id = jobs.new_batch_id()
@@ -113,9 +118,8 @@ async def submit_batch(name: str, request: Request) -> Response:
             return uploaded
         rows_total = uploaded
     out_fmt, share = opts
-    family = model.family
     batch = await anyio.to_thread.run_sync(lambda: jobs.create_batch(
-        state.engine, batch_id=batch_id, model_name=model.name, model_version=model.version, family=family,
+        state.engine, batch_id=batch_id, model_name=model.name, model_version=model.version, family=model.family,
         owner=_owner(request, state), input_uri=input_uri, input_format=in_fmt, output_format=out_fmt or in_fmt,
         results_uri=store.uri(jobs.prefix(batch_id) + "/results"), chunk_rows=state.settings.batch_chunk_rows,
         max_error_share=share, rows_total=rows_total,
@@ -147,6 +151,8 @@ async def _upload(request: Request, state: ServingState, store: ArtifactStore, k
     last = b"\n"
     header_checked = fmt != "csv"
     head = bytearray()
+    has_rows = False  # a CSV: anything but blank lines after the header
+    flushed = b""  # the last block written: with ``buf``, the file's tail (a Parquet file's footer)
     try:
         async for block in request.stream():
             if not block:
@@ -164,17 +170,27 @@ async def _upload(request: Request, state: ServingState, store: ArtifactStore, k
                         if problem:
                             raise _Refused(error_response(422, problem))
                         header_checked = True
+                        has_rows = bool(bytes(head).partition(b"\n")[2].strip())
+                elif not has_rows:
+                    has_rows = bool(block.strip())
             buf += block
             if len(buf) >= FLUSH_BYTES:
-                data = bytes(buf)
+                flushed = bytes(buf)
                 buf.clear()
-                await anyio.to_thread.run_sync(writer.write, data)
+                await anyio.to_thread.run_sync(writer.write, flushed)
+        if writer.size + len(buf) == 0:
+            raise _Refused(error_response(422, "the file is empty; send a CSV with a header line and rows, or a Parquet file"))
         if fmt == "csv" and not header_checked:
             problem = _check_header(bytes(head), columns, answer_model)
             if problem:
                 raise _Refused(error_response(422, problem))
-        if writer.size + len(buf) == 0:
-            raise _Refused(error_response(422, "the file is empty; send a CSV with a header line and rows, or a Parquet file"))
+        if fmt == "csv" and not has_rows:
+            raise _Refused(error_response(422, "the CSV has a header line but no rows to score; send the rows "
+                                               "under the header (one per line)"))
+        if fmt == "parquet":
+            problem = _check_parquet(flushed[-FLUSH_BYTES:] + bytes(buf))
+            if problem:
+                raise _Refused(error_response(422, problem))
         if buf:
             await anyio.to_thread.run_sync(writer.write, bytes(buf))
         await anyio.to_thread.run_sync(writer.commit)
@@ -193,6 +209,29 @@ async def _upload(request: Request, state: ServingState, store: ArtifactStore, k
 class _Refused(Exception):  # noqa: N818 - carries the response out of the upload loop
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+def _check_parquet(tail: bytes) -> str | None:
+    """A problem with an uploaded Parquet file, read from its footer (the file's last bytes): not Parquet,
+    or no rows. None when it looks fine, or when its footer is larger than ``tail`` (the job reads it)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        return ("the body is not a Parquet file (it does not end with Parquet's PAR1 footer); send a Parquet file "
+                "as application/vnd.apache.parquet, or a CSV as text/csv")
+    size = int.from_bytes(tail[-8:-4], "little")
+    if size + 8 > len(tail):
+        return None
+    try:
+        meta = pq.read_metadata(io.BytesIO(b"PAR1" + tail[-8 - size:]))
+    except (pa.ArrowException, OSError) as exc:
+        return f"the Parquet file's footer cannot be read ({exc}); write the file again"
+    if meta.num_rows == 0:
+        return "the Parquet file has no rows to score; send a file with rows"
+    return None
 
 
 def _check_header(head: bytes, columns: Any, answer_model: Any) -> str | None:

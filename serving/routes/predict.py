@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic_core import to_json
 
-from serving.errors import AuthError, InvalidRecords, ServingError
+from serving.errors import AuthError, InvalidRecords, ServingError, UnsupportedMediaType
 from serving.http_errors import read_body, status_for
 from serving.model import ServedModel, predict
 from serving.state import authorize, new_prediction_ids, state_of
@@ -43,6 +43,21 @@ def explain_param(request: Request) -> bool:
             [{"field": "explain", "message": "must be true or false", "type": "bool_parsing"}],
         )
     return value
+
+
+def check_json_body(request: Request) -> None:
+    """The body must be declared as JSON (``application/json``, or ``application/<x>+json``); a request
+    without a Content-Type is read as JSON, as FastAPI's JSON routes read it. Anything else is a 415."""
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return
+    media = raw.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {media or '(empty)'} is not accepted here: send the records as JSON with Content-Type "
+        "application/json (a file of rows goes to POST /v1/models/{name}/batches as text/csv or Parquet)"
+    )
 
 
 def _score(body: bytes, model: ServedModel, t0: float, explain: bool = True) -> tuple[LogEntry, np.ndarray, bytes]:
@@ -102,6 +117,7 @@ async def predict_endpoint(request: Request) -> Response:
         authorize(request, state.api_keys, state.settings.api_key_header, "predictions")
         model = state.holder.get(name)
         explain = explain_param(request)
+        check_json_body(request)
         body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout_seconds)
         if body is None:  # the client hung up mid-upload: nobody to answer
             return Response(status_code=400)

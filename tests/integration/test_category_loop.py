@@ -143,11 +143,38 @@ def test_a_correction_reaches_every_worker_within_a_second_and_an_admin_can_reve
     assert a.get(f"/admin/models/{MODEL}/corrections", headers=H).status_code == 403
 
     r = a.delete(f"/admin/models/{MODEL}/corrections", params={"merchant": "qwerty plop austin"}, headers=ADMIN)
-    assert r.status_code == 200 and r.json()["active"] is False
+    assert r.status_code == 200 and r.json()["active"] is False and r.json()["changed"] is True
+    assert "reverted" in r.json()["detail"]
     _until(lambda: _answer(b, line)["source"] == "model", 1.0)
+    again = a.delete(f"/admin/models/{MODEL}/corrections", params={"merchant": "qwerty plop austin"}, headers=ADMIN)
+    assert again.status_code == 200 and again.json()["changed"] is False  # a no-op: the same version, and it says so
+    assert again.json()["version"] == r.json()["version"] and again.json()["updated_at"] == r.json()["updated_at"]
+    assert "already reverted" in again.json()["detail"] and "nothing changed" in again.json()["detail"]
     assert a.delete(f"/admin/models/{MODEL}/corrections", params={"merchant": "nope"}, headers=ADMIN).status_code == 404
     listed = a.get(f"/admin/models/{MODEL}/corrections", params={"all": "true"}, headers=ADMIN).json()["rules"]
     assert any(r["merchant"] == "qwerty plop austin" and not r["active"] for r in listed)
+
+
+def test_reverting_a_rule_twice_changes_nothing_the_second_time(make_database: Any) -> None:
+    """The second revert of a rule is a no-op: no new version (workers would fetch it again for nothing),
+    the corrections keep the time of the first revert; a correction after it makes the rule active again."""
+    from families.transaction_category.corrections import latest_version, record_correction, revert_rule, rules_since
+    from ledgerline import db
+
+    engine = db.engine_for(make_database("category_revert"))
+    db.upgrade(engine)
+    record_correction(engine, "m", "acme market", "groceries", "p-1")
+    first = revert_rule(engine, "m", "acme market")
+    assert first is not None and first.changed and not first.rule.active and first.rule.version == 2
+    record_correction(engine, "m", "other shop", "shopping", "p-2")
+    second = revert_rule(engine, "m", "acme market")
+    assert second is not None and not second.changed and second.rule == first.rule
+    assert latest_version(engine, "m") == 3 and [r.merchant_key for r in rules_since(engine, "m", 2)] == ["other shop"]
+    assert revert_rule(engine, "m", "nobody") is None
+    again = record_correction(engine, "m", "acme market", "dining", "p-3")
+    assert again.active and again.version == 4 and again.corrections == 2
+    third = revert_rule(engine, "m", "acme market")
+    assert third is not None and third.changed and third.rule.version == 5
 
 
 def test_a_correction_that_waited_for_its_prediction_row_still_becomes_a_rule(workers: Any, platform: Any) -> None:

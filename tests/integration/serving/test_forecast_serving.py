@@ -61,3 +61,46 @@ def test_forecast_answers_from_the_table_and_actuals_are_stored(server, trained_
     with db.engine_for(fresh_app_db_url).connect() as conn:
         rows = conn.execute(sa.select(tables.forecast_actuals)).all()
     assert [(r.series_id, str(r.ds), r.y) for r in rows] == [(sid, first, 12.5)]
+
+
+def test_actuals_must_fit_the_series_grid_range_and_horizon_and_a_misfit_records_nothing(
+    server, trained_forecast, fresh_app_db_url, sv
+):
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from families.spending_forecast import tables
+    from families.spending_forecast.model import load_forecast_model
+    from ledgerline import db
+
+    name = trained_forecast.model_name
+    model = load_forecast_model(f"models:/{name}/{trained_forecast.version}")
+    sid = model.series_ids[3]
+    rows = model.table[model.table["series_id"] == sid]
+    first, last = rows["ds"].min(), rows["ds"].max()
+    length = int(model.lineage.set_index("series_id").loc[sid, "length"])
+    start = (first - pd.DateOffset(months=length)).date()
+    ok = {"series_id": sid, "ds": str(first.date()), "y": 10.0}
+    cases = [
+        ({"y": 1e308}, "y", "out_of_range"),
+        ({"y": -5.0}, "y", "negative"),
+        ({"ds": "1900-01-01"}, "ds", "before_series"),
+        ({"ds": str((first + pd.Timedelta(days=14)).date())}, "ds", "off_grid"),
+        ({"ds": str((last + pd.DateOffset(months=1)).date())}, "ds", "beyond_horizon"),
+        ({"ds": str((pd.Timestamp(start) - pd.DateOffset(months=1)).date())},
+         "ds", "before_series"),
+    ]
+    with server.client() as c:
+        for change, field, kind in cases:
+            r = c.post(f"/v1/models/{name}/actuals", json={"actuals": [ok, {**ok, **change}]}, headers=sv.HEADERS)
+            assert r.status_code == 422, (change, r.text)
+            errors = r.json()["errors"]
+            assert [(e["field"], e["type"]) for e in errors] == [(f"body.actuals.1.{field}", kind)], (change, errors)
+            assert f"body.actuals.1.{field}" in r.json()["detail"] and "nothing was recorded" in r.json()["detail"]
+        # the edges themselves are fine: the first training period, the forecast's last period, zero
+        edges = [{**ok, "ds": str(start)}, {**ok, "ds": str(last.date()), "y": 0.0}]
+        r = c.post(f"/v1/models/{name}/actuals", json={"actuals": edges}, headers=sv.HEADERS)
+        assert r.status_code == 200 and r.json()["recorded"] == 2, r.text
+    with db.engine_for(fresh_app_db_url).connect() as conn:
+        stored = conn.execute(sa.select(tables.forecast_actuals.c.ds)).scalars().all()
+    assert sorted(str(d) for d in stored) == [str(start), str(last.date())]  # none of the refused requests' rows

@@ -103,6 +103,17 @@ def test_promote_goes_through_the_floors_unless_overridden_and_rollback_undoes_i
         assert again.status_code == 409 and "no earlier champion" in again.json()["detail"]
 
 
+def test_promoting_the_champion_is_a_409_saying_so_and_writes_nothing(mgmt: Any) -> None:
+    server, versions, settings, sv = mgmt
+    body = {"version": versions.v1, "reason": "make sure it is the champion", "requested_by": "alice"}
+    with server.client() as c:
+        for override in (False, True):
+            r = c.post(f"/v1/models/{MODEL}/promote", json={**body, "override": override}, headers=sv.ADMIN)
+            assert r.status_code == 409, r.text
+            assert r.json()["detail"] == f"{MODEL} v{versions.v1} is @champion already; nothing to promote"
+    assert db.ledger(settings.resolved_app_db_url(), MODEL) == []
+
+
 def test_retrain_when_airflow_does_not_answer_is_a_503_naming_it_and_writes_nothing(mgmt: Any) -> None:
     server, _, settings, sv = mgmt
     ADMIN = sv.ADMIN
