@@ -28,6 +28,7 @@ FAMILY_MODULE_LAYER = {
     "data": "features",
     "behaviour": "features",
     "corrections": "features",
+    "actuals": "features",  # rules for realised values (pure: the forecast model and dates)
     "pyfunc": "features",
     "expectations": "expectations",
     "fit": "training",
