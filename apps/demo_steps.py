@@ -76,7 +76,7 @@ class DemoStep:
         """Send the example of ``name`` (``info``: its entry of ``GET /v1/models``), show the answer, send feedback."""
         from serving.family import get_serving_family
 
-        example = info["example"]
+        example = self.example(name, info)
         predict = f"/v1/models/{name}/predict"
         answer = client.post(predict, example, f"the example prediction of {name}")
         first = answer["predictions"][0]
@@ -89,6 +89,10 @@ class DemoStep:
         lines.append(f"  {'':<20} feedback {what} {fb['status']} for prediction {first['prediction_id']}")
         lines += self.after_feedback(client, name, info, example)
         return DemoShown(lines, client.curl(predict, example))
+
+    def example(self, name: str, info: Mapping[str, Any]) -> Any:
+        """The request the demo sends: the model's served example by default."""
+        return info["example"]
 
     def feedback(self, answer: Mapping[str, Any], info: Mapping[str, Any]) -> tuple[object, str]:
         """The label sent back for the example's answer, and how the demo names it."""

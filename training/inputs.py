@@ -205,6 +205,19 @@ def prepare(settings: Settings, req: TrainRequest, progress: Progress = log_prog
         snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date,
                       source=source, key=key, lineage=window_tags)
     except SnapshotConflict as exc:
+        if req.sources is None and note:
+            # the day's data changed because labelled production rows (e.g. corrections) arrived since its
+            # snapshot: the new content gets a snapshot of its own, keyed by the date and its digest (so a retry
+            # finds it); the earlier snapshot stays as it was
+            from features.sources import date_key, frame_digest
+
+            key = f"{date_key(req.logical_date)}_{frame_digest(raw.reset_index(drop=True))[:12]}"
+            progress(f"the {date_key(req.logical_date)} snapshot of {req.name} holds other rows ({note} arrived since "
+                     f"it was written); writing snapshot {key}")
+            snap = ingest(raw, dataset=req.name, data_dir=settings.resolved_data_dir(), logical_date=req.logical_date,
+                          source=source, key=key, lineage=window_tags)
+            progress(f"snapshot {snap.dataset}@{snap.logical_date}: {snap.rows} rows ({'new' if snap.created else 'reused'})")
+            return Prepared(snap, spec, frozen)
         if req.sources is None:
             raise
         raise SnapshotConflict(

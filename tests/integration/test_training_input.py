@@ -229,3 +229,35 @@ def test_sigterm_during_training_ends_the_run_failed_and_registers_nothing(cli_e
     assert [r.info.status for r in runs] == ["FAILED"]
     assert _versions(cli_env, name) == []
     assert Path(tmp_path / "data" / "snapshots" / name / "2026-05-04" / "manifest.json").exists()  # the snapshot is whole
+
+
+def test_a_day_whose_data_changed_by_production_labels_gets_a_snapshot_of_its_own(session_settings, monkeypatch):
+    """Labelled production rows (corrections, ...) that arrived after the day's snapshot was written make new
+    content for the same date: it gets its own snapshot (date and digest), found again by a retry; data that
+    changed for any other reason is still refused (snapshots are immutable)."""
+    import pandas as pd
+
+    from ledgerline.errors import SnapshotConflict
+    from training.family import get_family
+    from training.inputs import prepare
+    from training.requests import TrainRequest
+
+    plugin = type(get_family("credit-risk"))
+    req = TrainRequest(family="credit-risk", model_name="augmented-day", rows=1000, logical_date="2026-02-02")
+    first = prepare(session_settings, req)
+    assert first.snapshot.logical_date == "2026-02-02"
+
+    def with_a_label(self, settings, name, raw, spec):  # noqa: ANN001, ANN202 - the hook's signature
+        return pd.concat([raw, raw.iloc[:1]], ignore_index=True), "feedback:1 labelled rows"
+
+    monkeypatch.setattr(plugin, "augment", with_a_label)
+    second = prepare(session_settings, req)
+    assert second.snapshot.logical_date == f"2026-02-02_{second.snapshot.digest[:12]}"
+    assert second.snapshot.rows == first.snapshot.rows + 1 and second.snapshot.created
+    again = prepare(session_settings, req)
+    assert again.snapshot.uri == second.snapshot.uri and not again.snapshot.created
+    assert first.snapshot.load().shape[0] == first.snapshot.rows  # the first snapshot is untouched
+
+    monkeypatch.setattr(plugin, "augment", lambda self, settings, name, raw, spec: (raw.iloc[1:], ""))
+    with pytest.raises(SnapshotConflict, match="already exists with different content"):
+        prepare(session_settings, req)
