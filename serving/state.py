@@ -14,6 +14,7 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from ledgerline.settings import Settings
+from ledgerline.tenancy import DEFAULT_TENANT, Principal, Scope, grants
 from serving.errors import AuthError
 from serving.metrics import ServingMetrics
 from serving.predlog import PredictionLog
@@ -69,14 +70,44 @@ def spill_dir(platform: Settings, db_url: str) -> Path:
     return (platform.home / "prediction-log-spill" / hashlib.sha256(key.encode()).hexdigest()[:16]).resolve()
 
 
-def require_api_key(request: Request) -> None:
+def principal_of(request: Request, need: Scope = "predict", what: str = "this operation") -> Principal:
+    """Resolve the request's key to a :class:`Principal` (cached on the request) and check it grants
+    ``need``: AuthError (401 without a key, 403 for a key that does not grant it).
+
+    Today only the environment's keys exist; they belong to the default tenant. Issue 20's tenant
+    keys (stored hashed in the app database) resolve here too.
+    """
+    cached: Principal | None = getattr(request.state, "principal", None)
     state = state_of(request)
-    authorize(request, state.api_keys, state.settings.api_key_header, "predictions and feedback")
+    header = state.settings.api_key_header
+    if cached is None:
+        provided = request.headers.get(header)
+        if not provided:
+            raise AuthError(f"missing API key: send your key in the '{header}' header", missing=True)
+        given = provided.encode()
+        admin = hmac.compare_digest(given, state.admin_key)
+        matched = None
+        for i, key in enumerate(state.api_keys, 1):  # constant time per key; no early exit on a match
+            if hmac.compare_digest(given, key):
+                matched = i
+        if admin:
+            cached = Principal(DEFAULT_TENANT, "env-admin", "admin")
+        elif matched is not None:
+            cached = Principal(DEFAULT_TENANT, f"env-{matched}", "predict")
+        else:
+            raise AuthError(f"the key in '{header}' is not valid for {what}", missing=False)
+        request.state.principal = cached
+    if not grants(cached.scope, need):
+        raise AuthError(f"the key in '{header}' has scope {cached.scope!r}, which does not allow {what}", missing=False)
+    return cached
+
+
+def require_api_key(request: Request) -> None:
+    principal_of(request, "predict", "predictions and feedback")
 
 
 def require_admin_key(request: Request) -> None:
-    state = state_of(request)
-    authorize(request, (state.admin_key,), state.settings.api_key_header, "admin operations")
+    principal_of(request, "admin", "admin operations")
 
 
 def new_prediction_ids(n: int) -> list[str]:

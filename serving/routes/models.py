@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from serving import management
 from serving.http_errors import ErrorBody, error_response
 from serving.management import Actor, ManagementError
-from serving.state import authorize, require_admin_key, state_of
+from serving.state import principal_of, require_admin_key, state_of
 
 router = APIRouter(tags=["models"])
 
@@ -28,8 +28,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def require_read_key(request: Request) -> None:
     """An API key or the admin key."""
-    state = state_of(request)
-    authorize(request, (*state.api_keys, state.admin_key), state.settings.api_key_header, "reading model information")
+    principal_of(request, "read", "reading model information")
 
 
 def _fail(exc: ManagementError) -> JSONResponse:

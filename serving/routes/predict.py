@@ -20,7 +20,7 @@ from pydantic_core import to_json
 from serving.errors import AuthError, InvalidRecords, ServingError, UnsupportedMediaType
 from serving.http_errors import read_body, status_for
 from serving.model import ServedModel, predict
-from serving.state import authorize, new_prediction_ids, state_of
+from serving.state import new_prediction_ids, principal_of, state_of
 from serving.store import LogEntry
 
 #: Bodies above this size are parsed and scored in a worker thread so small requests keep flowing
@@ -114,7 +114,7 @@ async def predict_endpoint(request: Request) -> Response:
     name = request.path_params["name"]
     model: ServedModel | None = None
     try:
-        authorize(request, state.api_keys, state.settings.api_key_header, "predictions")
+        principal_of(request, "predict", "predictions")
         model = state.holder.get(name)
         explain = explain_param(request)
         check_json_body(request)

@@ -1,0 +1,22 @@
+"""tenants: reserved in the revision chain for issue 20/22 work (no changes yet)
+
+Revision ID: 0008_tenants
+Revises: 0007_predlog
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0008_tenants"
+down_revision: str | None = "0007_predlog"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,22 @@
+"""experiments: reserved in the revision chain for issue 20/22 work (no changes yet)
+
+Revision ID: 0009_experiments
+Revises: 0008_tenants
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0009_experiments"
+down_revision: str | None = "0008_tenants"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
