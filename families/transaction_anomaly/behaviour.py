@@ -92,6 +92,11 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+#: The features a transaction has without its customer's history: what a profile-free forest scores
+#: while the profile store is unreachable (families/transaction_anomaly/scoring.py).
+PROFILE_FREE_FEATURES: tuple[str, ...] = ("amount_eur", "is_refund", "hour_of_day")
+
+
 class InvalidTransaction(DataError, ValueError):
     """One transaction cannot be scored as given; ``field`` names the offending field."""
 
@@ -307,7 +312,8 @@ def reasons(p: Profile, t: Txn, f: Mapping[str, float], top_k: int = 3,
     """
     if not profile_available:
         return [{"feature": "profile", "value": None, "typical": None, "score": 0.0,
-                 "text": "customer profile unavailable: scored without the customer's history"}]
+                 "text": "customer profile unavailable: scored on the transaction alone (amount, refund, hour) "
+                         "against all customers, without the customer's history"}]
     n = p.n
     if n == 0:
         return [{"feature": "history_count", "value": 0, "typical": None, "score": 0.0,

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from families.transaction_anomaly.behaviour import compute_offline
+from families.transaction_anomaly.behaviour import FEATURE_NAMES, PROFILE_FREE_FEATURES, compute_offline
 from families.transaction_anomaly.data import DEFAULT_DATASET, TransactionDataset
 from families.transaction_anomaly.model import IsolationForestDetector
 from ledgerline.errors import DataError
@@ -50,7 +50,12 @@ def train(X: pd.DataFrame, params: Mapping[str, Any] | None = None) -> Isolation
     unknown = sorted(set(merged) - set(DEFAULT_PARAMS))
     if unknown:
         raise DataError(f"unknown anomaly parameters {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    return IsolationForestDetector(**merged).fit(X)
+    detector = IsolationForestDetector(**merged).fit(X)
+    if set(detector.columns_) <= set(FEATURE_NAMES):
+        # the answer while the profile store is down: a forest on what a transaction has without its history,
+        # calibrated to the same alert budget, so an outage cannot turn a large transaction into "no alert"
+        detector.profile_free_ = IsolationForestDetector(**merged).fit(X[list(PROFILE_FREE_FEATURES)])
+    return detector
 
 
 def has_behaviour(df: pd.DataFrame, dataset: TransactionDataset = DEFAULT_DATASET) -> bool:

@@ -177,11 +177,12 @@ def _behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: T
     import pandas as pd
 
     from families.transaction_anomaly.behaviour import InvalidTransaction, parse_transaction
-    from families.transaction_anomaly.profiles import MAX_CUSTOMER_ID_LEN, ProfileStoreError
+    from families.transaction_anomaly.profiles import MAX_CUSTOMER_ID_LEN, ProfileStoreError, ProfileStoreUnavailable
     from families.transaction_anomaly.scoring import AnomalyScorer
     from serving.errors import StoreUnavailable
 
-    scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3)
+    outage = TransactionAnomalySettings.of(ctx.settings.families).profile_outage
+    scorer = AnomalyScorer.from_detector(model, top_k=ctx.settings.reason_codes or 3, outage=outage)
     store = profile_store(ctx)
     customer_col = dataset.customer_column
 
@@ -207,7 +208,7 @@ def _behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: T
                 scored = store.score_many(parsed, scorer.explain)
                 feats = [s.features for s in scored]
                 results = scorer.finish([s.result for s in scored], feats)
-        except ProfileStoreError as exc:  # a profile that kept changing under concurrent updates
+        except (ProfileStoreError, ProfileStoreUnavailable) as exc:  # a profile that kept changing; no profile-free answer
             raise StoreUnavailable(f"{exc}") from exc
         for result, f in zip(results, feats, strict=True):
             answers.append({**result, "features": {k: round(v, 6) for k, v in f.items()}})
@@ -221,6 +222,7 @@ def _behavioural(model: IsolationForestDetector, ctx: ServingContext, dataset: T
         "profile_store": "memory" if TransactionAnomalySettings.of(ctx.settings.families).profile_store_url == "memory"
         else "redis",
         "trees": len(scorer.forest.roots),
+        "during_profile_outage": "scores on the transaction alone" if scorer.outage is not None else "refuses (503)",
         "inputs": list(scorer.columns),
     }
     return Built(run, details, status=store.stats)  # /metrics reads the store's gauges

@@ -4,6 +4,8 @@ read, for one release."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -37,6 +39,12 @@ class TransactionAnomalySettings(FamilySettings):
         0.05, gt=0, le=5,
         validation_alias=env_names(f"{PREFIX}PROFILE_TIMEOUT_SECONDS", "LEDGERLINE_SERVING_PROFILE_TIMEOUT_SECONDS"),
         description="Redis socket timeout; when it passes, the answer uses profile-free features",
+    )
+
+    profile_outage: Literal["profile-free", "fail"] = Field(
+        "profile-free",
+        description="while the profile store is unreachable: 'profile-free' answers from the model's profile-free "
+        "forest (amount, refund, hour; same alert budget), 'fail' refuses anomaly predictions with 503",
     )
 
     def model_prefix(self, model_name: str) -> str:

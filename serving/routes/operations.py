@@ -23,12 +23,14 @@ async def health() -> dict[str, str]:
 @router.get(
     "/ready",
     tags=["operations"],
-    summary="every configured model is loaded (503 otherwise); details on registry and prediction log",
+    summary="every configured model is loaded (503 otherwise); details on registry and prediction log; "
+    "`degraded` lists the components a model answers without (still 200: its answers say so)",
     responses={503: {"description": "not every model is loaded"}},
 )
 async def ready(request: Request) -> JSONResponse:
     state = state_of(request)
     models: dict[str, dict[str, object]] = {}
+    degraded: list[str] = []
     for name in state.holder.names:
         m = state.holder.current(name)
         st = state.holder.status[name]
@@ -40,11 +42,15 @@ async def ready(request: Request) -> JSONResponse:
             "error": st.error,
         }
         if m is not None and m.status is not None:  # e.g. the anomaly family's profile store
-            models[name]["components"] = m.status()
+            components = m.status()
+            models[name]["components"] = components
+            degraded += [f"{name}: {key.removesuffix('_available')} unavailable"
+                         for key, value in components.items() if key.endswith("_available") and not value]
     ok = state.holder.ready
     body = {
         "ready": ok,
         "models": models,
+        "degraded": degraded,
         "registry": state.watcher.registry_status(),
         "prediction_log": state.log.status(),
     }

@@ -244,14 +244,26 @@ def test_with_redis_unreachable_the_api_answers_without_profiles_and_says_so(
             assert answer["features"]["history_count"] == 0.0
             assert answer["reasons"][0]["feature"] == "profile" and "unavailable" in answer["reasons"][0]["text"]
             assert 0.0 <= answer["anomaly_score"] <= 1.0
-        ready = c.get("/ready").json()
-        assert ready["models"][MODEL]["components"]["profile_store_available"] == 0.0
+        ready = c.get("/ready")
+        assert ready.status_code == 200 and ready.json()["degraded"] == [f"{MODEL}: profile_store unavailable"]
+        assert ready.json()["models"][MODEL]["components"]["profile_store_available"] == 0.0
         m = c.get("/metrics").text
         assert sv.metric(m, "ledgerline_serving_model_component", model=MODEL, key="profile_store_available") == 0.0
         assert sv.metric(m, "ledgerline_serving_model_component", model=MODEL, key="profile_fallback_answers_total") == 2.0
+        # an unusual amount is still an alert without the profile (the profile-free forest answers)
+        large = predict(c, sv, {**nxt, "transaction_id": "o-3", "amount": 2500.0}).json()["predictions"][0]
+        assert large["profile_available"] is False and large["is_anomaly"] is True and large["risk_level"] == "high"
+        assert len(profile_keys(profile_prefix)) == 1  # the outage changed nothing in Redis
 
-    proxy.restore()
-    assert len(profile_keys(profile_prefix)) == 1  # the outage changed nothing in Redis
+        proxy.restore()  # profiles are used again once the store's retry pause (5 s) has passed
+        deadline = time.monotonic() + 20
+        while True:
+            back = predict(c, sv, {**nxt, "transaction_id": "o-4"}).json()["predictions"][0]
+            if back["profile_available"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert back["profile_available"] is True and back["features"]["history_count"] == float(len(past))
+        assert c.get("/ready").json()["degraded"] == []
 
 
 def test_openapi_shows_the_anomaly_answer_and_the_transaction_record(

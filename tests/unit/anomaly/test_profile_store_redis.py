@@ -141,6 +141,54 @@ def test_with_redis_down_the_answer_is_profile_free_flagged_and_counted(table, s
         down.get("c1")
 
 
+def _down_store() -> RedisProfileStore:
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    return RedisProfileStore(f"redis://127.0.0.1:{port}/0", prefix="never:", retry_after_s=60)
+
+
+def test_during_an_outage_a_large_amount_is_still_an_alert_and_a_typical_one_is_not(table, scorer):
+    """The profile-free forest answers while Redis is down: without it a customer looks new, and a
+    2,500 EUR payment (training amounts: median about 30) passed as "low risk"."""
+    down = _down_store()
+    row = as_record(table.iloc[5])
+    large = score_transaction({**row, "amount": 2500.0}, down, scorer)
+    typical = score_transaction({**row, "amount": float(table["amount"].median())}, down, scorer)
+    assert large["profile_available"] is False and large["is_anomaly"] is True and large["risk_level"] == "high"
+    assert typical["is_anomaly"] is False and typical["risk_level"] == "low"
+    assert "transaction alone" in large["reasons"][0]["text"]
+    # batches take the same path
+    scored = down.score_many([("c1", parse_transaction({**row, "amount": 2500.0})),
+                              ("c2", parse_transaction(row))], scorer.explain)
+    finished = scorer.finish([x.result for x in scored], [x.features for x in scored])
+    one = score_transaction(row, down, scorer)
+    assert [(a["anomaly_score"], a["is_anomaly"]) for a in finished] == [
+        (large["anomaly_score"], True), (one["anomaly_score"], one["is_anomaly"])]
+
+
+def test_the_profile_free_forest_alerts_at_about_the_alert_budget(table, scorer):
+    assert scorer.outage is not None and scorer.outage.columns == ("amount_eur", "is_refund", "hour_of_day")
+    feats = compute_offline(table)
+    X = feats[list(scorer.outage.columns)].to_numpy(dtype=float)
+    rate = float((scorer.outage.forest.anomaly_score(X) >= scorer.outage.threshold).mean())
+    assert 0.001 <= rate <= 0.02  # budget 0.005 on the training rows
+
+
+def test_without_a_profile_free_forest_or_with_outage_fail_answers_are_refused_not_guessed(table):
+    detector = train(compute_offline(table), {"n_estimators": 20})
+    refuse = AnomalyScorer.from_detector(detector, outage="fail")
+    del detector.profile_free_  # a version trained before the profile-free forest existed
+    old = AnomalyScorer.from_detector(detector)
+    row = as_record(table.iloc[5])
+    for s in (refuse, old):
+        with pytest.raises(ProfileStoreUnavailable, match="cannot score without it"):
+            score_transaction(row, _down_store(), s)
+    with pytest.raises(ValueError, match="outage must be one of"):
+        AnomalyScorer.from_detector(detector, outage="guess")
+
+
 def test_the_memory_store_answers_like_the_redis_store(table, scorer, store):
     stream = table[table["customer_id"] == table["customer_id"].iloc[0]].head(50)
     memory = MemoryProfileStore()
